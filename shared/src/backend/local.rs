@@ -1,0 +1,195 @@
+//! A repository in a local (or network-mounted) directory.
+
+use super::{Backend, ObjectInfo, ObjectKind};
+use crate::error::{Error, Result};
+use rand::RngCore;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
+        self.root.join(kind.path(name))
+    }
+
+    fn err(&self, kind: ObjectKind, name: &str, e: std::io::Error) -> Error {
+        Error::storage(format!("{} ({})", kind.path(name), self.root.display()), e)
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        if self.root.join("config").exists() {
+            return Err(Error::RepositoryExists { location: self.location() });
+        }
+        if let Ok(mut rd) = fs::read_dir(&self.root) {
+            if rd.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "{} exists and is not empty; choose an empty or new directory",
+                    self.root.display()
+                )));
+            }
+        }
+        let mk = |p: PathBuf| fs::create_dir_all(&p).map_err(|e| Error::io(p, e));
+        mk(self.root.clone())?;
+        for d in ["keys", "index", "snapshots", "locks", "tmp"] {
+            mk(self.root.join(d))?;
+        }
+        for i in 0..256 {
+            mk(self.root.join("data").join(format!("{i:02x}")))?;
+        }
+        sync_dir(&self.root).map_err(|e| Error::io(&self.root, e))
+    }
+
+    fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        let final_path = self.path(kind, name);
+        let mut rnd = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut rnd);
+        let tmp = self.root.join("tmp").join(format!("{}.{}.tmp", name, hex::encode(rnd)));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.err(kind, name, e));
+        }
+        // link(2) publishes atomically and refuses to replace an existing
+        // object: write-once is enforced by the filesystem, not by care.
+        let linked = fs::hard_link(&tmp, &final_path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if kind == ObjectKind::Config || kind == ObjectKind::Key || kind == ObjectKind::Lock {
+                    return Err(self.err(kind, name, e));
+                }
+            }
+            Err(e) => return Err(self.err(kind, name, e)),
+        }
+        let dir = final_path.parent().unwrap_or(&self.root);
+        sync_dir(dir).map_err(|e| self.err(kind, name, e))
+    }
+
+    fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        fs::read(self.path(kind, name)).map_err(|e| self.err(kind, name, e))
+    }
+
+    fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut f = File::open(self.path(kind, name))?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact(&mut buf)?;
+            Ok(buf)
+        };
+        read().map_err(|e| self.err(kind, name, e))
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let info = |entry: fs::DirEntry| -> std::io::Result<Option<ObjectInfo>> {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let md = entry.metadata()?;
+            if !md.is_file() || name.starts_with('.') {
+                return Ok(None);
+            }
+            Ok(Some(ObjectInfo { name, size: md.len(), modified: md.modified().ok() }))
+        };
+        let list_dir = |dir: PathBuf, out: &mut Vec<ObjectInfo>| -> Result<()> {
+            let rd = fs::read_dir(&dir).map_err(|e| Error::storage(dir.display(), e))?;
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::storage(dir.display(), e))?;
+                if let Some(i) = info(entry).map_err(|e| Error::storage(dir.display(), e))? {
+                    out.push(i);
+                }
+            }
+            Ok(())
+        };
+        match kind {
+            ObjectKind::Config => {
+                if let Ok(md) = fs::metadata(self.root.join("config")) {
+                    out.push(ObjectInfo { name: "config".into(), size: md.len(), modified: md.modified().ok() });
+                }
+            }
+            ObjectKind::Pack => {
+                let data = self.root.join("data");
+                let rd = fs::read_dir(&data).map_err(|e| Error::storage(data.display(), e))?;
+                for sub in rd {
+                    let sub = sub.map_err(|e| Error::storage(data.display(), e))?;
+                    if sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        list_dir(sub.path(), &mut out)?;
+                    }
+                }
+            }
+            k => list_dir(self.root.join(k.dir()), &mut out)?,
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
+        let p = self.path(kind, name);
+        match fs::remove_file(&p) {
+            Ok(()) => sync_dir(p.parent().unwrap_or(&self.root)).map_err(|e| self.err(kind, name, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(kind, name, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        b.put(ObjectKind::Pack, "abcdef", b"pack").unwrap();
+        b.put(ObjectKind::Pack, "abcdef", b"pack").unwrap();
+        assert_eq!(b.get(ObjectKind::Pack, "abcdef").unwrap(), b"pack");
+        assert_eq!(b.get_range(ObjectKind::Pack, "abcdef", 1, 2).unwrap(), b"ac");
+        assert!(b.get_range(ObjectKind::Pack, "abcdef", 3, 2).is_err());
+        let l = b.list(ObjectKind::Pack).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].size, 4);
+        assert!(dir.path().join("repo/data/ab/abcdef").exists());
+        b.delete(ObjectKind::Pack, "abcdef").unwrap();
+        assert!(b.list(ObjectKind::Pack).unwrap().is_empty());
+        assert!(b.get(ObjectKind::Pack, "abcdef").unwrap_err().is_not_found());
+        // tmp/ holds nothing after successful writes.
+        assert_eq!(fs::read_dir(dir.path().join("repo/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn config_is_write_once_and_create_refuses_existing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        b.put(ObjectKind::Config, "config", b"one").unwrap();
+        assert!(b.put(ObjectKind::Config, "config", b"two").is_err());
+        assert_eq!(b.get(ObjectKind::Config, "config").unwrap(), b"one");
+        assert!(matches!(b.create(), Err(Error::RepositoryExists { .. })));
+    }
+}

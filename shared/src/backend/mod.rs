@@ -1,0 +1,116 @@
+//! Storage backends: where repository objects live.
+//!
+//! # Durability contract
+//!
+//! Every backend must provide, for each object:
+//!
+//! * **Write-once, atomic publication.** [`Backend::put`] makes an object
+//!   visible under its final name only when it is complete; readers never
+//!   observe a partial object. bk never rewrites an object in place: every
+//!   name is new (content-addressed or random), so two writers cannot
+//!   corrupt each other's objects.
+//! * **Durable on return.** When `put` returns `Ok`, the object survives a
+//!   crash or power loss of this machine (local: fsync of the file and of
+//!   its directory; S3: a successful PUT response).
+//! * **Ordered visibility.** An object written after another's `put`
+//!   returned is never visible before it. bk relies on this to publish packs
+//!   before the index that names them and the index before the snapshot.
+//! * **Complete listings.** [`Backend::list`] returns every object that was
+//!   durable before the call started, or fails. A partial listing is an
+//!   error, never a short answer: a short listing could make garbage
+//!   collection delete live data.
+//! * **Read-after-write**: `get` of an object whose `put` returned succeeds.
+//!
+//! Errors carry a retryable flag ([`crate::Error::is_retryable`]); backends
+//! retry transient failures themselves within a bounded budget.
+
+pub mod local;
+
+use crate::error::Result;
+
+/// The classes of repository objects; each lives in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 6] = [
+        ObjectKind::Config,
+        ObjectKind::Key,
+        ObjectKind::Pack,
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Lock,
+    ];
+
+    pub fn dir(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "",
+            ObjectKind::Key => "keys",
+            ObjectKind::Pack => "data",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Lock => "locks",
+        }
+    }
+
+    /// Path of an object relative to the repository root.
+    pub fn path(self, name: &str) -> String {
+        match self {
+            ObjectKind::Config => "config".to_string(),
+            ObjectKind::Pack => format!("data/{}/{}", &name[..2.min(name.len())], name),
+            k => format!("{}/{}", k.dir(), name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+    /// Last modification as seen by the storage's own clock.
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// A place that stores repository objects. See the module documentation
+/// for the durability contract every implementation must keep.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Human-readable address, safe to print (credentials redacted).
+    fn location(&self) -> String;
+    /// Prepares an empty location for a new repository.
+    fn create(&self) -> Result<()>;
+    /// Publishes a complete object atomically and durably. Writing a name
+    /// that exists leaves the existing object in place and succeeds when the
+    /// name is content-addressed (same name, same bytes).
+    fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()>;
+    /// The whole object. A missing object is an error whose
+    /// [`crate::Error::is_not_found`] is true.
+    fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
+    /// `len` bytes at `offset`; short objects are an error.
+    fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Every object of `kind`, or an error; never a partial list.
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
+}
+
+/// Opens the backend for a repository address (a path or `file://` URL).
+pub fn open(location: &str) -> Result<std::sync::Arc<dyn Backend>> {
+    if let Some(rest) = location.strip_prefix("file://") {
+        return Ok(std::sync::Arc::new(local::LocalBackend::new(rest)));
+    }
+    if let Some((scheme, _)) = location.split_once("://") {
+        return Err(crate::Error::Usage(format!(
+            "unsupported repository scheme {scheme:?} in {location:?}: use a path or file:// URL"
+        )));
+    }
+    if location.is_empty() {
+        return Err(crate::Error::Usage("empty repository address".into()));
+    }
+    Ok(std::sync::Arc::new(local::LocalBackend::new(location)))
+}

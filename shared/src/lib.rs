@@ -1,0 +1,20 @@
+//! bk: deduplicated, compressed, encrypted backups as small composable tools.
+//!
+//! This crate holds everything the `bk-*` binaries share; the binaries only
+//! parse arguments and call into it. Start with docs/ARCHITECTURE.md for the
+//! repository format, the stream format and the invariants.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod keys;
+pub mod pack;
+pub mod repo;
+pub mod sys;
+pub mod wire;
+
+pub use error::{Error, ExitCode, Result};

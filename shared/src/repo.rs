@@ -1,0 +1,383 @@
+//! An opened repository: backend, config and keys, and the operations every
+//! tool shares (index loading, blob reads, snapshots).
+//!
+//! Layout (see docs/ARCHITECTURE.md):
+//!
+//! ```text
+//! config               plaintext JSON + HMAC: format version, id, parameters
+//! keys/<random>        the master key wrapped by age (one per passphrase/identity)
+//! data/<xx>/<sha256>   pack files
+//! index/<sha256>       index objects
+//! snapshots/<sha256>   snapshot objects
+//! locks/<sha256>       lock objects
+//! tmp/                 local backend only: files being written
+//! ```
+
+use crate::backend::{Backend, ObjectKind};
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::crypto::{Keys, MasterKey};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, ObjectId};
+use crate::index::{BlobLocation, Index, IndexFile};
+use crate::keys::{KeyFile, NewKey, Secret};
+use crate::pack::{blob_aad, BlobKind};
+use crate::wire::Timestamp;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Repository format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+pub const DEFAULT_COMPRESSION: i32 = 3;
+const SNAPSHOT_AAD: &[u8] = b"bk snapshot v1";
+
+/// Repository parameters, fixed at init.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigBody {
+    pub bk_repository: u32,
+    pub id: String,
+    pub created: Timestamp,
+    pub chunker: ChunkerParams,
+    /// zstd level for new blobs (0 disables compression).
+    pub compression: i32,
+    pub pack_size: u32,
+    pub cipher: String,
+}
+
+/// The stored config: the body as an exact string plus its HMAC, so the
+/// MAC covers exactly the bytes written, whatever fields later versions add.
+#[derive(Debug, Serialize, Deserialize)]
+struct ConfigFile {
+    body: String,
+    mac: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression: i32,
+    pub pack_size: u32,
+    pub label: Option<String>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            compression: DEFAULT_COMPRESSION,
+            pack_size: DEFAULT_PACK_SIZE,
+            label: None,
+        }
+    }
+}
+
+/// A snapshot as stored (sealed JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub v: u32,
+    pub time: Timestamp,
+    pub identity: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub source: String,
+    /// The listing (JSON-lines entries), chunked into metadata blobs.
+    pub listing: Vec<ChunkId>,
+    pub files: u64,
+    pub dirs: u64,
+    pub entries: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub created: Timestamp,
+    pub program: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    config: ConfigBody,
+    keys: Keys,
+    /// Kept (zeroized on drop) only so `bk-repo key add` can wrap it again.
+    master: MasterKey,
+    key_name: String,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repository({} id {})", self.backend.location(), self.config.id)
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+impl Repository {
+    /// Creates a repository: key file first, config last, so a crash
+    /// mid-way never leaves something that looks like a repository.
+    pub fn init(backend: Arc<dyn Backend>, secret: &Secret, opts: InitOptions) -> Result<Repository> {
+        opts.chunker.validate().map_err(Error::Usage)?;
+        if !(1 << 20..=1 << 30).contains(&opts.pack_size) {
+            return Err(Error::Usage("pack size must be between 1 MiB and 1 GiB".into()));
+        }
+        if !(0..=22).contains(&opts.compression) {
+            return Err(Error::Usage("compression level must be 0 (off) to 22".into()));
+        }
+        backend.create()?;
+        let master = MasterKey::generate();
+        let keys = master.derive();
+        let config = ConfigBody {
+            bk_repository: FORMAT_VERSION,
+            id: random_hex(16),
+            created: Timestamp::now(),
+            chunker: opts.chunker,
+            compression: opts.compression,
+            pack_size: opts.pack_size,
+            cipher: "aes-256-gcm".into(),
+        };
+        let key_name = random_hex(16);
+        let kf = KeyFile::seal(&master, &config.id, &NewKey::from(secret), opts.label)?;
+        backend.put(ObjectKind::Key, &key_name, &serde_json::to_vec_pretty(&kf).expect("serializable"))?;
+        let body = serde_json::to_string(&config).expect("serializable");
+        let file = ConfigFile { mac: hex::encode(keys.mac(body.as_bytes())), body };
+        backend.put(ObjectKind::Config, "config", &serde_json::to_vec(&file).expect("serializable"))?;
+        Ok(Repository { backend, config, keys, master, key_name })
+    }
+
+    /// Reads the config and unwraps the master key with `secret`.
+    pub fn open(backend: Arc<dyn Backend>, secret: &Secret) -> Result<Repository> {
+        let raw = match backend.get(ObjectKind::Config, "config") {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => {
+                return Err(Error::NoRepository { location: backend.location() });
+            }
+            Err(e) => return Err(e),
+        };
+        let file: ConfigFile = serde_json::from_slice(&raw)
+            .map_err(|e| Error::integrity("config", format!("not a bk config: {e}")))?;
+        let config: ConfigBody = serde_json::from_str(&file.body)
+            .map_err(|e| Error::integrity("config", format!("malformed: {e}")))?;
+        if config.bk_repository > FORMAT_VERSION {
+            return Err(Error::Usage(format!(
+                "repository format {} is newer than this bk supports ({FORMAT_VERSION}); upgrade bk",
+                config.bk_repository
+            )));
+        }
+        let key_objects = backend.list(ObjectKind::Key)?;
+        let mut tried = 0;
+        for obj in &key_objects {
+            let raw = backend.get(ObjectKind::Key, &obj.name)?;
+            let kf: KeyFile = match serde_json::from_slice(&raw) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("warning: keys/{}: unreadable key file ({e}), skipped", obj.name);
+                    continue;
+                }
+            };
+            if !kf.matches_kind(secret) {
+                continue;
+            }
+            tried += 1;
+            if let Some(master) = kf.open(secret, &obj.name, &config.id)? {
+                let keys = master.derive();
+                let tag = hex::decode(&file.mac).unwrap_or_default();
+                if !keys.verify_mac(file.body.as_bytes(), &tag) {
+                    return Err(Error::integrity("config", "authentication failed: the config was modified"));
+                }
+                return Ok(Repository { backend, config, keys, master, key_name: obj.name.clone() });
+            }
+        }
+        if key_objects.is_empty() {
+            return Err(Error::integrity("keys/", "the repository has no key files"));
+        }
+        Err(Error::WrongKey { tried })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn config(&self) -> &ConfigBody {
+        &self.config
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    pub fn chunker_name(&self) -> String {
+        format!("repo:{}", self.config.id)
+    }
+
+    /// The repository's keyed chunker for file data.
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker, &self.keys.gear_seed)
+    }
+
+    /// Chunker for listings: smaller chunks, since listings change in
+    /// small places and are read whole.
+    pub fn listing_chunker(&self) -> Chunker {
+        Chunker::new(ChunkerParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 }, &self.keys.gear_seed)
+    }
+
+    pub fn compression(&self) -> Option<i32> {
+        (self.config.compression > 0).then_some(self.config.compression)
+    }
+
+    /// Loads every index object into one sorted in-memory index.
+    pub fn load_index(&self) -> Result<Index> {
+        let mut index = Index::default();
+        let objects = self.backend.list(ObjectKind::Index)?;
+        // Superseded index objects are skipped when their replacement exists.
+        let mut files = Vec::with_capacity(objects.len());
+        for obj in &objects {
+            let raw = self.backend.get(ObjectKind::Index, &obj.name)?;
+            check_name(ObjectKind::Index, &obj.name, &raw)?;
+            files.push((obj.name.clone(), IndexFile::open(&self.keys, &obj.name, &raw)?));
+        }
+        let superseded: std::collections::HashSet<String> =
+            files.iter().flat_map(|(_, f)| f.supersedes.iter().map(|s| s.to_hex())).collect();
+        for (name, f) in &files {
+            if !superseded.contains(name) {
+                index.add_file(f);
+            }
+        }
+        index.finish();
+        Ok(index)
+    }
+
+    pub fn write_index(&self, file: &IndexFile) -> Result<ObjectId> {
+        let sealed = file.seal(&self.keys);
+        let id = ObjectId::digest(&sealed);
+        self.backend.put(ObjectKind::Index, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
+    /// Reads, authenticates, decompresses and re-hashes one blob.
+    pub fn read_blob(&self, id: &ChunkId, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let pack = loc.pack.to_hex();
+        let sealed = match self.backend.get_range(ObjectKind::Pack, &pack, loc.offset as u64, loc.len as u64) {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => {
+                return Err(Error::integrity(format!("pack {pack}"), format!("missing (needed for chunk {id})")))
+            }
+            Err(Error::Storage { source, .. }) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(Error::integrity(format!("pack {pack}"), format!("truncated (chunk {id} lies beyond its end)")))
+            }
+            Err(e) => return Err(e),
+        };
+        self.open_blob(id, loc.kind, &pack, &sealed)
+    }
+
+    pub fn open_blob(&self, id: &ChunkId, kind: BlobKind, pack: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        let data = self
+            .keys
+            .open(&blob_aad(kind, id), sealed)
+            .map_err(|e| Error::integrity(format!("pack {pack}"), format!("chunk {id}: {e}")))?;
+        if ChunkId::digest(&data) != *id {
+            return Err(Error::integrity(format!("pack {pack}"), format!("chunk {id}: content hash mismatch")));
+        }
+        Ok(data)
+    }
+
+    pub fn read_chunk(&self, index: &Index, id: &ChunkId) -> Result<Vec<u8>> {
+        let loc = index
+            .get(id)
+            .ok_or_else(|| Error::integrity(format!("chunk {id}"), "not in any index (missing data)"))?;
+        self.read_blob(id, &loc)
+    }
+
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<ObjectId> {
+        let json = serde_json::to_vec(snap).expect("serializable");
+        let sealed = self.keys.seal(SNAPSHOT_AAD, &json, Some(3));
+        let id = ObjectId::digest(&sealed);
+        self.backend.put(ObjectKind::Snapshot, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
+    pub fn load_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let raw = match self.backend.get(ObjectKind::Snapshot, name) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Err(Error::Usage(format!("no snapshot {name}"))),
+            Err(e) => return Err(e),
+        };
+        check_name(ObjectKind::Snapshot, name, &raw)?;
+        let plain = self
+            .keys
+            .open(SNAPSHOT_AAD, &raw)
+            .map_err(|e| Error::integrity(format!("snapshots/{name}"), e.to_string()))?;
+        serde_json::from_slice(&plain).map_err(|e| Error::integrity(format!("snapshots/{name}"), e.to_string()))
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(ObjectId, Snapshot)>> {
+        let mut out = Vec::new();
+        for obj in self.backend.list(ObjectKind::Snapshot)? {
+            let Some(id) = ObjectId::from_hex(&obj.name) else { continue };
+            out.push((id, self.load_snapshot(&obj.name)?));
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest` (optionally within an identity), a full id or a
+    /// unique id prefix.
+    pub fn find_snapshot(&self, spec: &str, identity: Option<&str>) -> Result<(ObjectId, Snapshot)> {
+        if spec == "latest" {
+            let all = self.snapshots()?;
+            return all
+                .into_iter()
+                .rev()
+                .find(|(_, s)| identity.is_none_or(|i| s.identity == i))
+                .ok_or_else(|| {
+                    Error::Usage(match identity {
+                        Some(i) => format!("no snapshot of identity {i}"),
+                        None => "the repository has no snapshots".into(),
+                    })
+                });
+        }
+        if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!("{spec:?} is not a snapshot id, id prefix or \"latest\"")));
+        }
+        let spec = spec.to_ascii_lowercase();
+        let matches: Vec<_> = self
+            .backend
+            .list(ObjectKind::Snapshot)?
+            .into_iter()
+            .filter(|o| o.name.starts_with(&spec))
+            .collect();
+        match matches.as_slice() {
+            [one] => {
+                let snap = self.load_snapshot(&one.name)?;
+                Ok((ObjectId::from_hex(&one.name).expect("listed names are ids"), snap))
+            }
+            [] => Err(Error::Usage(format!("no snapshot matches {spec:?}"))),
+            _ => Err(Error::Usage(format!("snapshot prefix {spec:?} is ambiguous ({} matches)", matches.len()))),
+        }
+    }
+
+    pub fn add_key(&self, new: &NewKey, label: Option<String>) -> Result<String> {
+        let kf = KeyFile::seal(&self.master, &self.config.id, new, label)?;
+        let name = random_hex(16);
+        self.backend.put(ObjectKind::Key, &name, &serde_json::to_vec_pretty(&kf).expect("serializable"))?;
+        Ok(name)
+    }
+}
+
+/// Objects are named by the SHA-256 of their stored bytes; check it.
+pub fn check_name(kind: ObjectKind, name: &str, raw: &[u8]) -> Result<()> {
+    if ObjectId::digest(raw).to_hex() != name {
+        return Err(Error::integrity(kind.path(name), "content does not match its name (corrupt or replaced)"));
+    }
+    Ok(())
+}

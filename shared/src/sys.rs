@@ -1,0 +1,77 @@
+//! Small wrappers over OS facts bk records (host, user, uid/gid names).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub fn hostname() -> Option<String> {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok())
+}
+
+pub fn username() -> Option<String> {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| user_name(nix::unistd::getuid().as_raw()))
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn cache() -> &'static Mutex<(HashMap<u32, Option<String>>, HashMap<u32, Option<String>>)> {
+    static C: OnceLock<Mutex<(HashMap<u32, Option<String>>, HashMap<u32, Option<String>>)>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+/// Name of a uid, cached (NSS lookups are slow and trees repeat owners).
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+    c.0.entry(uid)
+        .or_insert_with(|| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+        })
+        .clone()
+}
+
+pub fn group_name(gid: u32) -> Option<String> {
+    let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+    c.1.entry(gid)
+        .or_insert_with(|| {
+            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)).ok().flatten().map(|g| g.name)
+        })
+        .clone()
+}
+
+/// Set when SIGINT or SIGTERM arrives; long loops poll it and stop cleanly.
+pub fn interrupted() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
+        }
+        flag
+    })
+}
+
+/// Installs the signal handlers (call early in main).
+pub fn install_signal_handlers() {
+    let _ = interrupted();
+}
+
+pub fn check_interrupted() -> crate::Result<()> {
+    if interrupted().load(Ordering::Relaxed) {
+        Err(crate::Error::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}

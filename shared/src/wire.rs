@@ -1,0 +1,540 @@
+//! The JSON-lines records every bk tool reads and writes (see `bk-stream(5)`).
+//!
+//! One record per line, tagged by `type`, each carrying the stream format
+//! version `v`. Readers skip record types and fields they do not know, so a
+//! newer producer can add information without breaking older consumers; a
+//! record whose `v` is newer than [`VERSION`] is refused, because its meaning
+//! may have changed.
+
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, ObjectId};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+
+/// Stream format version written by this build.
+pub const VERSION: u32 = 1;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn v1() -> u32 {
+    VERSION
+}
+
+/// Nanosecond-precision wall-clock time, serialized as RFC 3339 UTC with
+/// nine fractional digits (`2026-11-21T16:26:00.123456789Z`): readable,
+/// sortable as text, exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
+    }
+
+    pub fn to_rfc3339(&self) -> String {
+        let t = time::OffsetDateTime::from_unix_timestamp(self.secs)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+            .replace_nanosecond(self.nanos.min(999_999_999))
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        t.format(&time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+        ))
+        .unwrap_or_default()
+    }
+
+    /// Accepts any RFC 3339 time (any offset, any fraction length).
+    pub fn parse(s: &str) -> Option<Self> {
+        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        Some(Timestamp { secs: t.unix_timestamp(), nanos: t.nanosecond() })
+    }
+
+    pub fn as_nanos(&self) -> i128 {
+        self.secs as i128 * 1_000_000_000 + self.nanos as i128
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s:?}")))
+    }
+}
+
+/// What kind of filesystem object an entry describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+/// One filesystem object of a listing. Paths are relative to the source root
+/// with `/` separators; the root itself is `.`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(default = "v1")]
+    pub v: u32,
+    /// The path as UTF-8 (lossy when the name is not UTF-8).
+    pub path: String,
+    /// The exact path bytes, base64, present only when `path` is lossy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_b64: Option<String>,
+    pub kind: Kind,
+    /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub mtime: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime: Option<Timestamp>,
+    #[serde(default)]
+    pub size: u64,
+    /// Source device and inode: with `nlink` they identify hard links, and
+    /// with size/mtime/ctime they let `bk-chunk --parent` skip unchanged files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nlink: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkId>,
+}
+
+fn lossless(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_owned(), None),
+        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), Some(B64.encode(bytes))),
+    }
+}
+
+fn raw_bytes(text: &str, b64: &Option<String>) -> Result<Vec<u8>> {
+    match b64 {
+        Some(b) => B64
+            .decode(b)
+            .map_err(|e| Error::Usage(format!("invalid base64 name for {text:?}: {e}"))),
+        None => Ok(text.as_bytes().to_vec()),
+    }
+}
+
+impl Entry {
+    pub fn path_bytes(&self) -> Result<Vec<u8>> {
+        raw_bytes(&self.path, &self.path_b64)
+    }
+
+    pub fn set_path_bytes(&mut self, bytes: &[u8]) {
+        (self.path, self.path_b64) = lossless(bytes);
+    }
+
+    pub fn target_bytes(&self) -> Result<Option<Vec<u8>>> {
+        match &self.target {
+            Some(t) => raw_bytes(t, &self.target_b64).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_target_bytes(&mut self, bytes: &[u8]) {
+        let (t, b) = lossless(bytes);
+        self.target = Some(t);
+        self.target_b64 = b;
+    }
+}
+
+/// Chunk bytes following the entry that references them. Each chunk appears
+/// at most once per stream; later references carry only its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data {
+    pub id: ChunkId,
+    pub data: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DataWire<'a> {
+    #[serde(default = "v1")]
+    v: u32,
+    id: ChunkId,
+    #[serde(borrow)]
+    data: std::borrow::Cow<'a, str>,
+}
+
+/// First record of a chunk stream: where it came from and how it was chunked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    #[serde(default = "v1")]
+    pub v: u32,
+    /// Absolute source path, or `-` for stdin.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `default` or `repo:<repository id>` (the keyed chunker).
+    pub chunker: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+/// A source object that could not be read; bk-put keeps it in the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub path: String,
+    pub message: String,
+}
+
+/// Last record: the stream is complete. Without it nothing is committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Trailer {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub entries: u64,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+/// A committed snapshot, as printed by bk-put and bk-ls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub id: ObjectId,
+    pub time: Timestamp,
+    pub identity: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub dirs: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_chunks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+}
+
+/// Every record type. Unknown types read as [`Record::Unknown`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Header(Header),
+    Entry(Entry),
+    Data(Data),
+    Error(ErrorRecord),
+    Trailer(Trailer),
+    Snapshot(SnapshotRecord),
+    Unknown,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Tagged {
+    Header(Header),
+    Entry(Entry),
+    Error(ErrorRecord),
+    Trailer(Trailer),
+    Snapshot(SnapshotRecord),
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum TaggedRef<'a> {
+    Header(&'a Header),
+    Entry(&'a Entry),
+    Error(&'a ErrorRecord),
+    Trailer(&'a Trailer),
+    Snapshot(&'a SnapshotRecord),
+}
+
+impl Record {
+    fn version(&self) -> u32 {
+        match self {
+            Record::Header(r) => r.v,
+            Record::Entry(r) => r.v,
+            Record::Error(r) => r.v,
+            Record::Trailer(r) => r.v,
+            Record::Snapshot(r) => r.v,
+            Record::Data(_) | Record::Unknown => VERSION,
+        }
+    }
+}
+
+const DATA_PREFIX: &[u8] = br#"{"type":"data""#;
+
+/// Parses one line. Data records take a fast path that borrows the base64
+/// text instead of copying it.
+pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
+    let bad = |e: String| Error::Stream { line: line_no, message: e };
+    let rec = if line.starts_with(DATA_PREFIX) {
+        let w: DataWire = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+        if w.v > VERSION {
+            return Err(bad(format!("record version {} is newer than this bk understands ({VERSION})", w.v)));
+        }
+        let data = B64.decode(w.data.as_bytes()).map_err(|e| bad(format!("chunk data is not base64: {e}")))?;
+        return Ok(Record::Data(Data { id: w.id, data }));
+    } else {
+        let value: Tagged = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+        match value {
+            Tagged::Header(r) => Record::Header(r),
+            Tagged::Entry(r) => Record::Entry(r),
+            Tagged::Error(r) => Record::Error(r),
+            Tagged::Trailer(r) => Record::Trailer(r),
+            Tagged::Snapshot(r) => Record::Snapshot(r),
+            Tagged::Unknown => {
+                // `{"type":"data"...}` written with other key order lands here.
+                let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+                if v.get("type").and_then(|t| t.as_str()) == Some("data") {
+                    let w: DataWire = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+                    let data = B64.decode(w.data.as_bytes()).map_err(|e| bad(format!("chunk data is not base64: {e}")))?;
+                    Record::Data(Data { id: w.id, data })
+                } else {
+                    Record::Unknown
+                }
+            }
+        }
+    };
+    if rec.version() > VERSION {
+        return Err(bad(format!(
+            "record version {} is newer than this bk understands ({VERSION})",
+            rec.version()
+        )));
+    }
+    Ok(rec)
+}
+
+/// Reads records line by line, reusing one buffer.
+pub struct RecordReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    line: u64,
+}
+
+impl<R: BufRead> RecordReader<R> {
+    pub fn new(inner: R) -> Self {
+        RecordReader { inner, buf: Vec::with_capacity(1 << 16), line: 0 }
+    }
+
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Next record, or `None` at end of input. Blank lines are skipped.
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
+        loop {
+            self.buf.clear();
+            let n = self
+                .inner
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| Error::io("<stdin>", e))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            let line = trim_ascii(&self.buf);
+            if line.is_empty() {
+                continue;
+            }
+            return parse_line(line, self.line).map(Some);
+        }
+    }
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |p| p + 1);
+    &b[start..end]
+}
+
+/// Writes one record and its newline.
+pub fn write_record<W: Write>(w: &mut W, rec: &Record) -> std::io::Result<()> {
+    match rec {
+        Record::Data(d) => write_data(w, &d.id, &d.data),
+        Record::Unknown => Ok(()),
+        Record::Header(r) => write_json(w, &TaggedRef::Header(r)),
+        Record::Entry(r) => write_json(w, &TaggedRef::Entry(r)),
+        Record::Error(r) => write_json(w, &TaggedRef::Error(r)),
+        Record::Trailer(r) => write_json(w, &TaggedRef::Trailer(r)),
+        Record::Snapshot(r) => write_json(w, &TaggedRef::Snapshot(r)),
+    }
+}
+
+/// Writes any serializable value as one JSON line.
+pub fn write_json<W: Write, T: Serialize + ?Sized>(w: &mut W, value: &T) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *w, value).map_err(std::io::Error::from)?;
+    w.write_all(b"\n")
+}
+
+/// Writes a data record, encoding base64 straight into the writer.
+pub fn write_data<W: Write>(w: &mut W, id: &ChunkId, data: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(data.len() * 4 / 3 + 120);
+    out.extend_from_slice(br#"{"type":"data","v":1,"id":""#);
+    out.extend_from_slice(id.to_hex().as_bytes());
+    out.extend_from_slice(br#"","data":""#);
+    let start = out.len();
+    out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+    let n = B64.encode_slice(data, &mut out[start..]).expect("buffer sized by encoded_len");
+    out.truncate(start + n);
+    out.extend_from_slice(b"\"}\n");
+    w.write_all(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(path: &[u8]) -> Entry {
+        let mut e = Entry {
+            v: 1,
+            path: String::new(),
+            path_b64: None,
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            user: Some("alice".into()),
+            group: None,
+            mtime: Timestamp { secs: 1_700_000_000, nanos: 123_456_789 },
+            ctime: None,
+            size: 5,
+            dev: Some(1),
+            ino: Some(2),
+            nlink: Some(1),
+            target: None,
+            target_b64: None,
+            rdev: None,
+            chunks: vec![ChunkId::digest(b"hello")],
+        };
+        e.set_path_bytes(path);
+        e
+    }
+
+    fn round_trip(rec: &Record) -> Record {
+        let mut buf = Vec::new();
+        write_record(&mut buf, rec).unwrap();
+        assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);
+        RecordReader::new(&buf[..]).next_record().unwrap().unwrap()
+    }
+
+    #[test]
+    fn exact_wire_shapes() {
+        let mut buf = Vec::new();
+        write_data(&mut buf, &ChunkId::digest(b"hi"), b"hi").unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "{\"type\":\"data\",\"v\":1,\"id\":\"8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4\",\"data\":\"aGk=\"}\n"
+        );
+        let mut buf = Vec::new();
+        write_record(&mut buf, &Record::Trailer(Trailer { v: 1, entries: 3, errors: 0, bytes: 9 })).unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "{\"type\":\"trailer\",\"v\":1,\"entries\":3,\"errors\":0,\"bytes\":9}\n"
+        );
+        let e = serde_json::to_value(entry(b"a/b")).unwrap();
+        assert_eq!(e["mtime"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(e["kind"], "file");
+        assert!(e.get("path_b64").is_none());
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let recs = [
+            Record::Entry(entry(b"dir/file")),
+            Record::Entry(entry(b"bad\xffname")),
+            Record::Data(Data { id: ChunkId::digest(b"x"), data: b"x".to_vec() }),
+            Record::Error(ErrorRecord { v: 1, path: "p".into(), message: "denied".into() }),
+            Record::Header(Header { v: 1, source: "/src".into(), name: None, chunker: "default".into(), host: None, user: None, parent: None }),
+        ];
+        for r in &recs {
+            assert_eq!(&round_trip(r), r);
+        }
+        let Record::Entry(e) = round_trip(&recs[1]) else { panic!() };
+        assert_eq!(e.path_bytes().unwrap(), b"bad\xffname");
+        assert_eq!(e.path, "bad\u{fffd}name");
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_tolerated() {
+        let mut r = RecordReader::new(&b"{\"type\":\"future\",\"v\":1,\"x\":1}\n\n{\"type\":\"trailer\",\"v\":1,\"entries\":0,\"new_field\":[1,2]}\n{\"v\":1,\"data\":\"aGk=\",\"type\":\"data\",\"id\":\"8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4\"}\n"[..]);
+        assert_eq!(r.next_record().unwrap(), Some(Record::Unknown));
+        assert!(matches!(r.next_record().unwrap(), Some(Record::Trailer(t)) if t.entries == 0));
+        assert!(matches!(r.next_record().unwrap(), Some(Record::Data(d)) if d.data == b"hi"));
+        assert_eq!(r.next_record().unwrap(), None);
+    }
+
+    #[test]
+    fn newer_versions_and_garbage_are_refused_with_line_numbers() {
+        let err = RecordReader::new(&b"{\"type\":\"trailer\",\"v\":2,\"entries\":0}\n"[..]).next_record().unwrap_err();
+        assert!(err.to_string().contains("line 1") && err.to_string().contains("newer"), "{err}");
+        let mut r = RecordReader::new(&b"\n{\"type\":\"entry\"\n"[..]);
+        let err = r.next_record().unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = parse_line(br#"{"type":"data","v":1,"id":"00","data":"aGk="}"#, 1).unwrap_err();
+        assert!(err.to_string().contains("hex"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn data_records_round_trip(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let rec = Record::Data(Data { id: ChunkId::digest(&data), data });
+            prop_assert_eq!(round_trip(&rec), rec);
+        }
+
+        #[test]
+        fn entries_round_trip(path in proptest::collection::vec(any::<u8>(), 1..64), secs in -10_000_000_000i64..10_000_000_000, nanos in 0u32..1_000_000_000) {
+            let mut e = entry(&path);
+            e.mtime = Timestamp { secs, nanos };
+            let Record::Entry(back) = round_trip(&Record::Entry(e.clone())) else { panic!() };
+            prop_assert_eq!(back.path_bytes().unwrap(), path);
+            prop_assert_eq!(back, e);
+        }
+    }
+}
