@@ -129,12 +129,25 @@ impl Chunker {
     /// order. Returns the number of bytes read.
     pub fn chunk_reader<R: Read, E: From<std::io::Error>>(
         &self,
+        reader: R,
+        sink: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        self.chunk_reader_with(&mut Vec::new(), reader, sink)
+    }
+
+    /// Like [`Chunker::chunk_reader`], reusing `buf` across calls (trees of
+    /// small files would otherwise allocate a large buffer per file).
+    pub fn chunk_reader_with<R: Read, E: From<std::io::Error>>(
+        &self,
+        buf: &mut Vec<u8>,
         mut reader: R,
         mut sink: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
         let max = self.params.max as usize;
         let cap = max * 2;
-        let mut buf = vec![0u8; cap];
+        if buf.len() < cap {
+            buf.resize(cap, 0);
+        }
         let mut start = 0usize;
         let mut end = 0usize;
         let mut eof = false;

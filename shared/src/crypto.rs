@@ -75,6 +75,7 @@ impl MasterKey {
 }
 
 /// Working keys derived from the master key.
+#[derive(Clone)]
 pub struct Keys {
     cipher: Aes256Gcm,
     mac_key: [u8; 32],

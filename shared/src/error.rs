@@ -74,6 +74,8 @@ pub enum Error {
     },
     #[error("invalid input stream, line {line}: {message}")]
     Stream { line: u64, message: String },
+    #[error("incomplete input: {0}")]
+    IncompleteStream(String),
     #[error("{0}")]
     Other(String),
 }
@@ -89,7 +91,9 @@ impl Error {
             Error::Locked(_) => ExitCode::Locked,
             Error::Integrity { .. } => ExitCode::Integrity,
             Error::Interrupted => ExitCode::Interrupted,
-            Error::Storage { .. } | Error::Io { .. } | Error::Other(_) => ExitCode::Failure,
+            Error::Storage { .. } | Error::Io { .. } | Error::Other(_) | Error::IncompleteStream(_) => {
+                ExitCode::Failure
+            }
         }
     }
 

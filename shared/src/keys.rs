@@ -218,6 +218,13 @@ impl KeyFile {
     }
 }
 
+/// Secret text (an identity file's content); zeroized on drop.
+pub type SecretText = SecretString;
+
+pub fn expose(s: &SecretText) -> &str {
+    s.expose_secret()
+}
+
 /// Generates a new age identity, returned as the text of an identity file.
 pub fn generate_identity() -> (SecretString, String) {
     let id = age::x25519::Identity::generate();

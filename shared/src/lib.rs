@@ -7,13 +7,19 @@
 
 pub mod backend;
 pub mod chunker;
+pub mod cli;
 pub mod crypto;
 pub mod error;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod listing;
+pub mod locks;
 pub mod pack;
+pub mod put;
 pub mod repo;
+pub mod restore;
+pub mod source;
 pub mod sys;
 pub mod wire;
 

@@ -175,6 +175,32 @@ impl Entry {
     }
 }
 
+/// Checks that a listing path is relative and stays inside its root:
+/// `.` (the root itself) or `/`-separated components that are not empty,
+/// `.` or `..`, with no NUL byte. Both bk-put and bk-get enforce it.
+pub fn check_relative_path(p: &[u8]) -> std::result::Result<(), String> {
+    if p == b"." {
+        return Ok(());
+    }
+    if p.is_empty() {
+        return Err("empty path".into());
+    }
+    if p[0] == b'/' {
+        return Err("absolute path".into());
+    }
+    if p.contains(&0) {
+        return Err("path contains a NUL byte".into());
+    }
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" => return Err("empty path component".into()),
+            b"." | b".." => return Err(format!("path component {:?}", String::from_utf8_lossy(c))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Chunk bytes following the entry that references them. Each chunk appears
 /// at most once per stream; later references carry only its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,8 +214,8 @@ struct DataWire<'a> {
     #[serde(default = "v1")]
     v: u32,
     id: ChunkId,
-    #[serde(borrow)]
-    data: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// First record of a chunk stream: where it came from and how it was chunked.
@@ -266,6 +292,8 @@ pub enum Record {
     Header(Header),
     Entry(Entry),
     Data(Data),
+    /// A chunk already sent earlier in this stream: `data` without bytes.
+    ChunkRef(ChunkId),
     Error(ErrorRecord),
     Trailer(Trailer),
     Snapshot(SnapshotRecord),
@@ -302,7 +330,7 @@ impl Record {
             Record::Error(r) => r.v,
             Record::Trailer(r) => r.v,
             Record::Snapshot(r) => r.v,
-            Record::Data(_) | Record::Unknown => VERSION,
+            Record::Data(_) | Record::ChunkRef(_) | Record::Unknown => VERSION,
         }
     }
 }
@@ -314,12 +342,7 @@ const DATA_PREFIX: &[u8] = br#"{"type":"data""#;
 pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
     let bad = |e: String| Error::Stream { line: line_no, message: e };
     let rec = if line.starts_with(DATA_PREFIX) {
-        let w: DataWire = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
-        if w.v > VERSION {
-            return Err(bad(format!("record version {} is newer than this bk understands ({VERSION})", w.v)));
-        }
-        let data = B64.decode(w.data.as_bytes()).map_err(|e| bad(format!("chunk data is not base64: {e}")))?;
-        return Ok(Record::Data(Data { id: w.id, data }));
+        return data_record(line, line_no);
     } else {
         let value: Tagged = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
         match value {
@@ -332,9 +355,7 @@ pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
                 // `{"type":"data"...}` written with other key order lands here.
                 let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
                 if v.get("type").and_then(|t| t.as_str()) == Some("data") {
-                    let w: DataWire = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
-                    let data = B64.decode(w.data.as_bytes()).map_err(|e| bad(format!("chunk data is not base64: {e}")))?;
-                    Record::Data(Data { id: w.id, data })
+                    data_record(line, line_no)?
                 } else {
                     Record::Unknown
                 }
@@ -348,6 +369,23 @@ pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
         )));
     }
     Ok(rec)
+}
+
+fn data_record(line: &[u8], line_no: u64) -> Result<Record> {
+    let bad = |e: String| Error::Stream { line: line_no, message: e };
+    let w: DataWire = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+    if w.v > VERSION {
+        return Err(bad(format!("record version {} is newer than this bk understands ({VERSION})", w.v)));
+    }
+    match w.data {
+        None => Ok(Record::ChunkRef(w.id)),
+        Some(text) => {
+            let data = B64
+                .decode(text.as_bytes())
+                .map_err(|e| bad(format!("chunk data is not base64: {e}")))?;
+            Ok(Record::Data(Data { id: w.id, data }))
+        }
+    }
 }
 
 /// Reads records line by line, reusing one buffer.
@@ -397,6 +435,7 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 pub fn write_record<W: Write>(w: &mut W, rec: &Record) -> std::io::Result<()> {
     match rec {
         Record::Data(d) => write_data(w, &d.id, &d.data),
+        Record::ChunkRef(id) => write_chunk_ref(w, id),
         Record::Unknown => Ok(()),
         Record::Header(r) => write_json(w, &TaggedRef::Header(r)),
         Record::Entry(r) => write_json(w, &TaggedRef::Entry(r)),
@@ -410,6 +449,11 @@ pub fn write_record<W: Write>(w: &mut W, rec: &Record) -> std::io::Result<()> {
 pub fn write_json<W: Write, T: Serialize + ?Sized>(w: &mut W, value: &T) -> std::io::Result<()> {
     serde_json::to_writer(&mut *w, value).map_err(std::io::Error::from)?;
     w.write_all(b"\n")
+}
+
+/// Writes a reference to a chunk whose data this stream already carried.
+pub fn write_chunk_ref<W: Write>(w: &mut W, id: &ChunkId) -> std::io::Result<()> {
+    write!(w, "{{\"type\":\"data\",\"v\":1,\"id\":\"{id}\"}}\n")
 }
 
 /// Writes a data record, encoding base64 straight into the writer.
@@ -490,6 +534,7 @@ mod tests {
             Record::Entry(entry(b"dir/file")),
             Record::Entry(entry(b"bad\xffname")),
             Record::Data(Data { id: ChunkId::digest(b"x"), data: b"x".to_vec() }),
+            Record::ChunkRef(ChunkId::digest(b"x")),
             Record::Error(ErrorRecord { v: 1, path: "p".into(), message: "denied".into() }),
             Record::Header(Header { v: 1, source: "/src".into(), name: None, chunker: "default".into(), host: None, user: None, parent: None }),
         ];
@@ -519,6 +564,16 @@ mod tests {
         assert!(err.to_string().contains("line 2"), "{err}");
         let err = parse_line(br#"{"type":"data","v":1,"id":"00","data":"aGk="}"#, 1).unwrap_err();
         assert!(err.to_string().contains("hex"), "{err}");
+    }
+
+    #[test]
+    fn relative_path_check() {
+        for ok in [&b"."[..], b"a", b"a/b", b"a/.b", b"a/b..", b"\xff/x"] {
+            assert!(check_relative_path(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [&b""[..], b"/etc/passwd", b"../x", b"a/../../x", b"a//b", b"a/./b", b"a/", b"a\0b", b"./a"] {
+            assert!(check_relative_path(bad).is_err(), "{bad:?}");
+        }
     }
 
     proptest! {

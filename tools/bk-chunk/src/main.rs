@@ -1,1 +1,49 @@
-fn main() {}
+mod cli;
+
+use bk::chunker::{Chunker, DEFAULT_SEED};
+use bk::source::{self, ChunkOptions, ParentListing};
+use bk::{Error, ExitCode, Result};
+use clap::Parser;
+use std::io::{BufReader, BufWriter};
+
+fn main() {
+    let cli = cli::Cli::parse();
+    bk::cli::run("bk-chunk", || run(cli));
+}
+
+fn run(cli: cli::Cli) -> Result<ExitCode> {
+    let (chunker, chunker_name) = if cli.repo.repo.as_deref().is_some_and(|r| !r.is_empty()) {
+        let repo = cli.repo.open()?;
+        (repo.chunker(), repo.chunker_name())
+    } else {
+        (Chunker::new(Default::default(), &DEFAULT_SEED), "default".to_string())
+    };
+    let parent = match &cli.parent {
+        Some(p) => {
+            let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+            Some(ParentListing::read(BufReader::new(f))?)
+        }
+        None => None,
+    };
+    let opts = ChunkOptions {
+        chunker,
+        chunker_name,
+        parent,
+        parent_name: cli.parent.as_ref().map(|p| p.display().to_string()),
+    };
+    let stdout = std::io::stdout().lock();
+    let mut out = BufWriter::with_capacity(1 << 20, stdout);
+    let summary = if cli.path.as_os_str() == "-" {
+        let name = cli
+            .name
+            .as_deref()
+            .ok_or_else(|| Error::Usage("reading stdin needs --name NAME (the file name to store)".into()))?;
+        source::chunk_stream(name, std::io::stdin().lock(), &opts, &mut out)?
+    } else {
+        if cli.name.is_some() {
+            return Err(Error::Usage("--name applies only when PATH is - (stdin)".into()));
+        }
+        source::chunk_tree(&cli.path, &opts, &mut out)?
+    };
+    Ok(if summary.errors > 0 { ExitCode::Partial } else { ExitCode::Success })
+}

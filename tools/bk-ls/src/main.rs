@@ -1,1 +1,60 @@
-fn main() {}
+mod cli;
+
+use bk::listing::{matches_filters, ListingRecords};
+use bk::put::snapshot_record;
+use bk::wire::{self, Record, Trailer};
+use bk::{ExitCode, Result};
+use clap::Parser;
+use std::io::{BufWriter, Write};
+
+fn main() {
+    let cli = cli::Cli::parse();
+    bk::cli::run("bk-ls", || run(cli));
+}
+
+fn run(cli: cli::Cli) -> Result<ExitCode> {
+    let tags = bk::cli::parse_tags(&cli.tags)?;
+    let repo = cli.repo.open()?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let io = bk::error::stdout_error;
+    match &cli.snapshot {
+        None => {
+            for (id, s) in repo.snapshots()? {
+                if cli.identity.as_ref().is_some_and(|i| *i != s.identity) {
+                    continue;
+                }
+                if !tags.iter().all(|(k, v)| s.tags.get(k) == Some(v)) {
+                    continue;
+                }
+                wire::write_record(&mut out, &Record::Snapshot(snapshot_record(&id, &s))).map_err(io)?;
+            }
+        }
+        Some(spec) => {
+            let (_, snap) = repo.find_snapshot(spec, cli.identity.as_deref())?;
+            let index = repo.load_index()?;
+            let filters: Vec<Vec<u8>> = cli.paths.iter().map(|p| p.trim_start_matches("./").as_bytes().to_vec()).collect();
+            let mut trailer = Trailer { v: wire::VERSION, ..Default::default() };
+            for rec in ListingRecords::new(&repo, &index, &snap.listing) {
+                match rec? {
+                    Record::Entry(e) => {
+                        if matches_filters(&e.path_bytes()?, &filters) {
+                            trailer.entries += 1;
+                            trailer.bytes += e.size;
+                            wire::write_record(&mut out, &Record::Entry(e)).map_err(io)?;
+                        }
+                    }
+                    Record::Error(e) => {
+                        if matches_filters(e.path.as_bytes(), &filters) {
+                            trailer.errors += 1;
+                            wire::write_record(&mut out, &Record::Error(e)).map_err(io)?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            wire::write_record(&mut out, &Record::Trailer(trailer)).map_err(io)?;
+        }
+    }
+    out.flush().map_err(io)?;
+    Ok(ExitCode::Success)
+}

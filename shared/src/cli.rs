@@ -1,0 +1,120 @@
+//! What every bk binary shares on its command line: the repository address,
+//! the secret, and the way errors become messages and exit codes.
+//!
+//! Secrets are read from a file, the environment or the terminal, never
+//! from argv (which every user on the machine can read in /proc).
+
+use crate::error::{Error, ExitCode, Result};
+use crate::keys::Secret;
+use crate::repo::Repository;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RepoArgs {
+    /// Repository: a directory path or file:// URL
+    #[arg(short = 'r', long = "repo", env = "BK_REPO", value_name = "REPO")]
+    pub repo: Option<String>,
+    /// Read the passphrase from FILE (first line)
+    #[arg(long, env = "BK_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Unlock with an age X25519 identity file instead of a passphrase
+    #[arg(long, env = "BK_IDENTITY_FILE", value_name = "FILE")]
+    pub identity_file: Option<PathBuf>,
+}
+
+/// Reads a passphrase file: the first line, without its line ending.
+pub fn read_password_file(path: &std::path::Path) -> Result<Zeroizing<String>> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?);
+    let first = text.lines().next().unwrap_or("");
+    if first.is_empty() {
+        return Err(Error::Usage(format!("{}: the passphrase file is empty", path.display())));
+    }
+    Ok(Zeroizing::new(first.to_string()))
+}
+
+/// Asks on the terminal (never echoed); `confirm` asks twice.
+pub fn prompt_passphrase(prompt: &str, confirm: bool) -> Result<Zeroizing<String>> {
+    if !std::io::stderr().is_terminal() {
+        return Err(Error::Usage(
+            "no passphrase given: use --password-file, BK_PASSWORD_FILE, BK_PASSWORD or --identity-file".into(),
+        ));
+    }
+    let p = Zeroizing::new(rpassword::prompt_password(prompt).map_err(|e| Error::io("/dev/tty", e))?);
+    if p.is_empty() {
+        return Err(Error::Usage("empty passphrase".into()));
+    }
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("bk: repeat passphrase: ").map_err(|e| Error::io("/dev/tty", e))?);
+        if *again != *p {
+            return Err(Error::Usage("the passphrases do not match".into()));
+        }
+    }
+    Ok(p)
+}
+
+impl RepoArgs {
+    pub fn location(&self) -> Result<&str> {
+        self.repo
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| Error::Usage("no repository given: use -r/--repo REPO or set BK_REPO".into()))
+    }
+
+    /// The secret, from (in order) an identity file, a password file,
+    /// `BK_PASSWORD`, or a prompt on the terminal.
+    pub fn secret(&self, confirm: bool) -> Result<Secret> {
+        if let Some(p) = &self.identity_file {
+            return Secret::from_identity_file(p);
+        }
+        if let Some(p) = &self.password_file {
+            return Ok(Secret::passphrase(read_password_file(p)?.to_string()));
+        }
+        if let Ok(p) = std::env::var("BK_PASSWORD") {
+            if !p.is_empty() {
+                return Ok(Secret::passphrase(p));
+            }
+        }
+        let p = prompt_passphrase(&format!("bk: passphrase for {}: ", self.location()?), confirm)?;
+        Ok(Secret::passphrase(p.to_string()))
+    }
+
+    pub fn open(&self) -> Result<Repository> {
+        let backend = crate::backend::open(self.location()?)?;
+        Repository::open(backend, &self.secret(false)?)
+    }
+}
+
+/// Parses `KEY=VALUE` tags.
+pub fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for t in tags {
+        match t.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            _ => return Err(Error::Usage(format!("tag {t:?} is not KEY=VALUE"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a tool's body: prints a one-line error (and a hint) on stderr and
+/// exits with the documented code. A closed stdout ends the tool quietly.
+pub fn run(tool: &str, body: impl FnOnce() -> Result<ExitCode>) -> ! {
+    crate::sys::install_signal_handlers();
+    let code = match body() {
+        Ok(code) => code,
+        Err(e) if e.is_broken_pipe() => ExitCode::Success,
+        Err(e) => {
+            eprintln!("{tool}: error: {e}");
+            if let Some(h) = e.hint() {
+                eprintln!("{tool}: hint: {h}");
+            }
+            e.exit_code()
+        }
+    };
+    std::process::exit(code.code())
+}

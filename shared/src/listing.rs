@@ -1,0 +1,131 @@
+//! Reading a snapshot's listing back: its metadata chunks, fetched one at a
+//! time, concatenated into the JSON-lines they were cut from.
+
+use crate::error::Result;
+use crate::id::ChunkId;
+use crate::index::Index;
+use crate::repo::Repository;
+use crate::wire::{Entry, Record, RecordReader};
+use std::io::{BufReader, Read};
+
+/// A `Read` over the concatenation of chunks, fetched lazily.
+pub struct ChunkStream<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    ids: &'a [ChunkId],
+    next: usize,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl<'a> ChunkStream<'a> {
+    pub fn new(repo: &'a Repository, index: &'a Index, ids: &'a [ChunkId]) -> Self {
+        ChunkStream { repo, index, ids, next: 0, cur: Vec::new(), pos: 0 }
+    }
+}
+
+impl std::fmt::Debug for ChunkStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkStream({}/{})", self.next, self.ids.len())
+    }
+}
+
+impl Read for ChunkStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            let Some(id) = self.ids.get(self.next) else { return Ok(0) };
+            self.next += 1;
+            self.cur = self
+                .repo
+                .read_chunk(self.index, id)
+                .map_err(|e| std::io::Error::other(ListingError(e)))?;
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Carries a repository error through `std::io::Read`.
+#[derive(Debug)]
+struct ListingError(crate::Error);
+
+impl std::fmt::Display for ListingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ListingError {}
+
+/// Iterates the records of a snapshot listing.
+pub struct ListingRecords<'a> {
+    reader: RecordReader<BufReader<ChunkStream<'a>>>,
+}
+
+impl std::fmt::Debug for ListingRecords<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListingRecords")
+    }
+}
+
+impl<'a> ListingRecords<'a> {
+    pub fn new(repo: &'a Repository, index: &'a Index, ids: &'a [ChunkId]) -> Self {
+        ListingRecords { reader: RecordReader::new(BufReader::with_capacity(1 << 16, ChunkStream::new(repo, index, ids))) }
+    }
+}
+
+fn unwrap_io(e: crate::Error) -> crate::Error {
+    if let crate::Error::Io { source, .. } = &e {
+        if let Some(inner) = source.get_ref().and_then(|i| i.downcast_ref::<ListingError>()) {
+            return match &inner.0 {
+                crate::Error::Integrity { object, message } => crate::Error::Integrity { object: object.clone(), message: message.clone() },
+                other => crate::Error::Other(other.to_string()),
+            };
+        }
+    }
+    e
+}
+
+impl Iterator for ListingRecords<'_> {
+    type Item = Result<Record>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.reader.next_record().map_err(unwrap_io).transpose()
+    }
+}
+
+/// Whether `path` is one of `filters` or lies below one (no filters: all).
+pub fn matches_filters(path: &[u8], filters: &[Vec<u8>]) -> bool {
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            let f = f.strip_suffix(b"/").unwrap_or(f);
+            f == b"." || path == f || (path.len() > f.len() && path.starts_with(f) && path[f.len()] == b'/')
+        })
+}
+
+/// Only the entries of a record stream.
+pub fn entries(records: impl Iterator<Item = Result<Record>>) -> impl Iterator<Item = Result<Entry>> {
+    records.filter_map(|r| match r {
+        Ok(Record::Entry(e)) => Some(Ok(e)),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_paths_and_subtrees_only() {
+        let f = vec![b"a/b".to_vec()];
+        assert!(matches_filters(b"a/b", &f));
+        assert!(matches_filters(b"a/b/c", &f));
+        assert!(!matches_filters(b"a/bc", &f));
+        assert!(!matches_filters(b"a", &f));
+        assert!(matches_filters(b"anything", &[]));
+        assert!(matches_filters(b"x", &[b".".to_vec()]));
+    }
+}

@@ -1,0 +1,463 @@
+//! Committing a snapshot from a chunk stream (the library side of `bk-put`).
+//!
+//! The main thread parses the stream; worker threads re-hash each chunk
+//! (the stream is not trusted), skip chunks the repository already has,
+//! compress and seal the rest; one packer thread fills packs and writes
+//! them. Commit order is the repository's core invariant:
+//!
+//! 1. packs (each durable before it is named anywhere),
+//! 2. index objects naming those packs,
+//! 3. the snapshot, written last and only after the stream's trailer
+//!    arrived and every chunk the listing names is known to be stored.
+//!
+//! A crash or interruption at any point leaves a valid repository plus
+//! unreferenced packs that garbage collection removes later.
+
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, ObjectId};
+use crate::index::{Index, IndexFile};
+use crate::locks::{LockGuard, LockMode};
+use crate::pack::{blob_aad, BlobEntry, BlobKind, PackBuilder};
+use crate::repo::{Repository, Snapshot};
+use crate::wire::{self, Entry, ErrorRecord, Header, Kind, Record, RecordReader, SnapshotRecord, Timestamp};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::BufRead;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Packs written between intermediate index objects, so an interrupted
+/// backup's data can be reused by the next run.
+const INDEX_EVERY_PACKS: usize = 32;
+
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub identity: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub time: Option<Timestamp>,
+    /// Worker threads (0: one per CPU).
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PutOutcome {
+    pub snapshot: SnapshotRecord,
+    /// Some source items could not be read (exit code "partial").
+    pub problems: bool,
+}
+
+struct Sealed {
+    kind: BlobKind,
+    id: ChunkId,
+    sealed: Vec<u8>,
+    raw_len: u32,
+}
+
+#[derive(Default)]
+struct Counters {
+    new_bytes: AtomicU64,
+    new_chunks: AtomicU64,
+    stored_bytes: AtomicU64,
+}
+
+/// Shared dedup state: the loaded index plus chunks claimed by this run.
+struct Dedup<'a> {
+    index: &'a Index,
+    claimed: Mutex<HashSet<ChunkId>>,
+}
+
+impl Dedup<'_> {
+    /// True when this caller must store the chunk (nobody has it yet).
+    fn claim(&self, id: &ChunkId) -> bool {
+        !self.index.contains(id) && self.claimed.lock().unwrap_or_else(|e| e.into_inner()).insert(*id)
+    }
+
+    fn known(&self, id: &ChunkId) -> bool {
+        self.index.contains(id) || self.claimed.lock().unwrap_or_else(|e| e.into_inner()).contains(id)
+    }
+}
+
+fn first_error(slot: &Mutex<Option<Error>>, e: Error) {
+    let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if s.is_none() {
+        *s = Some(e);
+    }
+}
+
+fn worker(
+    repo: &Repository,
+    dedup: &Dedup,
+    rx: Receiver<(ChunkId, Vec<u8>, u64)>,
+    tx: Sender<Sealed>,
+    counters: &Counters,
+    failed: &Mutex<Option<Error>>,
+) {
+    let level = repo.compression();
+    for (id, data, line) in rx {
+        if ChunkId::digest(&data) != id {
+            first_error(failed, Error::Stream { line, message: format!("chunk data does not match its id {id}") });
+            return;
+        }
+        if !dedup.claim(&id) {
+            continue;
+        }
+        let sealed = repo.keys().seal(&blob_aad(BlobKind::Data, &id), &data, level);
+        counters.new_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        counters.new_chunks.fetch_add(1, Ordering::Relaxed);
+        if tx.send(Sealed { kind: BlobKind::Data, id, sealed, raw_len: data.len() as u32 }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Fills packs (data and metadata separately), writes each when full and
+/// an index object every few packs. Returns after the channel closes and
+/// everything is durable.
+fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Result<Vec<ObjectId>> {
+    let target = repo.config().pack_size as usize;
+    let mut data = PackBuilder::with_capacity(target + (1 << 20));
+    let mut meta = PackBuilder::default();
+    let mut unindexed: Vec<(ObjectId, Vec<BlobEntry>)> = Vec::new();
+    let mut index_objects = Vec::new();
+    let flush = |b: PackBuilder, unindexed: &mut Vec<(ObjectId, Vec<BlobEntry>)>| -> Result<()> {
+        let (id, bytes, entries) = b.finish(repo.keys());
+        repo.backend().put(crate::backend::ObjectKind::Pack, &id.to_hex(), &bytes)?;
+        counters.stored_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        unindexed.push((id, entries));
+        Ok(())
+    };
+    for s in rx {
+        let b = if s.kind == BlobKind::Meta { &mut meta } else { &mut data };
+        b.add(s.kind, s.id, &s.sealed, s.raw_len);
+        if b.len() >= target {
+            let full = std::mem::replace(b, PackBuilder::with_capacity(target + (1 << 20)));
+            flush(full, &mut unindexed)?;
+            if unindexed.len() >= INDEX_EVERY_PACKS {
+                let file = IndexFile { supersedes: vec![], packs: std::mem::take(&mut unindexed) };
+                index_objects.push(repo.write_index(&file)?);
+            }
+        }
+    }
+    for b in [data, meta] {
+        if !b.is_empty() {
+            flush(b, &mut unindexed)?;
+        }
+    }
+    if !unindexed.is_empty() {
+        index_objects.push(repo.write_index(&IndexFile { supersedes: vec![], packs: unindexed })?);
+    }
+    Ok(index_objects)
+}
+
+/// Cuts the listing bytes into metadata chunks as they are produced.
+struct ListingChunks {
+    chunker: Chunker,
+    buf: Vec<u8>,
+    ids: Vec<ChunkId>,
+}
+
+impl ListingChunks {
+    fn push(&mut self, rec: &Record, sink: &mut impl FnMut(ChunkId, &[u8]) -> Result<()>) -> Result<()> {
+        wire::write_record(&mut self.buf, rec).expect("writing to a Vec");
+        let max = self.chunker.params().max as usize;
+        if self.buf.len() >= 2 * max {
+            let mut start = 0;
+            while self.buf.len() - start >= max {
+                let n = self.chunker.cut(&self.buf[start..]);
+                let id = ChunkId::digest(&self.buf[start..start + n]);
+                sink(id, &self.buf[start..start + n])?;
+                self.ids.push(id);
+                start += n;
+            }
+            self.buf.drain(..start);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, sink: &mut impl FnMut(ChunkId, &[u8]) -> Result<()>) -> Result<Vec<ChunkId>> {
+        let mut start = 0;
+        while start < self.buf.len() {
+            let n = self.chunker.cut(&self.buf[start..]);
+            let id = ChunkId::digest(&self.buf[start..start + n]);
+            sink(id, &self.buf[start..start + n])?;
+            self.ids.push(id);
+            start += n;
+        }
+        Ok(self.ids)
+    }
+}
+
+struct PendingFile {
+    entry: Entry,
+    size: u64,
+}
+
+#[derive(Default)]
+struct StreamState {
+    header: Option<Header>,
+    entries: u64,
+    errors: u64,
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+    sizes: HashMap<ChunkId, u32>,
+    reused: Vec<ChunkId>,
+    trailer_seen: bool,
+}
+
+/// Reads a chunk stream (or a listing with chunk ids) and commits one
+/// snapshot. Nothing is committed unless the stream ends with its trailer.
+pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<PutOutcome> {
+    let started = Instant::now();
+    let _lock = LockGuard::acquire(repo.backend().clone(), repo.keys(), LockMode::Shared, "bk-put")?;
+    let index = repo.load_index()?;
+    let dedup = Dedup { index: &index, claimed: Mutex::new(HashSet::new()) };
+    let counters = Counters::default();
+    let failed = Mutex::new(None);
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    } else {
+        opts.threads
+    };
+
+    let (state, listing, index_objects) = std::thread::scope(|scope| -> Result<_> {
+        let (chunk_tx, chunk_rx) = bounded::<(ChunkId, Vec<u8>, u64)>(threads * 2);
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * 2);
+        let packer = scope.spawn(|| packer(repo, sealed_rx, &counters));
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let (rx, tx) = (chunk_rx.clone(), sealed_tx.clone());
+            let (dedup, counters, failed) = (&dedup, &counters, &failed);
+            workers.push(scope.spawn(move || worker(repo, dedup, rx, tx, counters, failed)));
+        }
+        drop(chunk_rx);
+        let meta_tx = sealed_tx;
+        let level = repo.compression();
+        let mut store_meta = |id: ChunkId, bytes: &[u8]| -> Result<()> {
+            if dedup.claim(&id) {
+                let sealed = repo.keys().seal(&blob_aad(BlobKind::Meta, &id), bytes, level);
+                meta_tx
+                    .send(Sealed { kind: BlobKind::Meta, id, sealed, raw_len: bytes.len() as u32 })
+                    .map_err(|_| Error::Other("packer stopped".into()))?;
+            }
+            Ok(())
+        };
+        let mut listing = ListingChunks { chunker: repo.listing_chunker(), buf: Vec::new(), ids: Vec::new() };
+        let parsed = read_stream(input, &chunk_tx, &failed, &mut listing, &mut store_meta);
+        drop(chunk_tx);
+        for w in workers {
+            let _ = w.join();
+        }
+        let mut result = parsed.and_then(|state| {
+            if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(e);
+            }
+            let ids = listing.finish(&mut store_meta)?;
+            Ok((state, ids))
+        });
+        drop(meta_tx);
+        let packed = packer.join().unwrap_or_else(|_| Err(Error::Other("packer thread panicked".into())));
+        if result.is_ok() {
+            if let Err(e) = packed.as_ref() {
+                result = Err(Error::Other(e.to_string()));
+            }
+        }
+        let (state, ids) = result?;
+        Ok((state, ids, packed?))
+    })?;
+
+    for id in &state.reused {
+        if !dedup.known(id) {
+            return Err(Error::integrity(
+                format!("chunk {id}"),
+                "the listing refers to data this repository does not have; nothing was committed",
+            ));
+        }
+    }
+    let _ = index_objects;
+    crate::sys::check_interrupted()?;
+
+    let header = state.header.clone().unwrap_or(Header {
+        v: wire::VERSION,
+        source: "-".into(),
+        name: None,
+        chunker: String::new(),
+        host: None,
+        user: None,
+        parent: None,
+    });
+    let identity = match &opts.identity {
+        Some(i) => i.clone(),
+        None => default_identity(&header),
+    };
+    let snapshot = Snapshot {
+        v: 1,
+        time: opts.time.unwrap_or_else(Timestamp::now),
+        identity,
+        tags: opts.tags.clone(),
+        source: header.source.clone(),
+        listing,
+        files: state.files,
+        dirs: state.dirs,
+        entries: state.entries,
+        bytes: state.bytes,
+        errors: state.errors,
+        parent: header.parent.clone(),
+        created: Timestamp::now(),
+        program: format!("bk {}", env!("CARGO_PKG_VERSION")),
+        host: crate::sys::hostname(),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    let mut record = snapshot_record(&id, &snapshot);
+    record.new_bytes = Some(counters.new_bytes.load(Ordering::Relaxed));
+    record.new_chunks = Some(counters.new_chunks.load(Ordering::Relaxed));
+    record.stored_bytes = Some(counters.stored_bytes.load(Ordering::Relaxed));
+    record.duration_s = Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+    Ok(PutOutcome { snapshot: record, problems: state.errors > 0 })
+}
+
+/// `user@host:/path` from the stream header, falling back to this machine.
+pub fn default_identity(h: &Header) -> String {
+    let user = h.user.clone().or_else(crate::sys::username).unwrap_or_else(|| "unknown".into());
+    let host = h.host.clone().or_else(crate::sys::hostname).unwrap_or_else(|| "localhost".into());
+    let path = match (&h.name, h.source.as_str()) {
+        (Some(n), "-") => n.clone(),
+        _ => h.source.clone(),
+    };
+    format!("{user}@{host}:{path}")
+}
+
+pub fn snapshot_record(id: &ObjectId, s: &Snapshot) -> SnapshotRecord {
+    SnapshotRecord {
+        v: wire::VERSION,
+        id: *id,
+        time: s.time,
+        identity: s.identity.clone(),
+        tags: s.tags.clone(),
+        files: s.files,
+        dirs: s.dirs,
+        bytes: s.bytes,
+        errors: s.errors,
+        new_bytes: None,
+        stored_bytes: None,
+        new_chunks: None,
+        duration_s: None,
+    }
+}
+
+fn read_stream(
+    input: impl BufRead,
+    chunk_tx: &Sender<(ChunkId, Vec<u8>, u64)>,
+    failed: &Mutex<Option<Error>>,
+    listing: &mut ListingChunks,
+    store_meta: &mut impl FnMut(ChunkId, &[u8]) -> Result<()>,
+) -> Result<StreamState> {
+    let mut st = StreamState::default();
+    let mut reader = RecordReader::new(input);
+    let mut pending: Option<PendingFile> = None;
+    let finish_file = |pending: &mut Option<PendingFile>, st: &mut StreamState, listing: &mut ListingChunks, store_meta: &mut dyn FnMut(ChunkId, &[u8]) -> Result<()>| -> Result<()> {
+        if let Some(p) = pending.take() {
+            let mut e = p.entry;
+            e.size = p.size;
+            st.bytes += e.size;
+            st.files += 1;
+            listing.push(&Record::Entry(e), &mut |id, b| store_meta(id, b))?;
+        }
+        Ok(())
+    };
+    while let Some(rec) = reader.next_record()? {
+        crate::sys::check_interrupted()?;
+        let line = reader.line();
+        let bad = |m: String| Error::Stream { line, message: m };
+        if st.trailer_seen && !matches!(rec, Record::Unknown) {
+            return Err(bad("records after the trailer".into()));
+        }
+        match rec {
+            Record::Header(h) => {
+                if st.header.is_some() || st.entries > 0 {
+                    return Err(bad("a second header, or a header after entries".into()));
+                }
+                st.header = Some(h);
+            }
+            Record::Entry(mut e) => {
+                finish_file(&mut pending, &mut st, listing, store_meta)?;
+                let path = e.path_bytes()?;
+                wire::check_relative_path(&path).map_err(|m| bad(format!("unsafe path {:?}: {m}", e.path)))?;
+                st.entries += 1;
+                e.v = wire::VERSION;
+                match e.kind {
+                    Kind::File if e.chunks.is_empty() => {
+                        // Content follows as data records (or the file is empty).
+                        pending = Some(PendingFile { entry: e, size: 0 });
+                        continue;
+                    }
+                    Kind::File => {
+                        st.files += 1;
+                        st.bytes += e.size;
+                        st.reused.extend_from_slice(&e.chunks);
+                    }
+                    Kind::Dir => st.dirs += 1,
+                    _ if !e.chunks.is_empty() => return Err(bad(format!("{} entry with chunks", e.path))),
+                    _ => {}
+                }
+                listing.push(&Record::Entry(e), &mut |id, b| store_meta(id, b))?;
+            }
+            Record::Data(d) => {
+                let Some(p) = pending.as_mut() else {
+                    return Err(bad("data record without a preceding file entry".into()));
+                };
+                let len = d.data.len() as u32;
+                if len == 0 {
+                    return Err(bad("empty chunk".into()));
+                }
+                p.entry.chunks.push(d.id);
+                p.size += len as u64;
+                st.sizes.insert(d.id, len);
+                if chunk_tx.send((d.id, d.data, line)).is_err() {
+                    break;
+                }
+            }
+            Record::ChunkRef(id) => {
+                let Some(p) = pending.as_mut() else {
+                    return Err(bad("data record without a preceding file entry".into()));
+                };
+                let len = *st.sizes.get(&id).ok_or_else(|| bad(format!("reference to chunk {id} whose data was not sent earlier")))?;
+                p.entry.chunks.push(id);
+                p.size += len as u64;
+            }
+            Record::Error(er) => {
+                if pending.as_ref().is_some_and(|p| p.entry.path == er.path) {
+                    pending = None; // the file failed mid-read: keep only the error
+                } else {
+                    finish_file(&mut pending, &mut st, listing, store_meta)?;
+                }
+                eprintln!("warning: {}: {}", er.path, er.message);
+                st.errors += 1;
+                listing.push(&Record::Error(ErrorRecord { v: wire::VERSION, ..er }), &mut |id, b| store_meta(id, b))?;
+            }
+            Record::Trailer(t) => {
+                finish_file(&mut pending, &mut st, listing, store_meta)?;
+                if t.entries != st.entries || t.errors != st.errors {
+                    return Err(bad(format!(
+                        "trailer says {} entries and {} errors, the stream had {} and {}",
+                        t.entries, t.errors, st.entries, st.errors
+                    )));
+                }
+                st.trailer_seen = true;
+            }
+            Record::Snapshot(_) | Record::Unknown => {}
+        }
+        if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            break;
+        }
+    }
+    if failed.lock().unwrap_or_else(|p| p.into_inner()).is_none() && !st.trailer_seen {
+        return Err(Error::IncompleteStream(format!(
+            "the stream ended after {} entries without its trailer (was the producer killed?); nothing was committed",
+            st.entries
+        )));
+    }
+    Ok(st)
+}

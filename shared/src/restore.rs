@@ -1,0 +1,384 @@
+//! Restoring listing entries into a directory (the library side of bk-get).
+//!
+//! Safety rules, so a hostile or damaged listing cannot write outside the
+//! target directory:
+//!
+//! * every path must pass [`crate::wire::check_relative_path`] (no `..`,
+//!   no absolute paths); offending entries are skipped and reported;
+//! * every parent directory is walked component by component with lstat
+//!   and must be a real directory, never a symlink;
+//! * symlinks are created last, after every file and directory, so no
+//!   restored symlink can redirect a later write.
+//!
+//! Files are written to a temporary name beside their destination, each
+//! chunk authenticated and re-hashed before it is written, then given their
+//! metadata and renamed into place: a file appears at its final path only
+//! once complete and verified. Runs of zeros are skipped, not written, so
+//! sparse files stay sparse.
+
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::repo::Repository;
+use crate::wire::{self, Entry, Kind, Timestamp};
+use rand::RngCore;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Zero blocks of this size inside a chunk become holes.
+const HOLE_BLOCK: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub into: PathBuf,
+    /// Restore only these paths (and what lies below them).
+    pub filters: Vec<Vec<u8>>,
+    /// Parallel file writers (0: twice the CPUs).
+    pub threads: usize,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
+    pub skipped: u64,
+    pub errors: u64,
+}
+
+#[derive(Default)]
+struct Problems {
+    errors: u64,
+    skipped: u64,
+}
+
+impl Problems {
+    fn error(&mut self, path: &str, msg: impl std::fmt::Display) {
+        eprintln!("error: {path}: {msg}");
+        self.errors += 1;
+    }
+    fn skip(&mut self, path: &str, msg: impl std::fmt::Display) {
+        eprintln!("warning: {path}: {msg}");
+        self.skipped += 1;
+    }
+}
+
+/// Resolves a checked relative path's parent inside `root`, creating missing
+/// directories and refusing to pass through anything but real directories.
+fn safe_parent(root: &Path, rel: &[u8]) -> std::io::Result<PathBuf> {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        cur.push(OsStr::from_bytes(c));
+        match fs::symlink_metadata(&cur) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a directory (a symlink or file stands in the way); refusing to write through it",
+                    cur.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(&cur) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !fs::symlink_metadata(&cur)?.is_dir() {
+                        return Err(std::io::Error::other(format!("{} is not a directory", cur.display())));
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(cur)
+}
+
+fn dest(root: &Path, rel: &[u8]) -> std::io::Result<PathBuf> {
+    let parent = safe_parent(root, rel)?;
+    let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+    Ok(parent.join(OsStr::from_bytes(name)))
+}
+
+fn file_time(t: Timestamp) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(t.secs, t.nanos)
+}
+
+fn temp_name(dir: &Path) -> PathBuf {
+    let mut r = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut r);
+    dir.join(format!(".bk-restore-{}.tmp", hex::encode(r)))
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    // Compare 8 bytes at a time; good enough to skip sparse regions.
+    let (chunks, rest) = b.split_at(b.len() - b.len() % 8);
+    chunks.chunks_exact(8).all(|c| u64::from_ne_bytes(c.try_into().unwrap()) == 0) && rest.iter().all(|&x| x == 0)
+}
+
+/// Writes a file's content with positional writes, skipping zero blocks.
+/// Returns the bytes of content.
+fn write_content(repo: &Repository, index: &Index, e: &Entry, f: &File) -> Result<u64> {
+    let mut off = 0u64;
+    for id in &e.chunks {
+        crate::sys::check_interrupted()?;
+        let data = repo.read_chunk(index, id)?;
+        for block in data.chunks(HOLE_BLOCK) {
+            if !is_zero(block) {
+                f.write_all_at(block, off).map_err(|err| Error::io(&e.path, err))?;
+            }
+            off += block.len() as u64;
+        }
+    }
+    f.set_len(off).map_err(|err| Error::io(&e.path, err))?;
+    Ok(off)
+}
+
+fn apply_owner(path: &Path, e: &Entry, follow: bool) {
+    if crate::sys::is_root() {
+        let flag = if follow {
+            nix::fcntl::AtFlags::empty()
+        } else {
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW
+        };
+        let _ = nix::unistd::fchownat(
+            None,
+            path,
+            Some(nix::unistd::Uid::from_raw(e.uid)),
+            Some(nix::unistd::Gid::from_raw(e.gid)),
+            flag,
+        );
+    }
+}
+
+fn restore_file(repo: &Repository, index: &Index, root: &Path, rel: &[u8], e: &Entry) -> Result<u64> {
+    let path = dest(root, rel).map_err(|err| Error::io(&e.path, err))?;
+    let dir = path.parent().unwrap_or(root);
+    let tmp = temp_name(dir);
+    let result = (|| -> Result<u64> {
+        let f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|err| Error::io(&tmp, err))?;
+        let n = write_content(repo, index, e, &f)?;
+        if !e.chunks.is_empty() && n != e.size {
+            return Err(Error::integrity(
+                format!("listing entry {}", e.path),
+                format!("content is {n} bytes, the listing says {}", e.size),
+            ));
+        }
+        drop(f);
+        apply_owner(&tmp, e, true);
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(e.mode)).map_err(|err| Error::io(&tmp, err))?;
+        filetime::set_file_times(&tmp, file_time(e.mtime), file_time(e.mtime)).map_err(|err| Error::io(&tmp, err))?;
+        fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
+        Ok(n)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes one file's content to `out` (for `bk-get SNAPSHOT PATH`).
+pub fn write_file_to(repo: &Repository, index: &Index, e: &Entry, out: &mut impl Write) -> Result<u64> {
+    if e.kind != Kind::File {
+        return Err(Error::Usage(format!("{} is a {:?}, not a file", e.path, e.kind).to_lowercase()));
+    }
+    let mut n = 0;
+    for id in &e.chunks {
+        crate::sys::check_interrupted()?;
+        let data = repo.read_chunk(index, id)?;
+        out.write_all(&data).map_err(crate::error::stdout_error)?;
+        n += data.len() as u64;
+    }
+    out.flush().map_err(crate::error::stdout_error)?;
+    Ok(n)
+}
+
+/// Restores `entries` under `opts.into`.
+pub fn restore(
+    repo: &Repository,
+    index: &Index,
+    entries: impl Iterator<Item = Result<Entry>>,
+    opts: &RestoreOptions,
+) -> Result<RestoreSummary> {
+    fs::create_dir_all(&opts.into).map_err(|e| Error::io(&opts.into, e))?;
+    let root = fs::canonicalize(&opts.into).map_err(|e| Error::io(&opts.into, e))?;
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4)
+    } else {
+        opts.threads
+    };
+    let problems = Mutex::new(Problems::default());
+    let mut summary = RestoreSummary::default();
+    let mut dirs: Vec<(Vec<u8>, Entry)> = Vec::new();
+    let mut symlinks: Vec<(Vec<u8>, Entry)> = Vec::new();
+    let mut hardlinks: Vec<(Vec<u8>, Vec<u8>, String)> = Vec::new();
+    let mut link_first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let files_done = Mutex::new((0u64, 0u64));
+
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded::<(Vec<u8>, Entry)>(threads * 4);
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let rx = rx.clone();
+            let (problems, files_done, root) = (&problems, &files_done, &root);
+            workers.push(scope.spawn(move || {
+                for (rel, e) in rx {
+                    match restore_file(repo, index, root, &rel, &e) {
+                        Ok(n) => {
+                            let mut d = files_done.lock().unwrap_or_else(|p| p.into_inner());
+                            d.0 += 1;
+                            d.1 += n;
+                        }
+                        Err(Error::Interrupted) => return Err(Error::Interrupted),
+                        Err(err) => problems.lock().unwrap_or_else(|p| p.into_inner()).error(&e.path, err),
+                    }
+                }
+                Ok(())
+            }));
+        }
+        drop(rx);
+        let feed = (|| -> Result<()> {
+            for e in entries {
+                crate::sys::check_interrupted()?;
+                let e = e?;
+                let rel = e.path_bytes()?;
+                if !crate::listing::matches_filters(&rel, &opts.filters) {
+                    continue;
+                }
+                if let Err(m) = wire::check_relative_path(&rel) {
+                    problems.lock().unwrap_or_else(|p| p.into_inner()).error(&e.path, format!("unsafe path ({m}); skipped, nothing written"));
+                    continue;
+                }
+                match e.kind {
+                    Kind::Dir => {
+                        if rel != b"." {
+                            if let Err(err) = dest(&root, &rel).and_then(|p| match fs::create_dir(&p) {
+                                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && fs::symlink_metadata(&p)?.is_dir() => Ok(()),
+                                r => r,
+                            }) {
+                                problems.lock().unwrap_or_else(|p| p.into_inner()).error(&e.path, err);
+                                continue;
+                            }
+                        }
+                        dirs.push((rel, e));
+                    }
+                    Kind::File => {
+                        if e.nlink.unwrap_or(1) > 1 {
+                            if let (Some(dev), Some(ino)) = (e.dev, e.ino) {
+                                if let Some(first) = link_first.get(&(dev, ino)) {
+                                    hardlinks.push((first.clone(), rel, e.path.clone()));
+                                    continue;
+                                }
+                                link_first.insert((dev, ino), rel.clone());
+                            }
+                        }
+                        if tx.send((rel, e)).is_err() {
+                            break;
+                        }
+                    }
+                    Kind::Symlink => symlinks.push((rel, e)),
+                    Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
+                        let r = dest(&root, &rel).map_err(|err| err.to_string()).and_then(|p| make_special(&p, &e).map(|_| p));
+                        match r {
+                            Ok(p) => {
+                                apply_owner(&p, &e, false);
+                                let _ = fs::set_permissions(&p, fs::Permissions::from_mode(e.mode));
+                                let _ = filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
+                            }
+                            Err(m) => problems.lock().unwrap_or_else(|p| p.into_inner()).skip(&e.path, m),
+                        }
+                    }
+                    Kind::Socket => problems.lock().unwrap_or_else(|p| p.into_inner()).skip(&e.path, "sockets cannot be restored; skipped"),
+                }
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let mut interrupted = false;
+        for w in workers {
+            if let Ok(Err(Error::Interrupted)) = w.join() {
+                interrupted = true;
+            }
+        }
+        feed?;
+        if interrupted {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    })?;
+
+    let mut problems = problems.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (files, bytes) = files_done.into_inner().unwrap_or_else(|p| p.into_inner());
+    summary.files = files;
+    summary.bytes = bytes;
+    for (first, rel, shown) in hardlinks {
+        let r = dest(&root, &first).and_then(|src| {
+            let dst = dest(&root, &rel)?;
+            let _ = fs::remove_file(&dst);
+            fs::hard_link(&src, &dst)
+        });
+        match r {
+            Ok(()) => summary.links += 1,
+            Err(err) => problems.error(&shown, format!("hard link: {err}")),
+        }
+    }
+    for (rel, e) in symlinks {
+        let target = match e.target_bytes() {
+            Ok(Some(t)) => t,
+            _ => {
+                problems.error(&e.path, "symlink without a target");
+                continue;
+            }
+        };
+        let r = dest(&root, &rel).and_then(|p| {
+            std::os::unix::fs::symlink(OsStr::from_bytes(&target), &p)?;
+            Ok(p)
+        });
+        match r {
+            Ok(p) => {
+                apply_owner(&p, &e, false);
+                let _ = filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
+                summary.links += 1;
+            }
+            Err(err) => problems.error(&e.path, format!("symlink: {err}")),
+        }
+    }
+    // Deepest directories first, so setting a parent's mtime comes last.
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    for (rel, e) in dirs {
+        let p = if rel == b"." { Ok(root.clone()) } else { dest(&root, &rel) };
+        let r = p.and_then(|p| {
+            apply_owner(&p, &e, false);
+            fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))?;
+            filetime::set_file_times(&p, file_time(e.mtime), file_time(e.mtime))
+        });
+        match r {
+            Ok(()) => summary.dirs += 1,
+            Err(err) => problems.error(&e.path, err),
+        }
+    }
+    summary.errors = problems.errors;
+    summary.skipped = problems.skipped;
+    Ok(summary)
+}
+
+fn make_special(p: &Path, e: &Entry) -> std::result::Result<(), String> {
+    use nix::sys::stat::{Mode, SFlag};
+    let mode = Mode::from_bits_truncate(e.mode);
+    match e.kind {
+        Kind::Fifo => nix::unistd::mkfifo(p, mode).map_err(|err| format!("mkfifo: {err}")),
+        Kind::CharDevice | Kind::BlockDevice => {
+            if !crate::sys::is_root() {
+                return Err("device nodes need root to restore; skipped".into());
+            }
+            let kind = if e.kind == Kind::CharDevice { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
+            nix::sys::stat::mknod(p, kind, mode, e.rdev.unwrap_or(0)).map_err(|err| format!("mknod: {err}"))
+        }
+        _ => Err("not a special file".into()),
+    }
+}

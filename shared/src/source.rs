@@ -1,0 +1,376 @@
+//! Producing a chunk stream from a directory tree or a byte stream
+//! (the library side of `bk-chunk`).
+//!
+//! Stream shape (see `bk-stream(5)`): a header, then per filesystem object
+//! an entry; a regular file's entry is followed by its content as data
+//! records in order (a chunk already sent in this stream is sent again as a
+//! bare reference); files unchanged since `--parent`, and later names of a
+//! hard-linked file, carry their chunk ids in the entry and no data. A final
+//! trailer says the stream is complete.
+
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+use crate::wire::{self, Entry, ErrorRecord, Header, Kind, Record, RecordReader, Timestamp, Trailer};
+use std::collections::{HashMap, HashSet};
+use std::fs::Metadata;
+use std::io::{BufRead, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+/// What an earlier snapshot knew about a file, for `--parent`.
+#[derive(Debug, Clone)]
+struct ParentFile {
+    size: u64,
+    mtime: Timestamp,
+    ctime: Option<Timestamp>,
+    ino: Option<u64>,
+    chunks: Vec<ChunkId>,
+}
+
+/// An earlier listing (as printed by `bk-ls SNAPSHOT`).
+#[derive(Debug, Default)]
+pub struct ParentListing {
+    files: HashMap<Vec<u8>, ParentFile>,
+}
+
+impl ParentListing {
+    pub fn read(input: impl BufRead) -> Result<Self> {
+        let mut r = RecordReader::new(input);
+        let mut files = HashMap::new();
+        while let Some(rec) = r.next_record()? {
+            if let Record::Entry(e) = rec {
+                if e.kind == Kind::File && (!e.chunks.is_empty() || e.size == 0) {
+                    files.insert(
+                        e.path_bytes()?,
+                        ParentFile { size: e.size, mtime: e.mtime, ctime: e.ctime, ino: e.ino, chunks: e.chunks },
+                    );
+                }
+            }
+        }
+        Ok(ParentListing { files })
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    fn unchanged(&self, path: &[u8], e: &Entry) -> Option<&[ChunkId]> {
+        let p = self.files.get(path)?;
+        (p.size == e.size && p.mtime == e.mtime && p.ctime == e.ctime && p.ino == e.ino).then_some(&p.chunks[..])
+    }
+}
+
+pub struct ChunkOptions {
+    pub chunker: Chunker,
+    /// Recorded in the header (`default` or `repo:<id>`).
+    pub chunker_name: String,
+    pub parent: Option<ParentListing>,
+    pub parent_name: Option<String>,
+}
+
+impl std::fmt::Debug for ChunkOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkOptions({})", self.chunker_name)
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChunkSummary {
+    pub entries: u64,
+    pub errors: u64,
+    pub bytes: u64,
+    pub bytes_read: u64,
+    pub files_reused: u64,
+    pub chunks_sent: u64,
+}
+
+fn ts(secs: i64, nanos: i64) -> Timestamp {
+    Timestamp { secs, nanos: nanos.clamp(0, 999_999_999) as u32 }
+}
+
+/// Builds the listing entry for a path's metadata (no chunks yet).
+pub fn entry_from_metadata(rel: &[u8], md: &Metadata) -> Entry {
+    let ft = md.file_type();
+    let kind = if ft.is_file() {
+        Kind::File
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_socket() {
+        Kind::Socket
+    } else if ft.is_char_device() {
+        Kind::CharDevice
+    } else {
+        Kind::BlockDevice
+    };
+    let mut e = Entry {
+        v: wire::VERSION,
+        path: String::new(),
+        path_b64: None,
+        kind,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        user: crate::sys::user_name(md.uid()),
+        group: crate::sys::group_name(md.gid()),
+        mtime: ts(md.mtime(), md.mtime_nsec()),
+        ctime: Some(ts(md.ctime(), md.ctime_nsec())),
+        size: if kind == Kind::File { md.size() } else { 0 },
+        dev: Some(md.dev()),
+        ino: Some(md.ino()),
+        nlink: Some(md.nlink()),
+        target: None,
+        target_b64: None,
+        rdev: matches!(kind, Kind::CharDevice | Kind::BlockDevice).then(|| md.rdev()),
+        chunks: Vec::new(),
+    };
+    e.set_path_bytes(rel);
+    e
+}
+
+struct Emitter<'a, W: Write> {
+    out: &'a mut W,
+    opts: &'a ChunkOptions,
+    sent: HashSet<ChunkId>,
+    hardlinks: HashMap<(u64, u64), Vec<ChunkId>>,
+    buf: Vec<u8>,
+    summary: ChunkSummary,
+}
+
+/// A failure while chunking one file's content: reading the source (the
+/// file is dropped with an error record) or anything else (fatal).
+enum ContentError {
+    Read(std::io::Error),
+    Fatal(Error),
+}
+
+impl From<std::io::Error> for ContentError {
+    fn from(e: std::io::Error) -> Self {
+        ContentError::Read(e)
+    }
+}
+
+impl From<Error> for ContentError {
+    fn from(e: Error) -> Self {
+        ContentError::Fatal(e)
+    }
+}
+
+fn out_err(e: std::io::Error) -> Error {
+    crate::error::stdout_error(e)
+}
+
+impl<W: Write> Emitter<'_, W> {
+    fn record(&mut self, rec: &Record) -> Result<()> {
+        wire::write_record(self.out, rec).map_err(out_err)
+    }
+
+    fn error(&mut self, path: &[u8], message: String) -> Result<()> {
+        eprintln!("warning: {}: {message}", String::from_utf8_lossy(path));
+        self.summary.errors += 1;
+        let rec = ErrorRecord { v: wire::VERSION, path: String::from_utf8_lossy(path).into_owned(), message };
+        self.record(&Record::Error(rec))
+    }
+
+    /// Chunks `reader` into data records; returns chunk ids and bytes read.
+    fn content(&mut self, reader: impl Read) -> Result<(Vec<ChunkId>, u64), ContentError> {
+        let mut ids = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        let chunker = &self.opts.chunker;
+        let out = &mut *self.out;
+        let sent = &mut self.sent;
+        let mut chunks_sent = 0;
+        let res = chunker.chunk_reader_with(&mut buf, reader, |chunk: &[u8]| -> Result<(), ContentError> {
+            crate::sys::check_interrupted()?;
+            let id = ChunkId::digest(chunk);
+            if sent.insert(id) {
+                chunks_sent += 1;
+                wire::write_data(out, &id, chunk).map_err(out_err)?;
+            } else {
+                wire::write_chunk_ref(out, &id).map_err(out_err)?;
+            }
+            ids.push(id);
+            Ok(())
+        });
+        self.buf = buf;
+        self.summary.chunks_sent += chunks_sent;
+        let n = res?;
+        self.summary.bytes_read += n;
+        Ok((ids, n))
+    }
+
+    fn file(&mut self, full: &Path, mut entry: Entry, rel: &[u8]) -> Result<()> {
+        if let Some(chunks) = self.opts.parent.as_ref().and_then(|p| p.unchanged(rel, &entry)) {
+            entry.chunks = chunks.to_vec();
+            self.summary.files_reused += 1;
+            return self.emit_entry(entry);
+        }
+        let link_key = (entry.nlink.unwrap_or(1) > 1).then(|| (entry.dev.unwrap_or(0), entry.ino.unwrap_or(0)));
+        if let Some(chunks) = link_key.and_then(|k| self.hardlinks.get(&k)) {
+            entry.chunks = chunks.clone();
+            return self.emit_entry(entry);
+        }
+        let file = match std::fs::File::open(full) {
+            Ok(f) => f,
+            Err(e) => return self.error(rel, format!("cannot open: {e}")),
+        };
+        let before = (entry.size, entry.mtime);
+        self.emit_entry(entry)?;
+        match self.content(&file) {
+            Ok((ids, n)) => {
+                if let Ok(md) = file.metadata() {
+                    if (n, ts(md.mtime(), md.mtime_nsec())) != before || md.size() != n {
+                        eprintln!(
+                            "warning: {}: file changed while it was read; stored as read ({n} bytes)",
+                            String::from_utf8_lossy(rel)
+                        );
+                    }
+                }
+                if let Some(k) = link_key {
+                    self.hardlinks.insert(k, ids);
+                }
+                Ok(())
+            }
+            // The error record tells bk-put to drop the partial file.
+            Err(ContentError::Read(e)) => self.error(rel, format!("read failed: {e}")),
+            Err(ContentError::Fatal(e)) => Err(e),
+        }
+    }
+
+    fn emit_entry(&mut self, entry: Entry) -> Result<()> {
+        self.summary.entries += 1;
+        self.summary.bytes += entry.size;
+        self.record(&Record::Entry(entry))
+    }
+
+    fn trailer(&mut self) -> Result<()> {
+        let t = Trailer {
+            v: wire::VERSION,
+            entries: self.summary.entries,
+            errors: self.summary.errors,
+            bytes: self.summary.bytes,
+        };
+        self.record(&Record::Trailer(t))?;
+        self.out.flush().map_err(out_err)
+    }
+}
+
+fn header(source: String, name: Option<String>, opts: &ChunkOptions) -> Record {
+    Record::Header(Header {
+        v: wire::VERSION,
+        source,
+        name,
+        chunker: opts.chunker_name.clone(),
+        host: crate::sys::hostname(),
+        user: crate::sys::username(),
+        parent: opts.parent_name.clone(),
+    })
+}
+
+fn new_emitter<'a, W: Write>(out: &'a mut W, opts: &'a ChunkOptions) -> Emitter<'a, W> {
+    Emitter { out, opts, sent: HashSet::new(), hardlinks: HashMap::new(), buf: Vec::new(), summary: ChunkSummary::default() }
+}
+
+/// Walks `root` and writes its chunk stream to `out`.
+pub fn chunk_tree<W: Write>(root: &Path, opts: &ChunkOptions, out: &mut W) -> Result<ChunkSummary> {
+    let root_md = std::fs::symlink_metadata(root).map_err(|e| Error::io(root, e))?;
+    let abs = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
+    let mut em = new_emitter(out, opts);
+    em.record(&header(abs.to_string_lossy().into_owned(), None, opts))?;
+    let single_name: Option<Vec<u8>> = (!root_md.is_dir()).then(|| {
+        abs.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"file".to_vec())
+    });
+    let walker = walkdir::WalkDir::new(root).follow_links(false).sort_by(|a, b| a.file_name().cmp(b.file_name()));
+    for item in walker {
+        crate::sys::check_interrupted()?;
+        let item = match item {
+            Ok(i) => i,
+            Err(e) => {
+                let p = e.path().map(|p| p.strip_prefix(root).unwrap_or(p).as_os_str().as_bytes().to_vec()).unwrap_or_default();
+                let msg = e.io_error().map(|io| io.to_string()).unwrap_or_else(|| e.to_string());
+                em.error(&p, format!("cannot read: {msg}"))?;
+                continue;
+            }
+        };
+        let rel: Vec<u8> = match &single_name {
+            Some(n) => n.clone(),
+            None => {
+                let r = item.path().strip_prefix(root).unwrap_or(item.path()).as_os_str().as_bytes();
+                if r.is_empty() { b".".to_vec() } else { r.to_vec() }
+            }
+        };
+        let md = match item.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                em.error(&rel, format!("cannot stat: {e}"))?;
+                continue;
+            }
+        };
+        let mut entry = entry_from_metadata(&rel, &md);
+        match entry.kind {
+            Kind::File => em.file(item.path(), entry, &rel)?,
+            Kind::Symlink => match std::fs::read_link(item.path()) {
+                Ok(t) => {
+                    entry.set_target_bytes(t.as_os_str().as_bytes());
+                    em.emit_entry(entry)?;
+                }
+                Err(e) => em.error(&rel, format!("cannot read link: {e}"))?,
+            },
+            _ => em.emit_entry(entry)?,
+        }
+    }
+    em.trailer()?;
+    Ok(em.summary)
+}
+
+/// Chunks a byte stream (e.g. `pg_dump` output) as one file called `name`.
+pub fn chunk_stream<W: Write>(name: &str, input: impl Read, opts: &ChunkOptions, out: &mut W) -> Result<ChunkSummary> {
+    if name.is_empty() || name.starts_with('/') || name.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
+        return Err(Error::Usage(format!("--name {name:?} must be a relative path without '.' or '..' components")));
+    }
+    let mut em = new_emitter(out, opts);
+    em.record(&header("-".into(), Some(name.to_string()), opts))?;
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let mut entry = Entry {
+        v: wire::VERSION,
+        path: name.to_string(),
+        path_b64: None,
+        kind: Kind::File,
+        mode: 0o600,
+        uid,
+        gid,
+        user: crate::sys::user_name(uid),
+        group: crate::sys::group_name(gid),
+        mtime: Timestamp::now(),
+        ctime: None,
+        size: 0,
+        dev: None,
+        ino: None,
+        nlink: None,
+        target: None,
+        target_b64: None,
+        rdev: None,
+        chunks: Vec::new(),
+    };
+    entry.size = 0;
+    em.summary.entries += 1;
+    em.record(&Record::Entry(entry))?;
+    let (_, n) = match em.content(input) {
+        Ok(r) => r,
+        Err(ContentError::Read(e)) => return Err(Error::io("<stdin>", e)),
+        Err(ContentError::Fatal(e)) => return Err(e),
+    };
+    em.summary.bytes = n;
+    em.trailer()?;
+    Ok(em.summary)
+}

@@ -1,0 +1,23 @@
+use clap::Parser;
+
+/// List snapshots, or the entries of one snapshot, as JSON lines.
+///
+/// Without SNAPSHOT: one line per snapshot, oldest first. With SNAPSHOT
+/// (`latest`, an id, or a unique id prefix): the snapshot's listing
+/// entries, optionally only those at or below PATHs, then a trailer.
+#[derive(Parser, Debug)]
+#[command(name = "bk-ls", version)]
+pub struct Cli {
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: Option<String>,
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Only snapshots of this identity (also selects `latest`)
+    #[arg(long, value_name = "USER@HOST:/PATH")]
+    pub identity: Option<String>,
+    /// Only snapshots carrying this tag (repeatable: all must match)
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub repo: bk::cli::RepoArgs,
+}
