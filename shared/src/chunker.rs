@@ -34,7 +34,9 @@ impl Default for ChunkerParams {
 impl ChunkerParams {
     pub fn validate(&self) -> Result<(), String> {
         if !(self.min >= 64 && self.min < self.avg && self.avg < self.max) {
-            return Err(format!("chunker sizes must satisfy 64 <= min < avg < max, got {self:?}"));
+            return Err(format!(
+                "chunker sizes must satisfy 64 <= min < avg < max, got {self:?}"
+            ));
         }
         if !self.avg.is_power_of_two() {
             return Err("chunker avg must be a power of two".into());
@@ -59,7 +61,9 @@ pub struct Chunker {
 
 impl std::fmt::Debug for Chunker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chunker").field("params", &self.params).finish()
+        f.debug_struct("Chunker")
+            .field("params", &self.params)
+            .finish()
     }
 }
 
@@ -186,7 +190,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn small() -> ChunkerParams {
-        ChunkerParams { min: 64, avg: 256, max: 1024 }
+        ChunkerParams {
+            min: 64,
+            avg: 256,
+            max: 1024,
+        }
     }
 
     fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
@@ -221,13 +229,20 @@ mod tests {
         let b = chunks_of(&c, &edited);
         let shared = b.iter().filter(|ch| a.contains(*ch)).count();
         assert!(b.len() >= 8, "expected several chunks, got {}", b.len());
-        assert!(shared + 2 >= b.len(), "only {shared} of {} chunks survived an insertion", b.len());
+        assert!(
+            shared + 2 >= b.len(),
+            "only {shared} of {} chunks survived an insertion",
+            b.len()
+        );
     }
 
     #[test]
     fn keyed_seed_changes_boundaries() {
         let data = pseudo_random(8 << 20, 3);
-        let a = chunks_of(&Chunker::new(ChunkerParams::default(), &DEFAULT_SEED), &data);
+        let a = chunks_of(
+            &Chunker::new(ChunkerParams::default(), &DEFAULT_SEED),
+            &data,
+        );
         let b = chunks_of(&Chunker::new(ChunkerParams::default(), &[9u8; 32]), &data);
         assert_ne!(
             a.iter().map(Vec::len).collect::<Vec<_>>(),

@@ -30,7 +30,10 @@ pub fn read_password_file(path: &std::path::Path) -> Result<Zeroizing<String>> {
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?);
     let first = text.lines().next().unwrap_or("");
     if first.is_empty() {
-        return Err(Error::Usage(format!("{}: the passphrase file is empty", path.display())));
+        return Err(Error::Usage(format!(
+            "{}: the passphrase file is empty",
+            path.display()
+        )));
     }
     Ok(Zeroizing::new(first.to_string()))
 }
@@ -42,12 +45,16 @@ pub fn prompt_passphrase(prompt: &str, confirm: bool) -> Result<Zeroizing<String
             "no passphrase given: use --password-file, BK_PASSWORD_FILE, BK_PASSWORD or --identity-file".into(),
         ));
     }
-    let p = Zeroizing::new(rpassword::prompt_password(prompt).map_err(|e| Error::io("/dev/tty", e))?);
+    let p =
+        Zeroizing::new(rpassword::prompt_password(prompt).map_err(|e| Error::io("/dev/tty", e))?);
     if p.is_empty() {
         return Err(Error::Usage("empty passphrase".into()));
     }
     if confirm {
-        let again = Zeroizing::new(rpassword::prompt_password("bk: repeat passphrase: ").map_err(|e| Error::io("/dev/tty", e))?);
+        let again = Zeroizing::new(
+            rpassword::prompt_password("bk: repeat passphrase: ")
+                .map_err(|e| Error::io("/dev/tty", e))?,
+        );
         if *again != *p {
             return Err(Error::Usage("the passphrases do not match".into()));
         }
@@ -60,7 +67,9 @@ impl RepoArgs {
         self.repo
             .as_deref()
             .filter(|r| !r.is_empty())
-            .ok_or_else(|| Error::Usage("no repository given: use -r/--repo REPO or set BK_REPO".into()))
+            .ok_or_else(|| {
+                Error::Usage("no repository given: use -r/--repo REPO or set BK_REPO".into())
+            })
     }
 
     /// The secret, from (in order) an identity file, a password file,
@@ -77,7 +86,10 @@ impl RepoArgs {
                 return Ok(Secret::passphrase(p));
             }
         }
-        let p = prompt_passphrase(&format!("bk: passphrase for {}: ", self.location()?), confirm)?;
+        let p = prompt_passphrase(
+            &format!("bk: passphrase for {}: ", self.location()?),
+            confirm,
+        )?;
         Ok(Secret::passphrase(p.to_string()))
     }
 

@@ -61,9 +61,12 @@ impl MasterKey {
         let mut data = [0u8; 32];
         let mut mac = [0u8; 32];
         let mut gear = [0u8; 32];
-        hk.expand(b"bk data key", &mut data).expect("32 bytes is a valid HKDF length");
-        hk.expand(b"bk config mac key", &mut mac).expect("valid length");
-        hk.expand(b"bk chunker gear seed", &mut gear).expect("valid length");
+        hk.expand(b"bk data key", &mut data)
+            .expect("32 bytes is a valid HKDF length");
+        hk.expand(b"bk config mac key", &mut mac)
+            .expect("valid length");
+        hk.expand(b"bk chunker gear seed", &mut gear)
+            .expect("valid length");
         let keys = Keys {
             cipher: Aes256Gcm::new((&data).into()),
             mac_key: mac,
@@ -109,7 +112,9 @@ impl std::fmt::Display for OpenError {
         match self {
             OpenError::TooShort => f.write_str("truncated (shorter than its encryption envelope)"),
             OpenError::UnknownFormat(b) => write!(f, "unknown content format {b}"),
-            OpenError::Authentication => f.write_str("authentication failed (corrupt, or not sealed by this repository's key)"),
+            OpenError::Authentication => f.write_str(
+                "authentication failed (corrupt, or not sealed by this repository's key)",
+            ),
             OpenError::Decompress(e) => write!(f, "decompression failed: {e}"),
         }
     }
@@ -129,7 +134,8 @@ impl Keys {
         if let Some(level) = level {
             let bound = zstd::zstd_safe::compress_bound(payload.len());
             out.resize(NONCE_LEN + 1 + bound, 0);
-            if let Ok(n) = zstd::bulk::compress_to_buffer(payload, &mut out[NONCE_LEN + 1..], level) {
+            if let Ok(n) = zstd::bulk::compress_to_buffer(payload, &mut out[NONCE_LEN + 1..], level)
+            {
                 // Only keep compression that saves at least 1/64.
                 if n + n / 64 < payload.len() {
                     out.truncate(NONCE_LEN + 1 + n);
@@ -159,7 +165,12 @@ impl Keys {
         let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
         let mut buf = body.to_vec();
         self.cipher
-            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag))
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                aad,
+                &mut buf,
+                Tag::from_slice(tag),
+            )
             .map_err(|_| OpenError::Authentication)?;
         match buf[0] {
             FLAG_RAW => {
@@ -207,20 +218,35 @@ mod tests {
             assert_eq!(keys.open(b"aad", &sealed).unwrap(), text);
         }
         assert!(keys.seal(b"a", &text, Some(3)).len() < text.len() / 4);
-        assert_eq!(keys.open(b"a", &keys.seal(b"a", b"", Some(3))).unwrap(), b"");
+        assert_eq!(
+            keys.open(b"a", &keys.seal(b"a", b"", Some(3))).unwrap(),
+            b""
+        );
     }
 
     #[test]
     fn tampering_and_wrong_aad_and_wrong_key_fail() {
         let keys = MasterKey::generate().derive();
         let mut sealed = keys.seal(b"chunk-1", b"payload", Some(3));
-        assert_eq!(keys.open(b"chunk-2", &sealed), Err(OpenError::Authentication));
+        assert_eq!(
+            keys.open(b"chunk-2", &sealed),
+            Err(OpenError::Authentication)
+        );
         let other = MasterKey::generate().derive();
-        assert_eq!(other.open(b"chunk-1", &sealed), Err(OpenError::Authentication));
+        assert_eq!(
+            other.open(b"chunk-1", &sealed),
+            Err(OpenError::Authentication)
+        );
         let mid = sealed.len() / 2;
         sealed[mid] ^= 1;
-        assert_eq!(keys.open(b"chunk-1", &sealed), Err(OpenError::Authentication));
-        assert_eq!(keys.open(b"chunk-1", &sealed[..5]), Err(OpenError::TooShort));
+        assert_eq!(
+            keys.open(b"chunk-1", &sealed),
+            Err(OpenError::Authentication)
+        );
+        assert_eq!(
+            keys.open(b"chunk-1", &sealed[..5]),
+            Err(OpenError::TooShort)
+        );
     }
 
     #[test]

@@ -50,7 +50,9 @@ pub enum Error {
     NoRepository { location: String },
     #[error("a repository already exists at {location}")]
     RepositoryExists { location: String },
-    #[error("wrong passphrase or identity: none of the {tried} key(s) of this repository opens with it")]
+    #[error(
+        "wrong passphrase or identity: none of the {tried} key(s) of this repository opens with it"
+    )]
     WrongKey { tried: usize },
     #[error("repository is locked: {0}")]
     Locked(String),
@@ -91,9 +93,10 @@ impl Error {
             Error::Locked(_) => ExitCode::Locked,
             Error::Integrity { .. } => ExitCode::Integrity,
             Error::Interrupted => ExitCode::Interrupted,
-            Error::Storage { .. } | Error::Io { .. } | Error::Other(_) | Error::IncompleteStream(_) => {
-                ExitCode::Failure
-            }
+            Error::Storage { .. }
+            | Error::Io { .. }
+            | Error::Other(_)
+            | Error::IncompleteStream(_) => ExitCode::Failure,
         }
     }
 
@@ -154,7 +157,13 @@ impl Error {
     }
 
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage { retryable: true, .. })
+        matches!(
+            self,
+            Error::Storage {
+                retryable: true,
+                ..
+            }
+        )
     }
 }
 
@@ -191,13 +200,25 @@ mod tests {
     #[test]
     fn errors_map_to_codes() {
         assert_eq!(
-            Error::NoRepository { location: "x".into() }.exit_code(),
+            Error::NoRepository {
+                location: "x".into()
+            }
+            .exit_code(),
             ExitCode::NoRepository
         );
         assert_eq!(Error::WrongKey { tried: 1 }.exit_code(), ExitCode::WrongKey);
-        assert_eq!(Error::integrity("pack", "bad").exit_code(), ExitCode::Integrity);
+        assert_eq!(
+            Error::integrity("pack", "bad").exit_code(),
+            ExitCode::Integrity
+        );
         assert_eq!(Error::Interrupted.exit_code(), ExitCode::Interrupted);
-        assert!(Error::storage("o", std::io::Error::from(std::io::ErrorKind::TimedOut)).is_retryable());
-        assert!(!Error::storage("o", std::io::Error::from(std::io::ErrorKind::PermissionDenied)).is_retryable());
+        assert!(
+            Error::storage("o", std::io::Error::from(std::io::ErrorKind::TimedOut)).is_retryable()
+        );
+        assert!(!Error::storage(
+            "o",
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied)
+        )
+        .is_retryable());
     }
 }

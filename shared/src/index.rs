@@ -65,7 +65,8 @@ impl IndexFile {
 
     pub fn decode(b: &[u8]) -> Option<Self> {
         let rest = b.strip_prefix(INDEX_MAGIC)?;
-        let u32_at = |b: &[u8]| -> Option<u32> { Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?)) };
+        let u32_at =
+            |b: &[u8]| -> Option<u32> { Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?)) };
         let n = u32_at(rest)? as usize;
         let mut rest = &rest[4..];
         let mut supersedes = Vec::with_capacity(n.min(1 << 16));
@@ -97,7 +98,8 @@ impl IndexFile {
         let plain = keys
             .open(INDEX_AAD, sealed)
             .map_err(|e| Error::integrity(format!("index/{name}"), e.to_string()))?;
-        IndexFile::decode(&plain).ok_or_else(|| Error::integrity(format!("index/{name}"), "malformed index"))
+        IndexFile::decode(&plain)
+            .ok_or_else(|| Error::integrity(format!("index/{name}"), "malformed index"))
     }
 }
 
@@ -112,7 +114,12 @@ pub struct Index {
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Index({} chunks in {} packs)", self.slots.len(), self.packs.len())
+        write!(
+            f,
+            "Index({} chunks in {} packs)",
+            self.slots.len(),
+            self.packs.len()
+        )
     }
 }
 
@@ -128,8 +135,17 @@ impl Index {
         });
         self.slots.reserve(entries.len());
         for e in entries {
-            let meta = if e.kind == BlobKind::Meta { META_BIT } else { 0 };
-            self.slots.push(Slot { key: key_of(&e.id), pack: n | meta, offset: e.offset, len: e.len });
+            let meta = if e.kind == BlobKind::Meta {
+                META_BIT
+            } else {
+                0
+            };
+            self.slots.push(Slot {
+                key: key_of(&e.id),
+                pack: n | meta,
+                offset: e.offset,
+                len: e.len,
+            });
         }
         self.sorted = false;
     }
@@ -144,7 +160,8 @@ impl Index {
     /// concurrent writers); must run before lookups.
     pub fn finish(&mut self) {
         if !self.sorted {
-            self.slots.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.pack.cmp(&b.pack)));
+            self.slots
+                .sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.pack.cmp(&b.pack)));
             self.slots.dedup_by(|a, b| a.key == b.key);
             self.slots.shrink_to_fit();
             self.sorted = true;
@@ -158,7 +175,11 @@ impl Index {
         let s = &self.slots[i];
         Some(BlobLocation {
             pack: self.packs[(s.pack & !META_BIT) as usize],
-            kind: if s.pack & META_BIT != 0 { BlobKind::Meta } else { BlobKind::Data },
+            kind: if s.pack & META_BIT != 0 {
+                BlobKind::Meta
+            } else {
+                BlobKind::Data
+            },
             offset: s.offset,
             len: s.len,
         })
@@ -197,7 +218,11 @@ mod tests {
     fn entries(n: u32, salt: u8) -> Vec<BlobEntry> {
         (0..n)
             .map(|i| BlobEntry {
-                kind: if i % 7 == 0 { BlobKind::Meta } else { BlobKind::Data },
+                kind: if i % 7 == 0 {
+                    BlobKind::Meta
+                } else {
+                    BlobKind::Data
+                },
                 id: ChunkId::digest(&[salt, (i & 0xff) as u8, (i >> 8) as u8]),
                 offset: i * 100,
                 len: 100,
@@ -223,7 +248,10 @@ mod tests {
         idx.finish();
         for e in &e1 {
             let loc = idx.get(&e.id).unwrap();
-            assert_eq!((loc.pack, loc.offset, loc.len, loc.kind), (p1, e.offset, e.len, e.kind));
+            assert_eq!(
+                (loc.pack, loc.offset, loc.len, loc.kind),
+                (p1, e.offset, e.len, e.kind)
+            );
         }
         assert_eq!(idx.get(&e2[5].id).unwrap().pack, p2);
         assert!(idx.get(&ChunkId::digest(b"absent")).is_none());

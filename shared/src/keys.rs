@@ -66,7 +66,10 @@ impl Secret {
             ids.push(id);
         }
         if ids.is_empty() {
-            return Err(Error::Usage(format!("{}: no age identity in file", path.display())));
+            return Err(Error::Usage(format!(
+                "{}: no age identity in file",
+                path.display()
+            )));
         }
         Ok(Secret::Identities(ids))
     }
@@ -136,7 +139,12 @@ struct KeyPayload {
 }
 
 impl KeyFile {
-    pub fn seal(master: &MasterKey, repository_id: &str, new: &NewKey, label: Option<String>) -> Result<Self> {
+    pub fn seal(
+        master: &MasterKey,
+        repository_id: &str,
+        new: &NewKey,
+        label: Option<String>,
+    ) -> Result<Self> {
         let payload = Zeroizing::new(
             serde_json::to_vec(&KeyPayload {
                 master: B64.encode(master.as_bytes()),
@@ -159,8 +167,12 @@ impl KeyFile {
         };
         let encryptor = encryptor.map_err(|e| Error::Other(format!("age: {e}")))?;
         let mut out = Vec::new();
-        let mut w = encryptor.wrap_output(&mut out).map_err(|e| Error::Other(format!("age: {e}")))?;
-        w.write_all(&payload).and_then(|_| w.finish().map(|_| ())).map_err(|e| Error::Other(format!("age: {e}")))?;
+        let mut w = encryptor
+            .wrap_output(&mut out)
+            .map_err(|e| Error::Other(format!("age: {e}")))?;
+        w.write_all(&payload)
+            .and_then(|_| w.finish().map(|_| ()))
+            .map_err(|e| Error::Other(format!("age: {e}")))?;
         Ok(KeyFile {
             v: 1,
             kind,
@@ -180,13 +192,21 @@ impl KeyFile {
     }
 
     /// Unwraps the master key. `Ok(None)` means "not this secret".
-    pub fn open(&self, secret: &Secret, name: &str, repository_id: &str) -> Result<Option<MasterKey>> {
+    pub fn open(
+        &self,
+        secret: &Secret,
+        name: &str,
+        repository_id: &str,
+    ) -> Result<Option<MasterKey>> {
         if !self.matches_kind(secret) {
             return Ok(None);
         }
         let bad = |m: String| Error::integrity(format!("keys/{name}"), m);
-        let ct = B64.decode(&self.age).map_err(|e| bad(format!("not base64: {e}")))?;
-        let dec = age::Decryptor::new_buffered(&ct[..]).map_err(|e| bad(format!("not an age file: {e}")))?;
+        let ct = B64
+            .decode(&self.age)
+            .map_err(|e| bad(format!("not base64: {e}")))?;
+        let dec = age::Decryptor::new_buffered(&ct[..])
+            .map_err(|e| bad(format!("not an age file: {e}")))?;
         let reader = match secret {
             Secret::Passphrase(p) => {
                 let mut id = age::scrypt::Identity::new(p.clone());
@@ -197,14 +217,20 @@ impl KeyFile {
         };
         let mut reader = match reader {
             Ok(r) => r,
-            Err(age::DecryptError::NoMatchingKeys) | Err(age::DecryptError::DecryptionFailed) => return Ok(None),
+            Err(age::DecryptError::NoMatchingKeys) | Err(age::DecryptError::DecryptionFailed) => {
+                return Ok(None)
+            }
             Err(age::DecryptError::ExcessiveWork { required, .. }) => {
-                return Err(bad(format!("scrypt work factor {required} is above the accepted maximum")))
+                return Err(bad(format!(
+                    "scrypt work factor {required} is above the accepted maximum"
+                )))
             }
             Err(e) => return Err(bad(e.to_string())),
         };
         let mut plain = Zeroizing::new(Vec::new());
-        reader.read_to_end(&mut plain).map_err(|e| bad(e.to_string()))?;
+        reader
+            .read_to_end(&mut plain)
+            .map_err(|e| bad(e.to_string()))?;
         let payload: KeyPayload = serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))?;
         if payload.repository != repository_id {
             return Err(bad(format!(
@@ -212,8 +238,14 @@ impl KeyFile {
                 payload.repository
             )));
         }
-        let raw = Zeroizing::new(B64.decode(&payload.master).map_err(|e| bad(e.to_string()))?);
-        let bytes: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad("master key has the wrong length".into()))?;
+        let raw = Zeroizing::new(
+            B64.decode(&payload.master)
+                .map_err(|e| bad(e.to_string()))?,
+        );
+        let bytes: [u8; 32] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("master key has the wrong length".into()))?;
         Ok(Some(MasterKey::from_bytes(bytes)))
     }
 }
@@ -249,14 +281,28 @@ mod tests {
         let kf = KeyFile::seal(&master, "repo1", &NewKey::from(&pass), None).unwrap();
         let got = kf.open(&pass, "k", "repo1").unwrap().unwrap();
         assert_eq!(got.as_bytes(), master.as_bytes());
-        assert!(kf.open(&Secret::passphrase("wrong".into()), "k", "repo1").unwrap().is_none());
+        assert!(kf
+            .open(&Secret::passphrase("wrong".into()), "k", "repo1")
+            .unwrap()
+            .is_none());
         assert!(kf.open(&pass, "k", "other-repo").is_err());
 
         let id = age::x25519::Identity::generate();
-        let kf2 = KeyFile::seal(&master, "repo1", &NewKey::Recipient(id.to_public()), None).unwrap();
+        let kf2 =
+            KeyFile::seal(&master, "repo1", &NewKey::Recipient(id.to_public()), None).unwrap();
         let secret = Secret::Identities(vec![id]);
-        assert_eq!(kf2.open(&secret, "k", "repo1").unwrap().unwrap().as_bytes(), master.as_bytes());
-        assert!(kf2.open(&Secret::Identities(vec![age::x25519::Identity::generate()]), "k", "repo1").unwrap().is_none());
+        assert_eq!(
+            kf2.open(&secret, "k", "repo1").unwrap().unwrap().as_bytes(),
+            master.as_bytes()
+        );
+        assert!(kf2
+            .open(
+                &Secret::Identities(vec![age::x25519::Identity::generate()]),
+                "k",
+                "repo1"
+            )
+            .unwrap()
+            .is_none());
         // An identity never runs scrypt against a passphrase key.
         assert!(!kf.matches_kind(&secret));
     }
@@ -265,11 +311,17 @@ mod tests {
     fn identity_file_parsing_does_not_leak_content() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("id.txt");
-        std::fs::write(&p, "# comment\nAGE-SECRET-KEY-NOTREALLYVALIDSECRETMATERIAL\n").unwrap();
+        std::fs::write(
+            &p,
+            "# comment\nAGE-SECRET-KEY-NOTREALLYVALIDSECRETMATERIAL\n",
+        )
+        .unwrap();
         let err = Secret::from_identity_file(&p).unwrap_err().to_string();
         assert!(!err.contains("NOTREALLY"), "{err}");
         let (text, _) = generate_identity();
         std::fs::write(&p, text.expose_secret()).unwrap();
-        assert!(matches!(Secret::from_identity_file(&p).unwrap(), Secret::Identities(v) if v.len() == 1));
+        assert!(
+            matches!(Secret::from_identity_file(&p).unwrap(), Secret::Identities(v) if v.len() == 1)
+        );
     }
 }

@@ -20,7 +20,14 @@ pub struct ChunkStream<'a> {
 
 impl<'a> ChunkStream<'a> {
     pub fn new(repo: &'a Repository, index: &'a Index, ids: &'a [ChunkId]) -> Self {
-        ChunkStream { repo, index, ids, next: 0, cur: Vec::new(), pos: 0 }
+        ChunkStream {
+            repo,
+            index,
+            ids,
+            next: 0,
+            cur: Vec::new(),
+            pos: 0,
+        }
     }
 }
 
@@ -33,7 +40,9 @@ impl std::fmt::Debug for ChunkStream<'_> {
 impl Read for ChunkStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.cur.len() {
-            let Some(id) = self.ids.get(self.next) else { return Ok(0) };
+            let Some(id) = self.ids.get(self.next) else {
+                return Ok(0);
+            };
             self.next += 1;
             self.cur = self
                 .repo
@@ -73,15 +82,26 @@ impl std::fmt::Debug for ListingRecords<'_> {
 
 impl<'a> ListingRecords<'a> {
     pub fn new(repo: &'a Repository, index: &'a Index, ids: &'a [ChunkId]) -> Self {
-        ListingRecords { reader: RecordReader::new(BufReader::with_capacity(1 << 16, ChunkStream::new(repo, index, ids))) }
+        ListingRecords {
+            reader: RecordReader::new(BufReader::with_capacity(
+                1 << 16,
+                ChunkStream::new(repo, index, ids),
+            )),
+        }
     }
 }
 
 fn unwrap_io(e: crate::Error) -> crate::Error {
     if let crate::Error::Io { source, .. } = &e {
-        if let Some(inner) = source.get_ref().and_then(|i| i.downcast_ref::<ListingError>()) {
+        if let Some(inner) = source
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<ListingError>())
+        {
             return match &inner.0 {
-                crate::Error::Integrity { object, message } => crate::Error::Integrity { object: object.clone(), message: message.clone() },
+                crate::Error::Integrity { object, message } => crate::Error::Integrity {
+                    object: object.clone(),
+                    message: message.clone(),
+                },
                 other => crate::Error::Other(other.to_string()),
             };
         }
@@ -101,12 +121,16 @@ pub fn matches_filters(path: &[u8], filters: &[Vec<u8>]) -> bool {
     filters.is_empty()
         || filters.iter().any(|f| {
             let f = f.strip_suffix(b"/").unwrap_or(f);
-            f == b"." || path == f || (path.len() > f.len() && path.starts_with(f) && path[f.len()] == b'/')
+            f == b"."
+                || path == f
+                || (path.len() > f.len() && path.starts_with(f) && path[f.len()] == b'/')
         })
 }
 
 /// Only the entries of a record stream.
-pub fn entries(records: impl Iterator<Item = Result<Record>>) -> impl Iterator<Item = Result<Entry>> {
+pub fn entries(
+    records: impl Iterator<Item = Result<Record>>,
+) -> impl Iterator<Item = Result<Entry>> {
     records.filter_map(|r| match r {
         Ok(Record::Entry(e)) => Some(Ok(e)),
         Ok(_) => None,

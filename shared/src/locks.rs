@@ -49,7 +49,9 @@ impl LockInfo {
         if now.secs - self.time.secs > STALE_AFTER.as_secs() as i64 {
             return true;
         }
-        self.host.is_some() && self.host == crate::sys::hostname() && !crate::sys::process_alive(self.pid)
+        self.host.is_some()
+            && self.host == crate::sys::hostname()
+            && !crate::sys::process_alive(self.pid)
     }
 
     pub fn describe(&self) -> String {
@@ -67,7 +69,11 @@ impl LockInfo {
 }
 
 fn write_lock(backend: &dyn Backend, keys: &Keys, info: &LockInfo) -> Result<String> {
-    let sealed = keys.seal(LOCK_AAD, &serde_json::to_vec(info).expect("serializable"), None);
+    let sealed = keys.seal(
+        LOCK_AAD,
+        &serde_json::to_vec(info).expect("serializable"),
+        None,
+    );
     let name = ObjectId::digest(&sealed).to_hex();
     backend.put(ObjectKind::Lock, &name, &sealed)?;
     Ok(name)
@@ -78,7 +84,10 @@ pub fn list_locks(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(String, Opt
     let mut out = Vec::new();
     for obj in backend.list(ObjectKind::Lock)? {
         let info = match backend.get(ObjectKind::Lock, &obj.name) {
-            Ok(raw) => keys.open(LOCK_AAD, &raw).ok().and_then(|p| serde_json::from_slice(&p).ok()),
+            Ok(raw) => keys
+                .open(LOCK_AAD, &raw)
+                .ok()
+                .and_then(|p| serde_json::from_slice(&p).ok()),
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
@@ -97,12 +106,21 @@ pub struct LockGuard {
 
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LockGuard({})", self.name.lock().map(|n| n.clone()).unwrap_or_default())
+        write!(
+            f,
+            "LockGuard({})",
+            self.name.lock().map(|n| n.clone()).unwrap_or_default()
+        )
     }
 }
 
 impl LockGuard {
-    pub fn acquire(backend: Arc<dyn Backend>, keys: &Keys, mode: LockMode, tool: &str) -> Result<LockGuard> {
+    pub fn acquire(
+        backend: Arc<dyn Backend>,
+        keys: &Keys,
+        mode: LockMode,
+        tool: &str,
+    ) -> Result<LockGuard> {
         let info = LockInfo {
             mode,
             time: Timestamp::now(),
@@ -113,14 +131,14 @@ impl LockGuard {
         };
         let mine = write_lock(&*backend, keys, &info)?;
         let now = Timestamp::now();
-        let conflict = list_locks(&*backend, keys).and_then(|locks| {
-            Ok(locks.into_iter().find_map(|(name, other)| {
+        let conflict = list_locks(&*backend, keys).map(|locks| {
+            locks.into_iter().find_map(|(name, other)| {
                 let other = other?;
                 (name != mine
                     && !other.is_stale(now)
                     && (mode == LockMode::Exclusive || other.mode == LockMode::Exclusive))
                     .then(|| other.describe())
-            }))
+            })
         });
         match conflict {
             Ok(None) => {}
@@ -136,17 +154,33 @@ impl LockGuard {
         let name = Arc::new(Mutex::new(mine));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (backend, name, stop, keys) = (Arc::clone(&backend), Arc::clone(&name), Arc::clone(&stop), keys.clone());
+            let (backend, name, stop, keys) = (
+                Arc::clone(&backend),
+                Arc::clone(&name),
+                Arc::clone(&stop),
+                keys.clone(),
+            );
             std::thread::Builder::new()
                 .name("bk-lock-refresh".into())
                 .spawn(move || refresh_loop(&*backend, &keys, info, &name, &stop))
                 .ok()
         };
-        Ok(LockGuard { backend, name, stop, thread })
+        Ok(LockGuard {
+            backend,
+            name,
+            stop,
+            thread,
+        })
     }
 }
 
-fn refresh_loop(backend: &dyn Backend, keys: &Keys, mut info: LockInfo, name: &Mutex<String>, stop: &AtomicBool) {
+fn refresh_loop(
+    backend: &dyn Backend,
+    keys: &Keys,
+    mut info: LockInfo,
+    name: &Mutex<String>,
+    stop: &AtomicBool,
+) {
     let tick = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
@@ -195,7 +229,8 @@ mod tests {
         let keys = MasterKey::generate().derive();
         let a = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Shared, "t").unwrap();
         let b = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Shared, "t").unwrap();
-        let err = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Exclusive, "t").unwrap_err();
+        let err =
+            LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Exclusive, "t").unwrap_err();
         assert!(matches!(err, Error::Locked(_)));
         assert_eq!(list_locks(&*backend, &keys).unwrap().len(), 2);
         drop((a, b));
@@ -211,7 +246,11 @@ mod tests {
         };
         write_lock(&*backend, &keys, &dead).unwrap();
         let _c = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Shared, "t").unwrap();
-        let old = LockInfo { time: Timestamp { secs: 0, nanos: 0 }, host: Some("elsewhere".into()), ..dead };
+        let old = LockInfo {
+            time: Timestamp { secs: 0, nanos: 0 },
+            host: Some("elsewhere".into()),
+            ..dead
+        };
         assert!(old.is_stale(Timestamp::now()));
     }
 }

@@ -74,7 +74,13 @@ pub fn decode_entries(mut b: &[u8], count: usize) -> Option<(Vec<BlobEntry>, &[u
         let kind = BlobKind::from_u8(b[0])?;
         let id = ChunkId(b[1..33].try_into().ok()?);
         let u = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-        out.push(BlobEntry { kind, id, offset: u(33), len: u(37), raw_len: u(41) });
+        out.push(BlobEntry {
+            kind,
+            id,
+            offset: u(33),
+            len: u(37),
+            raw_len: u(41),
+        });
         b = &b[ENTRY_LEN..];
     }
     Some((out, b))
@@ -89,7 +95,10 @@ pub struct PackBuilder {
 
 impl PackBuilder {
     pub fn with_capacity(cap: usize) -> Self {
-        PackBuilder { buf: Vec::with_capacity(cap), entries: Vec::new() }
+        PackBuilder {
+            buf: Vec::with_capacity(cap),
+            entries: Vec::new(),
+        }
     }
 
     pub fn add(&mut self, kind: BlobKind, id: ChunkId, sealed: &[u8], raw_len: u32) {
@@ -118,7 +127,8 @@ impl PackBuilder {
         encode_entries(&self.entries, &mut header);
         let sealed = keys.seal(HEADER_AAD, &header, Some(3));
         self.buf.extend_from_slice(&sealed);
-        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(PACK_MAGIC);
         let id = ObjectId::digest(&self.buf);
         (id, self.buf, self.entries)
@@ -131,7 +141,8 @@ pub fn read_header(keys: &Keys, name: &str, pack: &[u8]) -> Result<Vec<BlobEntry
     if pack.len() < 8 || &pack[pack.len() - 4..] != PACK_MAGIC {
         return Err(bad("not a bk pack (missing trailer)"));
     }
-    let hlen = u32::from_le_bytes(pack[pack.len() - 8..pack.len() - 4].try_into().unwrap()) as usize;
+    let hlen =
+        u32::from_le_bytes(pack[pack.len() - 8..pack.len() - 4].try_into().unwrap()) as usize;
     if hlen + 8 > pack.len() {
         return Err(bad("header length out of range"));
     }
@@ -143,11 +154,15 @@ pub fn read_header(keys: &Keys, name: &str, pack: &[u8]) -> Result<Vec<BlobEntry
         return Err(bad("header too short"));
     }
     let count = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
-    let (entries, rest) = decode_entries(&header[4..], count).ok_or_else(|| bad("header truncated"))?;
+    let (entries, rest) =
+        decode_entries(&header[4..], count).ok_or_else(|| bad("header truncated"))?;
     if !rest.is_empty() {
         return Err(bad("header has trailing bytes"));
     }
-    if entries.iter().any(|e| e.offset as usize + e.len as usize > start) {
+    if entries
+        .iter()
+        .any(|e| e.offset as usize + e.len as usize > start)
+    {
         return Err(bad("blob outside the pack"));
     }
     Ok(entries)
@@ -176,7 +191,10 @@ mod tests {
         assert_eq!(header, entries);
         for (e, (id, data)) in header.iter().zip(&ids) {
             let blob = &bytes[e.offset as usize..(e.offset + e.len) as usize];
-            assert_eq!(&keys.open(&blob_aad(BlobKind::Data, id), blob).unwrap(), data);
+            assert_eq!(
+                &keys.open(&blob_aad(BlobKind::Data, id), blob).unwrap(),
+                data
+            );
         }
         let mut bad = bytes.clone();
         let n = bad.len();

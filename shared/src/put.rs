@@ -20,7 +20,9 @@ use crate::index::{Index, IndexFile};
 use crate::locks::{LockGuard, LockMode};
 use crate::pack::{blob_aad, BlobEntry, BlobKind, PackBuilder};
 use crate::repo::{Repository, Snapshot};
-use crate::wire::{self, Entry, ErrorRecord, Header, Kind, Record, RecordReader, SnapshotRecord, Timestamp};
+use crate::wire::{
+    self, Entry, ErrorRecord, Header, Kind, Record, RecordReader, SnapshotRecord, Timestamp,
+};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
@@ -71,11 +73,21 @@ struct Dedup<'a> {
 impl Dedup<'_> {
     /// True when this caller must store the chunk (nobody has it yet).
     fn claim(&self, id: &ChunkId) -> bool {
-        !self.index.contains(id) && self.claimed.lock().unwrap_or_else(|e| e.into_inner()).insert(*id)
+        !self.index.contains(id)
+            && self
+                .claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*id)
     }
 
     fn known(&self, id: &ChunkId) -> bool {
-        self.index.contains(id) || self.claimed.lock().unwrap_or_else(|e| e.into_inner()).contains(id)
+        self.index.contains(id)
+            || self
+                .claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(id)
     }
 }
 
@@ -97,16 +109,34 @@ fn worker(
     let level = repo.compression();
     for (id, data, line) in rx {
         if ChunkId::digest(&data) != id {
-            first_error(failed, Error::Stream { line, message: format!("chunk data does not match its id {id}") });
+            first_error(
+                failed,
+                Error::Stream {
+                    line,
+                    message: format!("chunk data does not match its id {id}"),
+                },
+            );
             return;
         }
         if !dedup.claim(&id) {
             continue;
         }
-        let sealed = repo.keys().seal(&blob_aad(BlobKind::Data, &id), &data, level);
-        counters.new_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let sealed = repo
+            .keys()
+            .seal(&blob_aad(BlobKind::Data, &id), &data, level);
+        counters
+            .new_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         counters.new_chunks.fetch_add(1, Ordering::Relaxed);
-        if tx.send(Sealed { kind: BlobKind::Data, id, sealed, raw_len: data.len() as u32 }).is_err() {
+        if tx
+            .send(Sealed {
+                kind: BlobKind::Data,
+                id,
+                sealed,
+                raw_len: data.len() as u32,
+            })
+            .is_err()
+        {
             return;
         }
     }
@@ -123,19 +153,29 @@ fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Resul
     let mut index_objects = Vec::new();
     let flush = |b: PackBuilder, unindexed: &mut Vec<(ObjectId, Vec<BlobEntry>)>| -> Result<()> {
         let (id, bytes, entries) = b.finish(repo.keys());
-        repo.backend().put(crate::backend::ObjectKind::Pack, &id.to_hex(), &bytes)?;
-        counters.stored_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        repo.backend()
+            .put(crate::backend::ObjectKind::Pack, &id.to_hex(), &bytes)?;
+        counters
+            .stored_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         unindexed.push((id, entries));
         Ok(())
     };
     for s in rx {
-        let b = if s.kind == BlobKind::Meta { &mut meta } else { &mut data };
+        let b = if s.kind == BlobKind::Meta {
+            &mut meta
+        } else {
+            &mut data
+        };
         b.add(s.kind, s.id, &s.sealed, s.raw_len);
         if b.len() >= target {
             let full = std::mem::replace(b, PackBuilder::with_capacity(target + (1 << 20)));
             flush(full, &mut unindexed)?;
             if unindexed.len() >= INDEX_EVERY_PACKS {
-                let file = IndexFile { supersedes: vec![], packs: std::mem::take(&mut unindexed) };
+                let file = IndexFile {
+                    supersedes: vec![],
+                    packs: std::mem::take(&mut unindexed),
+                };
                 index_objects.push(repo.write_index(&file)?);
             }
         }
@@ -146,7 +186,10 @@ fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Resul
         }
     }
     if !unindexed.is_empty() {
-        index_objects.push(repo.write_index(&IndexFile { supersedes: vec![], packs: unindexed })?);
+        index_objects.push(repo.write_index(&IndexFile {
+            supersedes: vec![],
+            packs: unindexed,
+        })?);
     }
     Ok(index_objects)
 }
@@ -159,7 +202,11 @@ struct ListingChunks {
 }
 
 impl ListingChunks {
-    fn push(&mut self, rec: &Record, sink: &mut impl FnMut(ChunkId, &[u8]) -> Result<()>) -> Result<()> {
+    fn push(
+        &mut self,
+        rec: &Record,
+        sink: &mut impl FnMut(ChunkId, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         wire::write_record(&mut self.buf, rec).expect("writing to a Vec");
         let max = self.chunker.params().max as usize;
         if self.buf.len() >= 2 * max {
@@ -176,7 +223,10 @@ impl ListingChunks {
         Ok(())
     }
 
-    fn finish(mut self, sink: &mut impl FnMut(ChunkId, &[u8]) -> Result<()>) -> Result<Vec<ChunkId>> {
+    fn finish(
+        mut self,
+        sink: &mut impl FnMut(ChunkId, &[u8]) -> Result<()>,
+    ) -> Result<Vec<ChunkId>> {
         let mut start = 0;
         while start < self.buf.len() {
             let n = self.chunker.cut(&self.buf[start..]);
@@ -211,13 +261,23 @@ struct StreamState {
 /// snapshot. Nothing is committed unless the stream ends with its trailer.
 pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<PutOutcome> {
     let started = Instant::now();
-    let _lock = LockGuard::acquire(repo.backend().clone(), repo.keys(), LockMode::Shared, "bk-put")?;
+    let _lock = LockGuard::acquire(
+        repo.backend().clone(),
+        repo.keys(),
+        LockMode::Shared,
+        "bk-put",
+    )?;
     let index = repo.load_index()?;
-    let dedup = Dedup { index: &index, claimed: Mutex::new(HashSet::new()) };
+    let dedup = Dedup {
+        index: &index,
+        claimed: Mutex::new(HashSet::new()),
+    };
     let counters = Counters::default();
     let failed = Mutex::new(None);
     let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         opts.threads
     };
@@ -237,14 +297,25 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
         let level = repo.compression();
         let mut store_meta = |id: ChunkId, bytes: &[u8]| -> Result<()> {
             if dedup.claim(&id) {
-                let sealed = repo.keys().seal(&blob_aad(BlobKind::Meta, &id), bytes, level);
+                let sealed = repo
+                    .keys()
+                    .seal(&blob_aad(BlobKind::Meta, &id), bytes, level);
                 meta_tx
-                    .send(Sealed { kind: BlobKind::Meta, id, sealed, raw_len: bytes.len() as u32 })
+                    .send(Sealed {
+                        kind: BlobKind::Meta,
+                        id,
+                        sealed,
+                        raw_len: bytes.len() as u32,
+                    })
                     .map_err(|_| Error::Other("packer stopped".into()))?;
             }
             Ok(())
         };
-        let mut listing = ListingChunks { chunker: repo.listing_chunker(), buf: Vec::new(), ids: Vec::new() };
+        let mut listing = ListingChunks {
+            chunker: repo.listing_chunker(),
+            buf: Vec::new(),
+            ids: Vec::new(),
+        };
         let parsed = read_stream(input, &chunk_tx, &failed, &mut listing, &mut store_meta);
         drop(chunk_tx);
         for w in workers {
@@ -258,7 +329,9 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
             Ok((state, ids))
         });
         drop(meta_tx);
-        let packed = packer.join().unwrap_or_else(|_| Err(Error::Other("packer thread panicked".into())));
+        let packed = packer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Other("packer thread panicked".into())));
         if result.is_ok() {
             if let Err(e) = packed.as_ref() {
                 result = Err(Error::Other(e.to_string()));
@@ -315,13 +388,24 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
     record.new_chunks = Some(counters.new_chunks.load(Ordering::Relaxed));
     record.stored_bytes = Some(counters.stored_bytes.load(Ordering::Relaxed));
     record.duration_s = Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
-    Ok(PutOutcome { snapshot: record, problems: state.errors > 0 })
+    Ok(PutOutcome {
+        snapshot: record,
+        problems: state.errors > 0,
+    })
 }
 
 /// `user@host:/path` from the stream header, falling back to this machine.
 pub fn default_identity(h: &Header) -> String {
-    let user = h.user.clone().or_else(crate::sys::username).unwrap_or_else(|| "unknown".into());
-    let host = h.host.clone().or_else(crate::sys::hostname).unwrap_or_else(|| "localhost".into());
+    let user = h
+        .user
+        .clone()
+        .or_else(crate::sys::username)
+        .unwrap_or_else(|| "unknown".into());
+    let host = h
+        .host
+        .clone()
+        .or_else(crate::sys::hostname)
+        .unwrap_or_else(|| "localhost".into());
     let path = match (&h.name, h.source.as_str()) {
         (Some(n), "-") => n.clone(),
         _ => h.source.clone(),
@@ -357,7 +441,11 @@ fn read_stream(
     let mut st = StreamState::default();
     let mut reader = RecordReader::new(input);
     let mut pending: Option<PendingFile> = None;
-    let finish_file = |pending: &mut Option<PendingFile>, st: &mut StreamState, listing: &mut ListingChunks, store_meta: &mut dyn FnMut(ChunkId, &[u8]) -> Result<()>| -> Result<()> {
+    let finish_file = |pending: &mut Option<PendingFile>,
+                       st: &mut StreamState,
+                       listing: &mut ListingChunks,
+                       store_meta: &mut dyn FnMut(ChunkId, &[u8]) -> Result<()>|
+     -> Result<()> {
         if let Some(p) = pending.take() {
             let mut e = p.entry;
             e.size = p.size;
@@ -384,7 +472,8 @@ fn read_stream(
             Record::Entry(mut e) => {
                 finish_file(&mut pending, &mut st, listing, store_meta)?;
                 let path = e.path_bytes()?;
-                wire::check_relative_path(&path).map_err(|m| bad(format!("unsafe path {:?}: {m}", e.path)))?;
+                wire::check_relative_path(&path)
+                    .map_err(|m| bad(format!("unsafe path {:?}: {m}", e.path)))?;
                 st.entries += 1;
                 e.v = wire::VERSION;
                 match e.kind {
@@ -399,7 +488,9 @@ fn read_stream(
                         st.reused.extend_from_slice(&e.chunks);
                     }
                     Kind::Dir => st.dirs += 1,
-                    _ if !e.chunks.is_empty() => return Err(bad(format!("{} entry with chunks", e.path))),
+                    _ if !e.chunks.is_empty() => {
+                        return Err(bad(format!("{} entry with chunks", e.path)))
+                    }
                     _ => {}
                 }
                 listing.push(&Record::Entry(e), &mut |id, b| store_meta(id, b))?;
@@ -423,7 +514,11 @@ fn read_stream(
                 let Some(p) = pending.as_mut() else {
                     return Err(bad("data record without a preceding file entry".into()));
                 };
-                let len = *st.sizes.get(&id).ok_or_else(|| bad(format!("reference to chunk {id} whose data was not sent earlier")))?;
+                let len = *st.sizes.get(&id).ok_or_else(|| {
+                    bad(format!(
+                        "reference to chunk {id} whose data was not sent earlier"
+                    ))
+                })?;
                 p.entry.chunks.push(id);
                 p.size += len as u64;
             }
@@ -435,7 +530,13 @@ fn read_stream(
                 }
                 eprintln!("warning: {}: {}", er.path, er.message);
                 st.errors += 1;
-                listing.push(&Record::Error(ErrorRecord { v: wire::VERSION, ..er }), &mut |id, b| store_meta(id, b))?;
+                listing.push(
+                    &Record::Error(ErrorRecord {
+                        v: wire::VERSION,
+                        ..er
+                    }),
+                    &mut |id, b| store_meta(id, b),
+                )?;
             }
             Record::Trailer(t) => {
                 finish_file(&mut pending, &mut st, listing, store_meta)?;

@@ -108,7 +108,12 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Repository({} id {})", self.backend.location(), self.config.id)
+        write!(
+            f,
+            "Repository({} id {})",
+            self.backend.location(),
+            self.config.id
+        )
     }
 }
 
@@ -121,13 +126,21 @@ fn random_hex(n: usize) -> String {
 impl Repository {
     /// Creates a repository: key file first, config last, so a crash
     /// mid-way never leaves something that looks like a repository.
-    pub fn init(backend: Arc<dyn Backend>, secret: &Secret, opts: InitOptions) -> Result<Repository> {
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        secret: &Secret,
+        opts: InitOptions,
+    ) -> Result<Repository> {
         opts.chunker.validate().map_err(Error::Usage)?;
         if !(1 << 20..=1 << 30).contains(&opts.pack_size) {
-            return Err(Error::Usage("pack size must be between 1 MiB and 1 GiB".into()));
+            return Err(Error::Usage(
+                "pack size must be between 1 MiB and 1 GiB".into(),
+            ));
         }
         if !(0..=22).contains(&opts.compression) {
-            return Err(Error::Usage("compression level must be 0 (off) to 22".into()));
+            return Err(Error::Usage(
+                "compression level must be 0 (off) to 22".into(),
+            ));
         }
         backend.create()?;
         let master = MasterKey::generate();
@@ -143,11 +156,28 @@ impl Repository {
         };
         let key_name = random_hex(16);
         let kf = KeyFile::seal(&master, &config.id, &NewKey::from(secret), opts.label)?;
-        backend.put(ObjectKind::Key, &key_name, &serde_json::to_vec_pretty(&kf).expect("serializable"))?;
+        backend.put(
+            ObjectKind::Key,
+            &key_name,
+            &serde_json::to_vec_pretty(&kf).expect("serializable"),
+        )?;
         let body = serde_json::to_string(&config).expect("serializable");
-        let file = ConfigFile { mac: hex::encode(keys.mac(body.as_bytes())), body };
-        backend.put(ObjectKind::Config, "config", &serde_json::to_vec(&file).expect("serializable"))?;
-        Ok(Repository { backend, config, keys, master, key_name })
+        let file = ConfigFile {
+            mac: hex::encode(keys.mac(body.as_bytes())),
+            body,
+        };
+        backend.put(
+            ObjectKind::Config,
+            "config",
+            &serde_json::to_vec(&file).expect("serializable"),
+        )?;
+        Ok(Repository {
+            backend,
+            config,
+            keys,
+            master,
+            key_name,
+        })
     }
 
     /// Reads the config and unwraps the master key with `secret`.
@@ -155,7 +185,9 @@ impl Repository {
         let raw = match backend.get(ObjectKind::Config, "config") {
             Ok(r) => r,
             Err(e) if e.is_not_found() => {
-                return Err(Error::NoRepository { location: backend.location() });
+                return Err(Error::NoRepository {
+                    location: backend.location(),
+                });
             }
             Err(e) => return Err(e),
         };
@@ -176,7 +208,10 @@ impl Repository {
             let kf: KeyFile = match serde_json::from_slice(&raw) {
                 Ok(k) => k,
                 Err(e) => {
-                    eprintln!("warning: keys/{}: unreadable key file ({e}), skipped", obj.name);
+                    eprintln!(
+                        "warning: keys/{}: unreadable key file ({e}), skipped",
+                        obj.name
+                    );
                     continue;
                 }
             };
@@ -188,9 +223,18 @@ impl Repository {
                 let keys = master.derive();
                 let tag = hex::decode(&file.mac).unwrap_or_default();
                 if !keys.verify_mac(file.body.as_bytes(), &tag) {
-                    return Err(Error::integrity("config", "authentication failed: the config was modified"));
+                    return Err(Error::integrity(
+                        "config",
+                        "authentication failed: the config was modified",
+                    ));
                 }
-                return Ok(Repository { backend, config, keys, master, key_name: obj.name.clone() });
+                return Ok(Repository {
+                    backend,
+                    config,
+                    keys,
+                    master,
+                    key_name: obj.name.clone(),
+                });
             }
         }
         if key_objects.is_empty() {
@@ -227,7 +271,14 @@ impl Repository {
     /// Chunker for listings: smaller chunks, since listings change in
     /// small places and are read whole.
     pub fn listing_chunker(&self) -> Chunker {
-        Chunker::new(ChunkerParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 }, &self.keys.gear_seed)
+        Chunker::new(
+            ChunkerParams {
+                min: 16 * 1024,
+                avg: 64 * 1024,
+                max: 256 * 1024,
+            },
+            &self.keys.gear_seed,
+        )
     }
 
     pub fn compression(&self) -> Option<i32> {
@@ -243,10 +294,15 @@ impl Repository {
         for obj in &objects {
             let raw = self.backend.get(ObjectKind::Index, &obj.name)?;
             check_name(ObjectKind::Index, &obj.name, &raw)?;
-            files.push((obj.name.clone(), IndexFile::open(&self.keys, &obj.name, &raw)?));
+            files.push((
+                obj.name.clone(),
+                IndexFile::open(&self.keys, &obj.name, &raw)?,
+            ));
         }
-        let superseded: std::collections::HashSet<String> =
-            files.iter().flat_map(|(_, f)| f.supersedes.iter().map(|s| s.to_hex())).collect();
+        let superseded: std::collections::HashSet<String> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().map(|s| s.to_hex()))
+            .collect();
         for (name, f) in &files {
             if !superseded.contains(name) {
                 index.add_file(f);
@@ -266,34 +322,55 @@ impl Repository {
     /// Reads, authenticates, decompresses and re-hashes one blob.
     pub fn read_blob(&self, id: &ChunkId, loc: &BlobLocation) -> Result<Vec<u8>> {
         let pack = loc.pack.to_hex();
-        let sealed = match self.backend.get_range(ObjectKind::Pack, &pack, loc.offset as u64, loc.len as u64) {
-            Ok(s) => s,
-            Err(e) if e.is_not_found() => {
-                return Err(Error::integrity(format!("pack {pack}"), format!("missing (needed for chunk {id})")))
-            }
-            Err(Error::Storage { source, .. }) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(Error::integrity(format!("pack {pack}"), format!("truncated (chunk {id} lies beyond its end)")))
-            }
-            Err(e) => return Err(e),
-        };
+        let sealed =
+            match self
+                .backend
+                .get_range(ObjectKind::Pack, &pack, loc.offset as u64, loc.len as u64)
+            {
+                Ok(s) => s,
+                Err(e) if e.is_not_found() => {
+                    return Err(Error::integrity(
+                        format!("pack {pack}"),
+                        format!("missing (needed for chunk {id})"),
+                    ))
+                }
+                Err(Error::Storage { source, .. })
+                    if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    return Err(Error::integrity(
+                        format!("pack {pack}"),
+                        format!("truncated (chunk {id} lies beyond its end)"),
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
         self.open_blob(id, loc.kind, &pack, &sealed)
     }
 
-    pub fn open_blob(&self, id: &ChunkId, kind: BlobKind, pack: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+    pub fn open_blob(
+        &self,
+        id: &ChunkId,
+        kind: BlobKind,
+        pack: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
         let data = self
             .keys
             .open(&blob_aad(kind, id), sealed)
             .map_err(|e| Error::integrity(format!("pack {pack}"), format!("chunk {id}: {e}")))?;
         if ChunkId::digest(&data) != *id {
-            return Err(Error::integrity(format!("pack {pack}"), format!("chunk {id}: content hash mismatch")));
+            return Err(Error::integrity(
+                format!("pack {pack}"),
+                format!("chunk {id}: content hash mismatch"),
+            ));
         }
         Ok(data)
     }
 
     pub fn read_chunk(&self, index: &Index, id: &ChunkId) -> Result<Vec<u8>> {
-        let loc = index
-            .get(id)
-            .ok_or_else(|| Error::integrity(format!("chunk {id}"), "not in any index (missing data)"))?;
+        let loc = index.get(id).ok_or_else(|| {
+            Error::integrity(format!("chunk {id}"), "not in any index (missing data)")
+        })?;
         self.read_blob(id, &loc)
     }
 
@@ -301,7 +378,8 @@ impl Repository {
         let json = serde_json::to_vec(snap).expect("serializable");
         let sealed = self.keys.seal(SNAPSHOT_AAD, &json, Some(3));
         let id = ObjectId::digest(&sealed);
-        self.backend.put(ObjectKind::Snapshot, &id.to_hex(), &sealed)?;
+        self.backend
+            .put(ObjectKind::Snapshot, &id.to_hex(), &sealed)?;
         Ok(id)
     }
 
@@ -316,14 +394,17 @@ impl Repository {
             .keys
             .open(SNAPSHOT_AAD, &raw)
             .map_err(|e| Error::integrity(format!("snapshots/{name}"), e.to_string()))?;
-        serde_json::from_slice(&plain).map_err(|e| Error::integrity(format!("snapshots/{name}"), e.to_string()))
+        serde_json::from_slice(&plain)
+            .map_err(|e| Error::integrity(format!("snapshots/{name}"), e.to_string()))
     }
 
     /// Every snapshot, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(ObjectId, Snapshot)>> {
         let mut out = Vec::new();
         for obj in self.backend.list(ObjectKind::Snapshot)? {
-            let Some(id) = ObjectId::from_hex(&obj.name) else { continue };
+            let Some(id) = ObjectId::from_hex(&obj.name) else {
+                continue;
+            };
             out.push((id, self.load_snapshot(&obj.name)?));
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
@@ -332,7 +413,11 @@ impl Repository {
 
     /// Resolves `latest` (optionally within an identity), a full id or a
     /// unique id prefix.
-    pub fn find_snapshot(&self, spec: &str, identity: Option<&str>) -> Result<(ObjectId, Snapshot)> {
+    pub fn find_snapshot(
+        &self,
+        spec: &str,
+        identity: Option<&str>,
+    ) -> Result<(ObjectId, Snapshot)> {
         if spec == "latest" {
             let all = self.snapshots()?;
             return all
@@ -347,7 +432,9 @@ impl Repository {
                 });
         }
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::Usage(format!("{spec:?} is not a snapshot id, id prefix or \"latest\"")));
+            return Err(Error::Usage(format!(
+                "{spec:?} is not a snapshot id, id prefix or \"latest\""
+            )));
         }
         let spec = spec.to_ascii_lowercase();
         let matches: Vec<_> = self
@@ -359,17 +446,27 @@ impl Repository {
         match matches.as_slice() {
             [one] => {
                 let snap = self.load_snapshot(&one.name)?;
-                Ok((ObjectId::from_hex(&one.name).expect("listed names are ids"), snap))
+                Ok((
+                    ObjectId::from_hex(&one.name).expect("listed names are ids"),
+                    snap,
+                ))
             }
             [] => Err(Error::Usage(format!("no snapshot matches {spec:?}"))),
-            _ => Err(Error::Usage(format!("snapshot prefix {spec:?} is ambiguous ({} matches)", matches.len()))),
+            _ => Err(Error::Usage(format!(
+                "snapshot prefix {spec:?} is ambiguous ({} matches)",
+                matches.len()
+            ))),
         }
     }
 
     pub fn add_key(&self, new: &NewKey, label: Option<String>) -> Result<String> {
         let kf = KeyFile::seal(&self.master, &self.config.id, new, label)?;
         let name = random_hex(16);
-        self.backend.put(ObjectKind::Key, &name, &serde_json::to_vec_pretty(&kf).expect("serializable"))?;
+        self.backend.put(
+            ObjectKind::Key,
+            &name,
+            &serde_json::to_vec_pretty(&kf).expect("serializable"),
+        )?;
         Ok(name)
     }
 }
@@ -377,7 +474,10 @@ impl Repository {
 /// Objects are named by the SHA-256 of their stored bytes; check it.
 pub fn check_name(kind: ObjectKind, name: &str, raw: &[u8]) -> Result<()> {
     if ObjectId::digest(raw).to_hex() != name {
-        return Err(Error::integrity(kind.path(name), "content does not match its name (corrupt or replaced)"));
+        return Err(Error::integrity(
+            kind.path(name),
+            "content does not match its name (corrupt or replaced)",
+        ));
     }
     Ok(())
 }

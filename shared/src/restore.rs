@@ -118,7 +118,10 @@ fn temp_name(dir: &Path) -> PathBuf {
 fn is_zero(b: &[u8]) -> bool {
     // Compare 8 bytes at a time; good enough to skip sparse regions.
     let (chunks, rest) = b.split_at(b.len() - b.len() % 8);
-    chunks.chunks_exact(8).all(|c| u64::from_ne_bytes(c.try_into().unwrap()) == 0) && rest.iter().all(|&x| x == 0)
+    chunks
+        .chunks_exact(8)
+        .all(|c| u64::from_ne_bytes(c.try_into().unwrap()) == 0)
+        && rest.iter().all(|&x| x == 0)
 }
 
 /// Writes a file's content with positional writes, skipping zero blocks.
@@ -130,7 +133,8 @@ fn write_content(repo: &Repository, index: &Index, e: &Entry, f: &File) -> Resul
         let data = repo.read_chunk(index, id)?;
         for block in data.chunks(HOLE_BLOCK) {
             if !is_zero(block) {
-                f.write_all_at(block, off).map_err(|err| Error::io(&e.path, err))?;
+                f.write_all_at(block, off)
+                    .map_err(|err| Error::io(&e.path, err))?;
             }
             off += block.len() as u64;
         }
@@ -156,12 +160,22 @@ fn apply_owner(path: &Path, e: &Entry, follow: bool) {
     }
 }
 
-fn restore_file(repo: &Repository, index: &Index, root: &Path, rel: &[u8], e: &Entry) -> Result<u64> {
+fn restore_file(
+    repo: &Repository,
+    index: &Index,
+    root: &Path,
+    rel: &[u8],
+    e: &Entry,
+) -> Result<u64> {
     let path = dest(root, rel).map_err(|err| Error::io(&e.path, err))?;
     let dir = path.parent().unwrap_or(root);
     let tmp = temp_name(dir);
     let result = (|| -> Result<u64> {
-        let f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|err| Error::io(&tmp, err))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|err| Error::io(&tmp, err))?;
         let n = write_content(repo, index, e, &f)?;
         if !e.chunks.is_empty() && n != e.size {
             return Err(Error::integrity(
@@ -171,8 +185,10 @@ fn restore_file(repo: &Repository, index: &Index, root: &Path, rel: &[u8], e: &E
         }
         drop(f);
         apply_owner(&tmp, e, true);
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(e.mode)).map_err(|err| Error::io(&tmp, err))?;
-        filetime::set_file_times(&tmp, file_time(e.mtime), file_time(e.mtime)).map_err(|err| Error::io(&tmp, err))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(e.mode))
+            .map_err(|err| Error::io(&tmp, err))?;
+        filetime::set_file_times(&tmp, file_time(e.mtime), file_time(e.mtime))
+            .map_err(|err| Error::io(&tmp, err))?;
         fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
         Ok(n)
     })();
@@ -183,9 +199,16 @@ fn restore_file(repo: &Repository, index: &Index, root: &Path, rel: &[u8], e: &E
 }
 
 /// Writes one file's content to `out` (for `bk-get SNAPSHOT PATH`).
-pub fn write_file_to(repo: &Repository, index: &Index, e: &Entry, out: &mut impl Write) -> Result<u64> {
+pub fn write_file_to(
+    repo: &Repository,
+    index: &Index,
+    e: &Entry,
+    out: &mut impl Write,
+) -> Result<u64> {
     if e.kind != Kind::File {
-        return Err(Error::Usage(format!("{} is a {:?}, not a file", e.path, e.kind).to_lowercase()));
+        return Err(Error::Usage(
+            format!("{} is a {:?}, not a file", e.path, e.kind).to_lowercase(),
+        ));
     }
     let mut n = 0;
     for id in &e.chunks {
@@ -208,7 +231,9 @@ pub fn restore(
     fs::create_dir_all(&opts.into).map_err(|e| Error::io(&opts.into, e))?;
     let root = fs::canonicalize(&opts.into).map_err(|e| Error::io(&opts.into, e))?;
     let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4)
+        std::thread::available_parallelism()
+            .map(|n| n.get() * 2)
+            .unwrap_or(4)
     } else {
         opts.threads
     };
@@ -235,7 +260,10 @@ pub fn restore(
                             d.1 += n;
                         }
                         Err(Error::Interrupted) => return Err(Error::Interrupted),
-                        Err(err) => problems.lock().unwrap_or_else(|p| p.into_inner()).error(&e.path, err),
+                        Err(err) => problems
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .error(&e.path, err),
                     }
                 }
                 Ok(())
@@ -251,17 +279,30 @@ pub fn restore(
                     continue;
                 }
                 if let Err(m) = wire::check_relative_path(&rel) {
-                    problems.lock().unwrap_or_else(|p| p.into_inner()).error(&e.path, format!("unsafe path ({m}); skipped, nothing written"));
+                    problems.lock().unwrap_or_else(|p| p.into_inner()).error(
+                        &e.path,
+                        format!("unsafe path ({m}); skipped, nothing written"),
+                    );
                     continue;
                 }
                 match e.kind {
                     Kind::Dir => {
                         if rel != b"." {
-                            if let Err(err) = dest(&root, &rel).and_then(|p| match fs::create_dir(&p) {
-                                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && fs::symlink_metadata(&p)?.is_dir() => Ok(()),
-                                r => r,
-                            }) {
-                                problems.lock().unwrap_or_else(|p| p.into_inner()).error(&e.path, err);
+                            if let Err(err) =
+                                dest(&root, &rel).and_then(|p| match fs::create_dir(&p) {
+                                    Err(e)
+                                        if e.kind() == std::io::ErrorKind::AlreadyExists
+                                            && fs::symlink_metadata(&p)?.is_dir() =>
+                                    {
+                                        Ok(())
+                                    }
+                                    r => r,
+                                })
+                            {
+                                problems
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .error(&e.path, err);
                                 continue;
                             }
                         }
@@ -283,17 +324,29 @@ pub fn restore(
                     }
                     Kind::Symlink => symlinks.push((rel, e)),
                     Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
-                        let r = dest(&root, &rel).map_err(|err| err.to_string()).and_then(|p| make_special(&p, &e).map(|_| p));
+                        let r = dest(&root, &rel)
+                            .map_err(|err| err.to_string())
+                            .and_then(|p| make_special(&p, &e).map(|_| p));
                         match r {
                             Ok(p) => {
                                 apply_owner(&p, &e, false);
                                 let _ = fs::set_permissions(&p, fs::Permissions::from_mode(e.mode));
-                                let _ = filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
+                                let _ = filetime::set_symlink_file_times(
+                                    &p,
+                                    file_time(e.mtime),
+                                    file_time(e.mtime),
+                                );
                             }
-                            Err(m) => problems.lock().unwrap_or_else(|p| p.into_inner()).skip(&e.path, m),
+                            Err(m) => problems
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .skip(&e.path, m),
                         }
                     }
-                    Kind::Socket => problems.lock().unwrap_or_else(|p| p.into_inner()).skip(&e.path, "sockets cannot be restored; skipped"),
+                    Kind::Socket => problems
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .skip(&e.path, "sockets cannot be restored; skipped"),
                 }
             }
             Ok(())
@@ -342,7 +395,8 @@ pub fn restore(
         match r {
             Ok(p) => {
                 apply_owner(&p, &e, false);
-                let _ = filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
+                let _ =
+                    filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
                 summary.links += 1;
             }
             Err(err) => problems.error(&e.path, format!("symlink: {err}")),
@@ -351,7 +405,11 @@ pub fn restore(
     // Deepest directories first, so setting a parent's mtime comes last.
     dirs.sort_by(|a, b| b.0.cmp(&a.0));
     for (rel, e) in dirs {
-        let p = if rel == b"." { Ok(root.clone()) } else { dest(&root, &rel) };
+        let p = if rel == b"." {
+            Ok(root.clone())
+        } else {
+            dest(&root, &rel)
+        };
         let r = p.and_then(|p| {
             apply_owner(&p, &e, false);
             fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))?;
@@ -376,8 +434,13 @@ fn make_special(p: &Path, e: &Entry) -> std::result::Result<(), String> {
             if !crate::sys::is_root() {
                 return Err("device nodes need root to restore; skipped".into());
             }
-            let kind = if e.kind == Kind::CharDevice { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
-            nix::sys::stat::mknod(p, kind, mode, e.rdev.unwrap_or(0)).map_err(|err| format!("mknod: {err}"))
+            let kind = if e.kind == Kind::CharDevice {
+                SFlag::S_IFCHR
+            } else {
+                SFlag::S_IFBLK
+            };
+            nix::sys::stat::mknod(p, kind, mode, e.rdev.unwrap_or(0))
+                .map_err(|err| format!("mknod: {err}"))
         }
         _ => Err("not a special file".into()),
     }

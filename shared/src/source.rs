@@ -11,7 +11,9 @@
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
-use crate::wire::{self, Entry, ErrorRecord, Header, Kind, Record, RecordReader, Timestamp, Trailer};
+use crate::wire::{
+    self, Entry, ErrorRecord, Header, Kind, Record, RecordReader, Timestamp, Trailer,
+};
 use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
 use std::io::{BufRead, Read, Write};
@@ -44,7 +46,13 @@ impl ParentListing {
                 if e.kind == Kind::File && (!e.chunks.is_empty() || e.size == 0) {
                     files.insert(
                         e.path_bytes()?,
-                        ParentFile { size: e.size, mtime: e.mtime, ctime: e.ctime, ino: e.ino, chunks: e.chunks },
+                        ParentFile {
+                            size: e.size,
+                            mtime: e.mtime,
+                            ctime: e.ctime,
+                            ino: e.ino,
+                            chunks: e.chunks,
+                        },
                     );
                 }
             }
@@ -62,7 +70,8 @@ impl ParentListing {
 
     fn unchanged(&self, path: &[u8], e: &Entry) -> Option<&[ChunkId]> {
         let p = self.files.get(path)?;
-        (p.size == e.size && p.mtime == e.mtime && p.ctime == e.ctime && p.ino == e.ino).then_some(&p.chunks[..])
+        (p.size == e.size && p.mtime == e.mtime && p.ctime == e.ctime && p.ino == e.ino)
+            .then_some(&p.chunks[..])
     }
 }
 
@@ -91,7 +100,10 @@ pub struct ChunkSummary {
 }
 
 fn ts(secs: i64, nanos: i64) -> Timestamp {
-    Timestamp { secs, nanos: nanos.clamp(0, 999_999_999) as u32 }
+    Timestamp {
+        secs,
+        nanos: nanos.clamp(0, 999_999_999) as u32,
+    }
 }
 
 /// Builds the listing entry for a path's metadata (no chunks yet).
@@ -177,7 +189,11 @@ impl<W: Write> Emitter<'_, W> {
     fn error(&mut self, path: &[u8], message: String) -> Result<()> {
         eprintln!("warning: {}: {message}", String::from_utf8_lossy(path));
         self.summary.errors += 1;
-        let rec = ErrorRecord { v: wire::VERSION, path: String::from_utf8_lossy(path).into_owned(), message };
+        let rec = ErrorRecord {
+            v: wire::VERSION,
+            path: String::from_utf8_lossy(path).into_owned(),
+            message,
+        };
         self.record(&Record::Error(rec))
     }
 
@@ -189,18 +205,22 @@ impl<W: Write> Emitter<'_, W> {
         let out = &mut *self.out;
         let sent = &mut self.sent;
         let mut chunks_sent = 0;
-        let res = chunker.chunk_reader_with(&mut buf, reader, |chunk: &[u8]| -> Result<(), ContentError> {
-            crate::sys::check_interrupted()?;
-            let id = ChunkId::digest(chunk);
-            if sent.insert(id) {
-                chunks_sent += 1;
-                wire::write_data(out, &id, chunk).map_err(out_err)?;
-            } else {
-                wire::write_chunk_ref(out, &id).map_err(out_err)?;
-            }
-            ids.push(id);
-            Ok(())
-        });
+        let res = chunker.chunk_reader_with(
+            &mut buf,
+            reader,
+            |chunk: &[u8]| -> Result<(), ContentError> {
+                crate::sys::check_interrupted()?;
+                let id = ChunkId::digest(chunk);
+                if sent.insert(id) {
+                    chunks_sent += 1;
+                    wire::write_data(out, &id, chunk).map_err(out_err)?;
+                } else {
+                    wire::write_chunk_ref(out, &id).map_err(out_err)?;
+                }
+                ids.push(id);
+                Ok(())
+            },
+        );
         self.buf = buf;
         self.summary.chunks_sent += chunks_sent;
         let n = res?;
@@ -209,12 +229,18 @@ impl<W: Write> Emitter<'_, W> {
     }
 
     fn file(&mut self, full: &Path, mut entry: Entry, rel: &[u8]) -> Result<()> {
-        if let Some(chunks) = self.opts.parent.as_ref().and_then(|p| p.unchanged(rel, &entry)) {
+        if let Some(chunks) = self
+            .opts
+            .parent
+            .as_ref()
+            .and_then(|p| p.unchanged(rel, &entry))
+        {
             entry.chunks = chunks.to_vec();
             self.summary.files_reused += 1;
             return self.emit_entry(entry);
         }
-        let link_key = (entry.nlink.unwrap_or(1) > 1).then(|| (entry.dev.unwrap_or(0), entry.ino.unwrap_or(0)));
+        let link_key = (entry.nlink.unwrap_or(1) > 1)
+            .then(|| (entry.dev.unwrap_or(0), entry.ino.unwrap_or(0)));
         if let Some(chunks) = link_key.and_then(|k| self.hardlinks.get(&k)) {
             entry.chunks = chunks.clone();
             return self.emit_entry(entry);
@@ -277,7 +303,14 @@ fn header(source: String, name: Option<String>, opts: &ChunkOptions) -> Record {
 }
 
 fn new_emitter<'a, W: Write>(out: &'a mut W, opts: &'a ChunkOptions) -> Emitter<'a, W> {
-    Emitter { out, opts, sent: HashSet::new(), hardlinks: HashMap::new(), buf: Vec::new(), summary: ChunkSummary::default() }
+    Emitter {
+        out,
+        opts,
+        sent: HashSet::new(),
+        hardlinks: HashMap::new(),
+        buf: Vec::new(),
+        summary: ChunkSummary::default(),
+    }
 }
 
 /// Walks `root` and writes its chunk stream to `out`.
@@ -287,16 +320,32 @@ pub fn chunk_tree<W: Write>(root: &Path, opts: &ChunkOptions, out: &mut W) -> Re
     let mut em = new_emitter(out, opts);
     em.record(&header(abs.to_string_lossy().into_owned(), None, opts))?;
     let single_name: Option<Vec<u8>> = (!root_md.is_dir()).then(|| {
-        abs.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"file".to_vec())
+        abs.file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_else(|| b"file".to_vec())
     });
-    let walker = walkdir::WalkDir::new(root).follow_links(false).sort_by(|a, b| a.file_name().cmp(b.file_name()));
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by(|a, b| a.file_name().cmp(b.file_name()));
     for item in walker {
         crate::sys::check_interrupted()?;
         let item = match item {
             Ok(i) => i,
             Err(e) => {
-                let p = e.path().map(|p| p.strip_prefix(root).unwrap_or(p).as_os_str().as_bytes().to_vec()).unwrap_or_default();
-                let msg = e.io_error().map(|io| io.to_string()).unwrap_or_else(|| e.to_string());
+                let p = e
+                    .path()
+                    .map(|p| {
+                        p.strip_prefix(root)
+                            .unwrap_or(p)
+                            .as_os_str()
+                            .as_bytes()
+                            .to_vec()
+                    })
+                    .unwrap_or_default();
+                let msg = e
+                    .io_error()
+                    .map(|io| io.to_string())
+                    .unwrap_or_else(|| e.to_string());
                 em.error(&p, format!("cannot read: {msg}"))?;
                 continue;
             }
@@ -304,8 +353,17 @@ pub fn chunk_tree<W: Write>(root: &Path, opts: &ChunkOptions, out: &mut W) -> Re
         let rel: Vec<u8> = match &single_name {
             Some(n) => n.clone(),
             None => {
-                let r = item.path().strip_prefix(root).unwrap_or(item.path()).as_os_str().as_bytes();
-                if r.is_empty() { b".".to_vec() } else { r.to_vec() }
+                let r = item
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap_or(item.path())
+                    .as_os_str()
+                    .as_bytes();
+                if r.is_empty() {
+                    b".".to_vec()
+                } else {
+                    r.to_vec()
+                }
             }
         };
         let md = match item.metadata() {
@@ -333,9 +391,21 @@ pub fn chunk_tree<W: Write>(root: &Path, opts: &ChunkOptions, out: &mut W) -> Re
 }
 
 /// Chunks a byte stream (e.g. `pg_dump` output) as one file called `name`.
-pub fn chunk_stream<W: Write>(name: &str, input: impl Read, opts: &ChunkOptions, out: &mut W) -> Result<ChunkSummary> {
-    if name.is_empty() || name.starts_with('/') || name.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
-        return Err(Error::Usage(format!("--name {name:?} must be a relative path without '.' or '..' components")));
+pub fn chunk_stream<W: Write>(
+    name: &str,
+    input: impl Read,
+    opts: &ChunkOptions,
+    out: &mut W,
+) -> Result<ChunkSummary> {
+    if name.is_empty()
+        || name.starts_with('/')
+        || name
+            .split('/')
+            .any(|c| c == ".." || c == "." || c.is_empty())
+    {
+        return Err(Error::Usage(format!(
+            "--name {name:?} must be a relative path without '.' or '..' components"
+        )));
     }
     let mut em = new_emitter(out, opts);
     em.record(&header("-".into(), Some(name.to_string()), opts))?;

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub fn hostname() -> Option<String> {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
 }
 
 pub fn username() -> Option<String> {
@@ -19,8 +21,10 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn cache() -> &'static Mutex<(HashMap<u32, Option<String>>, HashMap<u32, Option<String>>)> {
-    static C: OnceLock<Mutex<(HashMap<u32, Option<String>>, HashMap<u32, Option<String>>)>> = OnceLock::new();
+type NameCache = HashMap<u32, Option<String>>;
+
+fn cache() -> &'static Mutex<(NameCache, NameCache)> {
+    static C: OnceLock<Mutex<(NameCache, NameCache)>> = OnceLock::new();
     C.get_or_init(Default::default)
 }
 
@@ -29,7 +33,10 @@ pub fn user_name(uid: u32) -> Option<String> {
     let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
     c.0.entry(uid)
         .or_insert_with(|| {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
         })
         .clone()
 }
@@ -38,7 +45,10 @@ pub fn group_name(gid: u32) -> Option<String> {
     let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
     c.1.entry(gid)
         .or_insert_with(|| {
-            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)).ok().flatten().map(|g| g.name)
+            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                .ok()
+                .flatten()
+                .map(|g| g.name)
         })
         .clone()
 }

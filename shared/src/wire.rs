@@ -36,7 +36,10 @@ impl Timestamp {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
+        Timestamp {
+            secs: d.as_secs() as i64,
+            nanos: d.subsec_nanos(),
+        }
     }
 
     pub fn to_rfc3339(&self) -> String {
@@ -52,8 +55,12 @@ impl Timestamp {
 
     /// Accepts any RFC 3339 time (any offset, any fraction length).
     pub fn parse(s: &str) -> Option<Self> {
-        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-        Some(Timestamp { secs: t.unix_timestamp(), nanos: t.nanosecond() })
+        let t =
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        Some(Timestamp {
+            secs: t.unix_timestamp(),
+            nanos: t.nanosecond(),
+        })
     }
 
     pub fn as_nanos(&self) -> i128 {
@@ -76,7 +83,8 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s:?}")))
+        Timestamp::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s:?}")))
     }
 }
 
@@ -139,7 +147,10 @@ pub struct Entry {
 fn lossless(bytes: &[u8]) -> (String, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (s.to_owned(), None),
-        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), Some(B64.encode(bytes))),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(B64.encode(bytes)),
+        ),
     }
 }
 
@@ -340,7 +351,10 @@ const DATA_PREFIX: &[u8] = br#"{"type":"data""#;
 /// Parses one line. Data records take a fast path that borrows the base64
 /// text instead of copying it.
 pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
-    let bad = |e: String| Error::Stream { line: line_no, message: e };
+    let bad = |e: String| Error::Stream {
+        line: line_no,
+        message: e,
+    };
     let rec = if line.starts_with(DATA_PREFIX) {
         return data_record(line, line_no);
     } else {
@@ -353,7 +367,8 @@ pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
             Tagged::Snapshot(r) => Record::Snapshot(r),
             Tagged::Unknown => {
                 // `{"type":"data"...}` written with other key order lands here.
-                let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
                 if v.get("type").and_then(|t| t.as_str()) == Some("data") {
                     data_record(line, line_no)?
                 } else {
@@ -372,10 +387,16 @@ pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
 }
 
 fn data_record(line: &[u8], line_no: u64) -> Result<Record> {
-    let bad = |e: String| Error::Stream { line: line_no, message: e };
+    let bad = |e: String| Error::Stream {
+        line: line_no,
+        message: e,
+    };
     let w: DataWire = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
     if w.v > VERSION {
-        return Err(bad(format!("record version {} is newer than this bk understands ({VERSION})", w.v)));
+        return Err(bad(format!(
+            "record version {} is newer than this bk understands ({VERSION})",
+            w.v
+        )));
     }
     match w.data {
         None => Ok(Record::ChunkRef(w.id)),
@@ -397,7 +418,11 @@ pub struct RecordReader<R> {
 
 impl<R: BufRead> RecordReader<R> {
     pub fn new(inner: R) -> Self {
-        RecordReader { inner, buf: Vec::with_capacity(1 << 16), line: 0 }
+        RecordReader {
+            inner,
+            buf: Vec::with_capacity(1 << 16),
+            line: 0,
+        }
     }
 
     pub fn line(&self) -> u64 {
@@ -426,8 +451,14 @@ impl<R: BufRead> RecordReader<R> {
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |p| p + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |p| p + 1);
     &b[start..end]
 }
 
@@ -453,7 +484,7 @@ pub fn write_json<W: Write, T: Serialize + ?Sized>(w: &mut W, value: &T) -> std:
 
 /// Writes a reference to a chunk whose data this stream already carried.
 pub fn write_chunk_ref<W: Write>(w: &mut W, id: &ChunkId) -> std::io::Result<()> {
-    write!(w, "{{\"type\":\"data\",\"v\":1,\"id\":\"{id}\"}}\n")
+    writeln!(w, "{{\"type\":\"data\",\"v\":1,\"id\":\"{id}\"}}")
 }
 
 /// Writes a data record, encoding base64 straight into the writer.
@@ -463,8 +494,13 @@ pub fn write_data<W: Write>(w: &mut W, id: &ChunkId, data: &[u8]) -> std::io::Re
     out.extend_from_slice(id.to_hex().as_bytes());
     out.extend_from_slice(br#"","data":""#);
     let start = out.len();
-    out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
-    let n = B64.encode_slice(data, &mut out[start..]).expect("buffer sized by encoded_len");
+    out.resize(
+        start + base64::encoded_len(data.len(), true).unwrap_or(0),
+        0,
+    );
+    let n = B64
+        .encode_slice(data, &mut out[start..])
+        .expect("buffer sized by encoded_len");
     out.truncate(start + n);
     out.extend_from_slice(b"\"}\n");
     w.write_all(&out)
@@ -486,7 +522,10 @@ mod tests {
             gid: 1000,
             user: Some("alice".into()),
             group: None,
-            mtime: Timestamp { secs: 1_700_000_000, nanos: 123_456_789 },
+            mtime: Timestamp {
+                secs: 1_700_000_000,
+                nanos: 123_456_789,
+            },
             ctime: None,
             size: 5,
             dev: Some(1),
@@ -517,7 +556,16 @@ mod tests {
             "{\"type\":\"data\",\"v\":1,\"id\":\"8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4\",\"data\":\"aGk=\"}\n"
         );
         let mut buf = Vec::new();
-        write_record(&mut buf, &Record::Trailer(Trailer { v: 1, entries: 3, errors: 0, bytes: 9 })).unwrap();
+        write_record(
+            &mut buf,
+            &Record::Trailer(Trailer {
+                v: 1,
+                entries: 3,
+                errors: 0,
+                bytes: 9,
+            }),
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "{\"type\":\"trailer\",\"v\":1,\"entries\":3,\"errors\":0,\"bytes\":9}\n"
@@ -533,15 +581,32 @@ mod tests {
         let recs = [
             Record::Entry(entry(b"dir/file")),
             Record::Entry(entry(b"bad\xffname")),
-            Record::Data(Data { id: ChunkId::digest(b"x"), data: b"x".to_vec() }),
+            Record::Data(Data {
+                id: ChunkId::digest(b"x"),
+                data: b"x".to_vec(),
+            }),
             Record::ChunkRef(ChunkId::digest(b"x")),
-            Record::Error(ErrorRecord { v: 1, path: "p".into(), message: "denied".into() }),
-            Record::Header(Header { v: 1, source: "/src".into(), name: None, chunker: "default".into(), host: None, user: None, parent: None }),
+            Record::Error(ErrorRecord {
+                v: 1,
+                path: "p".into(),
+                message: "denied".into(),
+            }),
+            Record::Header(Header {
+                v: 1,
+                source: "/src".into(),
+                name: None,
+                chunker: "default".into(),
+                host: None,
+                user: None,
+                parent: None,
+            }),
         ];
         for r in &recs {
             assert_eq!(&round_trip(r), r);
         }
-        let Record::Entry(e) = round_trip(&recs[1]) else { panic!() };
+        let Record::Entry(e) = round_trip(&recs[1]) else {
+            panic!()
+        };
         assert_eq!(e.path_bytes().unwrap(), b"bad\xffname");
         assert_eq!(e.path, "bad\u{fffd}name");
     }
@@ -557,8 +622,13 @@ mod tests {
 
     #[test]
     fn newer_versions_and_garbage_are_refused_with_line_numbers() {
-        let err = RecordReader::new(&b"{\"type\":\"trailer\",\"v\":2,\"entries\":0}\n"[..]).next_record().unwrap_err();
-        assert!(err.to_string().contains("line 1") && err.to_string().contains("newer"), "{err}");
+        let err = RecordReader::new(&b"{\"type\":\"trailer\",\"v\":2,\"entries\":0}\n"[..])
+            .next_record()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("line 1") && err.to_string().contains("newer"),
+            "{err}"
+        );
         let mut r = RecordReader::new(&b"\n{\"type\":\"entry\"\n"[..]);
         let err = r.next_record().unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
@@ -571,7 +641,17 @@ mod tests {
         for ok in [&b"."[..], b"a", b"a/b", b"a/.b", b"a/b..", b"\xff/x"] {
             assert!(check_relative_path(ok).is_ok(), "{ok:?}");
         }
-        for bad in [&b""[..], b"/etc/passwd", b"../x", b"a/../../x", b"a//b", b"a/./b", b"a/", b"a\0b", b"./a"] {
+        for bad in [
+            &b""[..],
+            b"/etc/passwd",
+            b"../x",
+            b"a/../../x",
+            b"a//b",
+            b"a/./b",
+            b"a/",
+            b"a\0b",
+            b"./a",
+        ] {
             assert!(check_relative_path(bad).is_err(), "{bad:?}");
         }
     }

@@ -37,7 +37,9 @@ impl Backend for LocalBackend {
 
     fn create(&self) -> Result<()> {
         if self.root.join("config").exists() {
-            return Err(Error::RepositoryExists { location: self.location() });
+            return Err(Error::RepositoryExists {
+                location: self.location(),
+            });
         }
         if let Ok(mut rd) = fs::read_dir(&self.root) {
             if rd.next().is_some() {
@@ -62,7 +64,10 @@ impl Backend for LocalBackend {
         let final_path = self.path(kind, name);
         let mut rnd = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut rnd);
-        let tmp = self.root.join("tmp").join(format!("{}.{}.tmp", name, hex::encode(rnd)));
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.{}.tmp", name, hex::encode(rnd)));
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
@@ -80,7 +85,8 @@ impl Backend for LocalBackend {
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if kind == ObjectKind::Config || kind == ObjectKind::Key || kind == ObjectKind::Lock {
+                if kind == ObjectKind::Config || kind == ObjectKind::Key || kind == ObjectKind::Lock
+                {
                     return Err(self.err(kind, name, e));
                 }
             }
@@ -113,7 +119,11 @@ impl Backend for LocalBackend {
             if !md.is_file() || name.starts_with('.') {
                 return Ok(None);
             }
-            Ok(Some(ObjectInfo { name, size: md.len(), modified: md.modified().ok() }))
+            Ok(Some(ObjectInfo {
+                name,
+                size: md.len(),
+                modified: md.modified().ok(),
+            }))
         };
         let list_dir = |dir: PathBuf, out: &mut Vec<ObjectInfo>| -> Result<()> {
             let rd = fs::read_dir(&dir).map_err(|e| Error::storage(dir.display(), e))?;
@@ -128,7 +138,11 @@ impl Backend for LocalBackend {
         match kind {
             ObjectKind::Config => {
                 if let Ok(md) = fs::metadata(self.root.join("config")) {
-                    out.push(ObjectInfo { name: "config".into(), size: md.len(), modified: md.modified().ok() });
+                    out.push(ObjectInfo {
+                        name: "config".into(),
+                        size: md.len(),
+                        modified: md.modified().ok(),
+                    });
                 }
             }
             ObjectKind::Pack => {
@@ -150,7 +164,9 @@ impl Backend for LocalBackend {
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
         let p = self.path(kind, name);
         match fs::remove_file(&p) {
-            Ok(()) => sync_dir(p.parent().unwrap_or(&self.root)).map_err(|e| self.err(kind, name, e)),
+            Ok(()) => {
+                sync_dir(p.parent().unwrap_or(&self.root)).map_err(|e| self.err(kind, name, e))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.err(kind, name, e)),
         }
@@ -169,7 +185,10 @@ mod tests {
         b.put(ObjectKind::Pack, "abcdef", b"pack").unwrap();
         b.put(ObjectKind::Pack, "abcdef", b"pack").unwrap();
         assert_eq!(b.get(ObjectKind::Pack, "abcdef").unwrap(), b"pack");
-        assert_eq!(b.get_range(ObjectKind::Pack, "abcdef", 1, 2).unwrap(), b"ac");
+        assert_eq!(
+            b.get_range(ObjectKind::Pack, "abcdef", 1, 2).unwrap(),
+            b"ac"
+        );
         assert!(b.get_range(ObjectKind::Pack, "abcdef", 3, 2).is_err());
         let l = b.list(ObjectKind::Pack).unwrap();
         assert_eq!(l.len(), 1);
@@ -177,9 +196,15 @@ mod tests {
         assert!(dir.path().join("repo/data/ab/abcdef").exists());
         b.delete(ObjectKind::Pack, "abcdef").unwrap();
         assert!(b.list(ObjectKind::Pack).unwrap().is_empty());
-        assert!(b.get(ObjectKind::Pack, "abcdef").unwrap_err().is_not_found());
+        assert!(b
+            .get(ObjectKind::Pack, "abcdef")
+            .unwrap_err()
+            .is_not_found());
         // tmp/ holds nothing after successful writes.
-        assert_eq!(fs::read_dir(dir.path().join("repo/tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("repo/tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]

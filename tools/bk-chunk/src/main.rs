@@ -16,7 +16,10 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         let repo = cli.repo.open()?;
         (repo.chunker(), repo.chunker_name())
     } else {
-        (Chunker::new(Default::default(), &DEFAULT_SEED), "default".to_string())
+        (
+            Chunker::new(Default::default(), &DEFAULT_SEED),
+            "default".to_string(),
+        )
     };
     let parent = match &cli.parent {
         Some(p) => {
@@ -34,16 +37,21 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     let stdout = std::io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 20, stdout);
     let summary = if cli.path.as_os_str() == "-" {
-        let name = cli
-            .name
-            .as_deref()
-            .ok_or_else(|| Error::Usage("reading stdin needs --name NAME (the file name to store)".into()))?;
+        let name = cli.name.as_deref().ok_or_else(|| {
+            Error::Usage("reading stdin needs --name NAME (the file name to store)".into())
+        })?;
         source::chunk_stream(name, std::io::stdin().lock(), &opts, &mut out)?
     } else {
         if cli.name.is_some() {
-            return Err(Error::Usage("--name applies only when PATH is - (stdin)".into()));
+            return Err(Error::Usage(
+                "--name applies only when PATH is - (stdin)".into(),
+            ));
         }
         source::chunk_tree(&cli.path, &opts, &mut out)?
     };
-    Ok(if summary.errors > 0 { ExitCode::Partial } else { ExitCode::Success })
+    Ok(if summary.errors > 0 {
+        ExitCode::Partial
+    } else {
+        ExitCode::Success
+    })
 }

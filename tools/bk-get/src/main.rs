@@ -13,20 +13,33 @@ fn main() {
 }
 
 fn run(cli: cli::Cli) -> Result<ExitCode> {
-    let filters: Vec<Vec<u8>> = cli.paths.iter().map(|p| p.trim_start_matches("./").as_bytes().to_vec()).collect();
+    let filters: Vec<Vec<u8>> = cli
+        .paths
+        .iter()
+        .map(|p| p.trim_start_matches("./").as_bytes().to_vec())
+        .collect();
     let Some(into) = cli.into.clone() else {
         return to_stdout(&cli);
     };
     let repo = cli.repo.open()?;
     let index = repo.load_index()?;
-    let opts = RestoreOptions { into, filters, threads: cli.threads };
+    let opts = RestoreOptions {
+        into,
+        filters,
+        threads: cli.threads,
+    };
     let summary = if cli.snapshot == "-" {
         let mut reader = RecordReader::new(BufReader::new(std::io::stdin().lock()));
         let records = std::iter::from_fn(move || reader.next_record().transpose());
         restore::restore(&repo, &index, entries(records), &opts)?
     } else {
         let (_, snap) = repo.find_snapshot(&cli.snapshot, cli.identity.as_deref())?;
-        restore::restore(&repo, &index, entries(ListingRecords::new(&repo, &index, &snap.listing)), &opts)?
+        restore::restore(
+            &repo,
+            &index,
+            entries(ListingRecords::new(&repo, &index, &snap.listing)),
+            &opts,
+        )?
     };
     let record = serde_json::json!({
         "type": "restore", "v": wire::VERSION,
@@ -34,15 +47,23 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         "bytes": summary.bytes, "skipped": summary.skipped, "errors": summary.errors,
     });
     wire::write_json(&mut std::io::stdout().lock(), &record).map_err(bk::error::stdout_error)?;
-    Ok(if summary.errors > 0 || summary.skipped > 0 { ExitCode::Partial } else { ExitCode::Success })
+    Ok(if summary.errors > 0 || summary.skipped > 0 {
+        ExitCode::Partial
+    } else {
+        ExitCode::Success
+    })
 }
 
 fn to_stdout(cli: &cli::Cli) -> Result<ExitCode> {
     let [path] = cli.paths.as_slice() else {
-        return Err(Error::Usage("without --into, give exactly one file PATH to write to stdout".into()));
+        return Err(Error::Usage(
+            "without --into, give exactly one file PATH to write to stdout".into(),
+        ));
     };
     if cli.snapshot == "-" {
-        return Err(Error::Usage("reading entries from stdin (-) needs --into DIR".into()));
+        return Err(Error::Usage(
+            "reading entries from stdin (-) needs --into DIR".into(),
+        ));
     }
     let repo = cli.repo.open()?;
     let (_, snap) = repo.find_snapshot(&cli.snapshot, cli.identity.as_deref())?;
@@ -59,5 +80,8 @@ fn to_stdout(cli: &cli::Cli) -> Result<ExitCode> {
             return Ok(ExitCode::Success);
         }
     }
-    Err(Error::Usage(format!("no file {path:?} in snapshot {}", cli.snapshot)))
+    Err(Error::Usage(format!(
+        "no file {path:?} in snapshot {}",
+        cli.snapshot
+    )))
 }

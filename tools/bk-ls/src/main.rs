@@ -26,28 +26,32 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
                 if !tags.iter().all(|(k, v)| s.tags.get(k) == Some(v)) {
                     continue;
                 }
-                wire::write_record(&mut out, &Record::Snapshot(snapshot_record(&id, &s))).map_err(io)?;
+                wire::write_record(&mut out, &Record::Snapshot(snapshot_record(&id, &s)))
+                    .map_err(io)?;
             }
         }
         Some(spec) => {
             let (_, snap) = repo.find_snapshot(spec, cli.identity.as_deref())?;
             let index = repo.load_index()?;
-            let filters: Vec<Vec<u8>> = cli.paths.iter().map(|p| p.trim_start_matches("./").as_bytes().to_vec()).collect();
-            let mut trailer = Trailer { v: wire::VERSION, ..Default::default() };
+            let filters: Vec<Vec<u8>> = cli
+                .paths
+                .iter()
+                .map(|p| p.trim_start_matches("./").as_bytes().to_vec())
+                .collect();
+            let mut trailer = Trailer {
+                v: wire::VERSION,
+                ..Default::default()
+            };
             for rec in ListingRecords::new(&repo, &index, &snap.listing) {
                 match rec? {
-                    Record::Entry(e) => {
-                        if matches_filters(&e.path_bytes()?, &filters) {
-                            trailer.entries += 1;
-                            trailer.bytes += e.size;
-                            wire::write_record(&mut out, &Record::Entry(e)).map_err(io)?;
-                        }
+                    Record::Entry(e) if matches_filters(&e.path_bytes()?, &filters) => {
+                        trailer.entries += 1;
+                        trailer.bytes += e.size;
+                        wire::write_record(&mut out, &Record::Entry(e)).map_err(io)?;
                     }
-                    Record::Error(e) => {
-                        if matches_filters(e.path.as_bytes(), &filters) {
-                            trailer.errors += 1;
-                            wire::write_record(&mut out, &Record::Error(e)).map_err(io)?;
-                        }
+                    Record::Error(e) if matches_filters(e.path.as_bytes(), &filters) => {
+                        trailer.errors += 1;
+                        wire::write_record(&mut out, &Record::Error(e)).map_err(io)?;
                     }
                     _ => {}
                 }

@@ -22,7 +22,11 @@ fn emit(value: &serde_json::Value) -> Result<()> {
 
 fn run(cli: cli::Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Init { compression, pack_size_mib, label } => {
+        Command::Init {
+            compression,
+            pack_size_mib,
+            label,
+        } => {
             let location = cli.repo.location()?;
             let secret = cli.repo.secret(true)?;
             let opts = InitOptions {
@@ -70,11 +74,18 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
                 let list = b.list(kind)?;
                 let bytes: u64 = list.iter().map(|o| o.size).sum();
                 total += bytes;
-                objects.insert(format!("{kind:?}").to_lowercase(), json!({"count": list.len(), "bytes": bytes}));
+                objects.insert(
+                    format!("{kind:?}").to_lowercase(),
+                    json!({"count": list.len(), "bytes": bytes}),
+                );
             }
             let index = repo.load_index()?;
             let snapshots = b.list(ObjectKind::Snapshot)?.len();
-            let per_chunk = if index.chunk_count() > 0 { index.memory_bytes() as f64 / index.chunk_count() as f64 } else { 0.0 };
+            let per_chunk = if index.chunk_count() > 0 {
+                index.memory_bytes() as f64 / index.chunk_count() as f64
+            } else {
+                0.0
+            };
             emit(&json!({
                 "type": "stats", "v": wire::VERSION, "id": repo.config().id,
                 "snapshots": snapshots, "chunks": index.chunk_count(), "packs": index.pack_count(),
@@ -89,9 +100,13 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
 
 fn lock_json(name: &str, info: Option<&LockInfo>, now: Timestamp) -> serde_json::Value {
     match info {
-        Some(i) => json!({"type": "lock", "v": wire::VERSION, "id": name, "mode": i.mode, "tool": i.tool,
-            "host": i.host, "user": i.user, "pid": i.pid, "time": i.time, "stale": i.is_stale(now)}),
-        None => json!({"type": "lock", "v": wire::VERSION, "id": name, "unreadable": true, "stale": true}),
+        Some(i) => {
+            json!({"type": "lock", "v": wire::VERSION, "id": name, "mode": i.mode, "tool": i.tool,
+            "host": i.host, "user": i.user, "pid": i.pid, "time": i.time, "stale": i.is_stale(now)})
+        }
+        None => {
+            json!({"type": "lock", "v": wire::VERSION, "id": name, "unreadable": true, "stale": true})
+        }
     }
 }
 
@@ -99,7 +114,8 @@ fn read_keys(repo: &Repository) -> Result<Vec<(String, KeyFile)>> {
     let mut out = Vec::new();
     for obj in repo.backend().list(ObjectKind::Key)? {
         let raw = repo.backend().get(ObjectKind::Key, &obj.name)?;
-        let kf: KeyFile = serde_json::from_slice(&raw).map_err(|e| Error::integrity(format!("keys/{}", obj.name), e.to_string()))?;
+        let kf: KeyFile = serde_json::from_slice(&raw)
+            .map_err(|e| Error::integrity(format!("keys/{}", obj.name), e.to_string()))?;
         out.push((obj.name, kf));
     }
     Ok(out)
@@ -110,23 +126,42 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
     match command {
         KeyCommand::List => {
             for (name, kf) in read_keys(&repo)? {
-                emit(&json!({"type": "key", "v": wire::VERSION, "id": name, "kind": kf.kind, "created": kf.created,
+                emit(
+                    &json!({"type": "key", "v": wire::VERSION, "id": name, "kind": kf.kind, "created": kf.created,
                     "host": kf.host, "user": kf.user, "label": kf.label, "recipient": kf.recipient,
-                    "current": name == repo.key_name()}))?;
+                    "current": name == repo.key_name()}),
+                )?;
             }
         }
-        KeyCommand::Add { new_password_file, recipient, new_identity_file, generate_identity, label } => {
+        KeyCommand::Add {
+            new_password_file,
+            recipient,
+            new_identity_file,
+            generate_identity,
+            label,
+        } => {
             let new = if let Some(r) = recipient {
-                NewKey::Recipient(r.parse().map_err(|e| Error::Usage(format!("--recipient: not an age X25519 recipient: {e}")))?)
+                NewKey::Recipient(r.parse().map_err(|e| {
+                    Error::Usage(format!("--recipient: not an age X25519 recipient: {e}"))
+                })?)
             } else if let Some(f) = new_identity_file {
                 NewKey::from(&Secret::from_identity_file(&f)?)
             } else if let Some(f) = generate_identity {
                 let (text, public) = bk::keys::generate_identity();
                 write_private(&f, age_text(&text))?;
-                eprintln!("bk-repo: wrote a new identity to {} (public key {public})", f.display());
-                NewKey::Recipient(public.parse().map_err(|_| Error::Other("generated recipient did not parse".into()))?)
+                eprintln!(
+                    "bk-repo: wrote a new identity to {} (public key {public})",
+                    f.display()
+                );
+                NewKey::Recipient(
+                    public
+                        .parse()
+                        .map_err(|_| Error::Other("generated recipient did not parse".into()))?,
+                )
             } else if let Some(f) = new_password_file {
-                NewKey::from(&Secret::passphrase(bk::cli::read_password_file(&f)?.to_string()))
+                NewKey::from(&Secret::passphrase(
+                    bk::cli::read_password_file(&f)?.to_string(),
+                ))
             } else {
                 let p = bk::cli::prompt_passphrase("bk: new passphrase: ", true)?;
                 NewKey::from(&Secret::passphrase(p.to_string()))
@@ -139,11 +174,18 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
             let matches: Vec<_> = keys.iter().filter(|(n, _)| n.starts_with(&key)).collect();
             let (name, _) = match matches.as_slice() {
                 [one] => *one,
-                [] => return Err(Error::Usage(format!("no key {key:?} (see `bk-repo key list`)"))),
+                [] => {
+                    return Err(Error::Usage(format!(
+                        "no key {key:?} (see `bk-repo key list`)"
+                    )))
+                }
                 _ => return Err(Error::Usage(format!("key prefix {key:?} is ambiguous"))),
             };
             if keys.len() == 1 {
-                return Err(Error::Usage("refusing to remove the repository's last key: nothing could open it again".into()));
+                return Err(Error::Usage(
+                    "refusing to remove the repository's last key: nothing could open it again"
+                        .into(),
+                ));
             }
             repo.backend().delete(ObjectKind::Key, name)?;
             emit(&json!({"type": "key", "v": wire::VERSION, "id": name, "removed": true}))?;
@@ -164,5 +206,7 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
         .mode(0o600)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
-    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e))
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
