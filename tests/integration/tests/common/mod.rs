@@ -1,0 +1,144 @@
+//! Helpers: a scratch directory with a repository, and the real binaries
+//! run through `bash -c` so pipelines use real pipes.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn bin_dir() -> PathBuf {
+    let exe = assert_cmd::cargo::cargo_bin("bk-put");
+    assert!(exe.exists(), "{} not built: run `cargo build --workspace` first", exe.display());
+    exe.parent().unwrap().to_path_buf()
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub pw: PathBuf,
+}
+
+impl Env {
+    /// A new scratch directory with an initialized repository.
+    pub fn new() -> Env {
+        let env = Env::bare();
+        env.ok("bk-repo init");
+        env
+    }
+
+    /// A scratch directory and a passphrase file, no repository yet.
+    pub fn bare() -> Env {
+        let dir = tempfile::Builder::new().prefix("bk-it-").tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "it's a secret passphrase\n").unwrap();
+        Env { dir, repo, pw }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A bash command (with pipefail) with the binaries on PATH and the repository set.
+    pub fn sh(&self, script: &str) -> Command {
+        let mut c = Command::new("bash");
+        c.arg("-c").arg(format!("set -o pipefail; {script}"));
+        let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+        c.env("PATH", path)
+            .env("BK_REPO", &self.repo)
+            .env("BK_PASSWORD_FILE", &self.pw)
+            .env_remove("BK_PASSWORD")
+            .env_remove("BK_IDENTITY_FILE")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, script: &str) -> Output {
+        self.sh(script).output().unwrap()
+    }
+
+    /// Runs and requires exit 0; returns stdout.
+    pub fn ok(&self, script: &str) -> String {
+        let out = self.run(script);
+        assert!(
+            out.status.success(),
+            "`{script}` failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and requires the given exit code; returns stderr.
+    pub fn fails(&self, script: &str, code: i32) -> String {
+        let out = self.run(script);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "`{script}`\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Backs up `src` and returns bk-put's snapshot record.
+    pub fn backup(&self, src: &Path, extra: &str) -> serde_json::Value {
+        let out = self.ok(&format!("bk-chunk '{}' | bk-put {extra}", src.display()));
+        json_line(&out)
+    }
+
+    pub fn snapshots(&self) -> Vec<serde_json::Value> {
+        json_lines(&self.ok("bk-ls"))
+    }
+
+    pub fn pack_count(&self) -> usize {
+        walk_files(&self.repo.join("data")).len()
+    }
+}
+
+pub fn json_line(s: &str) -> serde_json::Value {
+    let lines = json_lines(s);
+    assert_eq!(lines.len(), 1, "expected one JSON line, got: {s}");
+    lines.into_iter().next().unwrap()
+}
+
+pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
