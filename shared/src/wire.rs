@@ -441,6 +441,12 @@ impl<R: BufRead> RecordReader<R> {
                 return Ok(None);
             }
             self.line += 1;
+            if self.buf.last() != Some(&b'\n') && !trim_ascii(&self.buf).is_empty() {
+                return Err(Error::IncompleteStream(format!(
+                    "the input ends in the middle of line {} (was the producer killed?); nothing was committed",
+                    self.line
+                )));
+            }
             let line = trim_ascii(&self.buf);
             if line.is_empty() {
                 continue;
