@@ -25,6 +25,17 @@ pub struct RepoArgs {
     pub identity_file: Option<PathBuf>,
 }
 
+/// Parses the command line. Empty `BK_*` variables count as unset (a
+/// CronJob template often sets `BK_PASSWORD_FILE=` to nothing).
+pub fn parse<T: clap::Parser>() -> T {
+    for (k, v) in std::env::vars_os() {
+        if v.is_empty() && k.to_string_lossy().starts_with("BK_") {
+            std::env::remove_var(&k);
+        }
+    }
+    T::parse()
+}
+
 /// Reads a passphrase file: the first line, without its line ending.
 pub fn read_password_file(path: &std::path::Path) -> Result<Zeroizing<String>> {
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?);

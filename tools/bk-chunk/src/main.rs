@@ -3,11 +3,10 @@ mod cli;
 use bk::chunker::{Chunker, DEFAULT_SEED};
 use bk::source::{self, ChunkOptions, ParentListing};
 use bk::{Error, ExitCode, Result};
-use clap::Parser;
 use std::io::{BufReader, BufWriter};
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli: cli::Cli = bk::cli::parse();
     bk::cli::run("bk-chunk", || run(cli));
 }
 

@@ -4,11 +4,10 @@ use bk::listing::{entries, ListingRecords};
 use bk::restore::{self, RestoreOptions};
 use bk::wire::{self, Kind, RecordReader};
 use bk::{Error, ExitCode, Result};
-use clap::Parser;
 use std::io::{BufReader, BufWriter};
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli: cli::Cli = bk::cli::parse();
     bk::cli::run("bk-get", || run(cli));
 }
 

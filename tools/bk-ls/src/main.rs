@@ -4,11 +4,10 @@ use bk::listing::{matches_filters, ListingRecords};
 use bk::put::snapshot_record;
 use bk::wire::{self, Record, Trailer};
 use bk::{ExitCode, Result};
-use clap::Parser;
 use std::io::{BufWriter, Write};
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli: cli::Cli = bk::cli::parse();
     bk::cli::run("bk-ls", || run(cli));
 }
 

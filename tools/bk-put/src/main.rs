@@ -3,11 +3,10 @@ mod cli;
 use bk::put::{self, PutOptions};
 use bk::wire::{self, Record, Timestamp};
 use bk::{Error, ExitCode, Result};
-use clap::Parser;
 use std::io::BufReader;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli: cli::Cli = bk::cli::parse();
     bk::cli::run("bk-put", || run(cli));
 }
 

@@ -6,13 +6,12 @@ use bk::locks::{list_locks, LockInfo};
 use bk::repo::{InitOptions, Repository};
 use bk::wire::{self, Timestamp};
 use bk::{Error, ExitCode, Result};
-use clap::Parser;
 use cli::{Command, KeyCommand};
 use serde_json::json;
 use std::io::Write;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli: cli::Cli = bk::cli::parse();
     bk::cli::run("bk-repo", || run(cli));
 }
 
