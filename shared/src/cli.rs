@@ -15,13 +15,19 @@ use zeroize::Zeroizing;
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RepoArgs {
     /// Repository: a directory path or file:// URL
-    #[arg(short = 'r', long = "repo", env = "BK_REPO", value_name = "REPO")]
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "BK_REPO",
+        value_name = "REPO",
+        global = true
+    )]
     pub repo: Option<String>,
     /// Read the passphrase from FILE (first line)
-    #[arg(long, env = "BK_PASSWORD_FILE", value_name = "FILE")]
+    #[arg(long, env = "BK_PASSWORD_FILE", value_name = "FILE", global = true)]
     pub password_file: Option<PathBuf>,
     /// Unlock with an age X25519 identity file instead of a passphrase
-    #[arg(long, env = "BK_IDENTITY_FILE", value_name = "FILE")]
+    #[arg(long, env = "BK_IDENTITY_FILE", value_name = "FILE", global = true)]
     pub identity_file: Option<PathBuf>,
 }
 

@@ -156,7 +156,7 @@ impl Keys {
         out
     }
 
-    /// Reverses [`Keys::seal`]. `raw_len_hint` sizes the output buffer.
+    /// Reverses [`Keys::seal`].
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(OpenError::TooShort);

@@ -50,10 +50,8 @@ pub enum Error {
     NoRepository { location: String },
     #[error("a repository already exists at {location}")]
     RepositoryExists { location: String },
-    #[error(
-        "wrong passphrase or identity: none of the {tried} key(s) of this repository opens with it"
-    )]
-    WrongKey { tried: usize },
+    #[error("wrong passphrase or identity: {}", wrong_key_detail(*.tried, .kind))]
+    WrongKey { tried: usize, kind: &'static str },
     #[error("repository is locked: {0}")]
     Locked(String),
     #[error("integrity error in {object}: {message}")]
@@ -104,9 +102,9 @@ impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Error::NoRepository { .. } => Some("check -r/--repo or BK_REPO, or create one with `bk-repo init`"),
-            Error::WrongKey { .. } => Some("check --password-file / BK_PASSWORD_FILE / BK_PASSWORD or --identity-file / BK_IDENTITY_FILE; `bk-repo key list` shows the keys"),
+            Error::WrongKey { .. } => Some("check --password-file / BK_PASSWORD_FILE / BK_PASSWORD or --identity-file / BK_IDENTITY_FILE"),
             Error::Locked(_) => Some("`bk-repo locks` lists locks; `bk-repo unlock` removes stale ones"),
-            Error::Integrity { .. } => Some("run `bk-verify --read-data` to find every affected snapshot"),
+            Error::Integrity { .. } => Some("the named object is damaged or missing; nothing was written from it"),
             Error::Stream { .. } => Some("the stream must come from bk-chunk or bk-ls (see bk-stream(5))"),
             _ => None,
         }
@@ -167,6 +165,14 @@ impl Error {
     }
 }
 
+fn wrong_key_detail(tried: usize, kind: &str) -> String {
+    if tried == 0 {
+        format!("the repository has no {kind} key")
+    } else {
+        format!("none of the repository's {tried} {kind} key(s) opens with it")
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Writes to stdout that fail with EPIPE become this, so tools end quietly.
@@ -206,7 +212,14 @@ mod tests {
             .exit_code(),
             ExitCode::NoRepository
         );
-        assert_eq!(Error::WrongKey { tried: 1 }.exit_code(), ExitCode::WrongKey);
+        assert_eq!(
+            Error::WrongKey {
+                tried: 1,
+                kind: "passphrase"
+            }
+            .exit_code(),
+            ExitCode::WrongKey
+        );
         assert_eq!(
             Error::integrity("pack", "bad").exit_code(),
             ExitCode::Integrity

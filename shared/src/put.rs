@@ -316,7 +316,14 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
             buf: Vec::new(),
             ids: Vec::new(),
         };
-        let parsed = read_stream(input, &chunk_tx, &failed, &mut listing, &mut store_meta);
+        let parsed = read_stream(
+            &repo.chunker_name(),
+            input,
+            &chunk_tx,
+            &failed,
+            &mut listing,
+            &mut store_meta,
+        );
         drop(chunk_tx);
         for w in workers {
             let _ = w.join();
@@ -352,6 +359,11 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
     let _ = index_objects;
     crate::sys::check_interrupted()?;
 
+    if state.header.is_none() && opts.identity.is_none() {
+        return Err(Error::Usage(
+            "the input has no header record (a listing?): give --identity USER@HOST:/PATH".into(),
+        ));
+    }
     let header = state.header.clone().unwrap_or(Header {
         v: wire::VERSION,
         source: "-".into(),
@@ -432,6 +444,7 @@ pub fn snapshot_record(id: &ObjectId, s: &Snapshot) -> SnapshotRecord {
 }
 
 fn read_stream(
+    repo_chunker: &str,
     input: impl BufRead,
     chunk_tx: &Sender<(ChunkId, Vec<u8>, u64)>,
     failed: &Mutex<Option<Error>>,
@@ -466,6 +479,13 @@ fn read_stream(
             Record::Header(h) => {
                 if st.header.is_some() || st.entries > 0 {
                     return Err(bad("a second header, or a header after entries".into()));
+                }
+                if h.chunker != repo_chunker {
+                    eprintln!(
+                        "warning: the stream was chunked with the {:?} chunker, not this repository's; \
+                         deduplication against earlier backups suffers (give bk-chunk -r or BK_REPO)",
+                        h.chunker
+                    );
                 }
                 st.header = Some(h);
             }

@@ -219,7 +219,14 @@ impl Repository {
                 continue;
             }
             tried += 1;
-            if let Some(master) = kf.open(secret, &obj.name, &config.id)? {
+            let opened = match kf.open(secret, &obj.name, &config.id) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("warning: {e}; skipped");
+                    None
+                }
+            };
+            if let Some(master) = opened {
                 let keys = master.derive();
                 let tag = hex::decode(&file.mac).unwrap_or_default();
                 if !keys.verify_mac(file.body.as_bytes(), &tag) {
@@ -240,7 +247,11 @@ impl Repository {
         if key_objects.is_empty() {
             return Err(Error::integrity("keys/", "the repository has no key files"));
         }
-        Err(Error::WrongKey { tried })
+        let kind = match secret {
+            Secret::Passphrase(_) => "passphrase",
+            Secret::Identities(_) => "identity",
+        };
+        Err(Error::WrongKey { tried, kind })
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -291,7 +302,10 @@ impl Repository {
         let objects = self.backend.list(ObjectKind::Index)?;
         // Superseded index objects are skipped when their replacement exists.
         let mut files = Vec::with_capacity(objects.len());
-        for obj in &objects {
+        for obj in objects
+            .iter()
+            .filter(|o| ObjectId::from_hex(&o.name).is_some())
+        {
             let raw = self.backend.get(ObjectKind::Index, &obj.name)?;
             check_name(ObjectKind::Index, &obj.name, &raw)?;
             files.push((
@@ -418,19 +432,44 @@ impl Repository {
         spec: &str,
         identity: Option<&str>,
     ) -> Result<(ObjectId, Snapshot)> {
-        if spec == "latest" {
-            let all = self.snapshots()?;
-            return all
-                .into_iter()
-                .rev()
-                .find(|(_, s)| identity.is_none_or(|i| s.identity == i))
-                .ok_or_else(|| {
-                    Error::Usage(match identity {
-                        Some(i) => format!("no snapshot of identity {i}"),
-                        None => "the repository has no snapshots".into(),
-                    })
-                });
+        self.find_snapshot_tagged(spec, identity, &BTreeMap::new())
+    }
+
+    /// Like [`Repository::find_snapshot`]; `latest` also honours `tags`
+    /// (all must match), and an explicit id must match the filters too.
+    pub fn find_snapshot_tagged(
+        &self,
+        spec: &str,
+        identity: Option<&str>,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(ObjectId, Snapshot)> {
+        let wanted = |s: &Snapshot| {
+            identity.is_none_or(|i| s.identity == i)
+                && tags.iter().all(|(k, v)| s.tags.get(k) == Some(v))
+        };
+        if spec != "latest" {
+            let found = self.find_snapshot_by_id(spec)?;
+            if !wanted(&found.1) {
+                return Err(Error::Usage(format!(
+                    "snapshot {spec} does not match the given --identity/--tag"
+                )));
+            }
+            return Ok(found);
         }
+        self.snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| wanted(s))
+            .ok_or_else(|| {
+                Error::Usage(match identity {
+                    Some(i) => format!("no matching snapshot of identity {i}"),
+                    None if !tags.is_empty() => "no snapshot has the given tags".into(),
+                    None => "the repository has no snapshots".into(),
+                })
+            })
+    }
+
+    fn find_snapshot_by_id(&self, spec: &str) -> Result<(ObjectId, Snapshot)> {
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Usage(format!(
                 "{spec:?} is not a snapshot id, id prefix or \"latest\""

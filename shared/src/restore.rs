@@ -50,12 +50,15 @@ pub struct RestoreSummary {
     pub bytes: u64,
     pub skipped: u64,
     pub errors: u64,
+    /// Errors caused by damaged or missing repository data (exit code 13).
+    pub integrity_errors: u64,
 }
 
 #[derive(Default)]
 struct Problems {
     errors: u64,
     skipped: u64,
+    integrity: u64,
 }
 
 impl Problems {
@@ -177,7 +180,7 @@ fn restore_file(
             .open(&tmp)
             .map_err(|err| Error::io(&tmp, err))?;
         let n = write_content(repo, index, e, &f)?;
-        if !e.chunks.is_empty() && n != e.size {
+        if n != e.size {
             return Err(Error::integrity(
                 format!("listing entry {}", e.path),
                 format!("content is {n} bytes, the listing says {}", e.size),
@@ -260,10 +263,13 @@ pub fn restore(
                             d.1 += n;
                         }
                         Err(Error::Interrupted) => return Err(Error::Interrupted),
-                        Err(err) => problems
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .error(&e.path, err),
+                        Err(err) => {
+                            let mut p = problems.lock().unwrap_or_else(|p| p.into_inner());
+                            if matches!(err, Error::Integrity { .. }) {
+                                p.integrity += 1;
+                            }
+                            p.error(&e.path, err);
+                        }
                     }
                 }
                 Ok(())
@@ -422,6 +428,7 @@ pub fn restore(
     }
     summary.errors = problems.errors;
     summary.skipped = problems.skipped;
+    summary.integrity_errors = problems.integrity;
     Ok(summary)
 }
 

@@ -24,8 +24,14 @@ fn unchanged_tree_with_parent_reads_nothing_and_stores_no_pack() {
     let packs = env.pack_count();
 
     env.ok("bk-ls latest > parent.jsonl");
-    let stream = env.ok(&format!("bk-chunk --parent parent.jsonl '{}'", src.display()));
-    assert!(!stream.contains("\"type\":\"data\""), "an unchanged tree must send no data");
+    let stream = env.ok(&format!(
+        "bk-chunk --parent parent.jsonl '{}'",
+        src.display()
+    ));
+    assert!(
+        !stream.contains("\"type\":\"data\""),
+        "an unchanged tree must send no data"
+    );
     std::fs::write(env.path("s.jsonl"), &stream).unwrap();
     let second = json_line(&env.ok("bk-put < s.jsonl"));
     assert_eq!(second["new_bytes"], 0);
@@ -35,22 +41,33 @@ fn unchanged_tree_with_parent_reads_nothing_and_stores_no_pack() {
 
     // Change 1% of the files (3 of 300) and add nothing else.
     for i in [5usize, 150, 299] {
-        let p = src.join(format!("dir{}", i % 10)).join(format!("file{i:04}"));
+        let p = src
+            .join(format!("dir{}", i % 10))
+            .join(format!("file{i:04}"));
         std::fs::write(&p, noise(40_000, 10_000 + i as u64)).unwrap();
     }
     env.ok("bk-ls latest > parent2.jsonl");
-    let third = json_line(&env.ok(&format!("bk-chunk --parent parent2.jsonl '{}' | bk-put", src.display())));
+    let third = json_line(&env.ok(&format!(
+        "bk-chunk --parent parent2.jsonl '{}' | bk-put",
+        src.display()
+    )));
     let new = third["new_bytes"].as_u64().unwrap();
     // 3 files of data plus the changed listing chunks.
     assert!(new >= 3 * 40_000, "{third}");
-    assert!((new as f64) < total as f64 * 0.02, "stored {new} new bytes of {total}: {third}");
+    assert!(
+        (new as f64) < total as f64 * 0.02,
+        "stored {new} new bytes of {total}: {third}"
+    );
 
     // Every snapshot still restores bit-identical content.
     let out = env.path("restored");
     env.ok(&format!("bk-get latest --into '{}'", out.display()));
     for i in 0..300usize {
         let rel = format!("dir{}/file{i:04}", i % 10);
-        assert_eq!(std::fs::read(out.join(&rel)).unwrap(), std::fs::read(src.join(&rel)).unwrap());
+        assert_eq!(
+            std::fs::read(out.join(&rel)).unwrap(),
+            std::fs::read(src.join(&rel)).unwrap()
+        );
     }
 }
 
@@ -64,7 +81,13 @@ fn parent_with_missing_chunks_is_refused() {
     other.backup(&src, "");
     other.ok("bk-ls latest > /tmp/.bk-foreign-parent.jsonl");
     std::fs::rename("/tmp/.bk-foreign-parent.jsonl", env.path("foreign.jsonl")).unwrap();
-    let err = env.fails(&format!("bk-chunk --parent foreign.jsonl '{}' | bk-put", src.display()), 13);
+    let err = env.fails(
+        &format!(
+            "bk-chunk --parent foreign.jsonl '{}' | bk-put",
+            src.display()
+        ),
+        13,
+    );
     assert!(err.contains("does not have"), "{err}");
     assert!(env.snapshots().is_empty());
 }
@@ -77,7 +100,10 @@ fn identities_share_deduplicated_data() {
     let b = env.backup(&src, "--identity radarr@media:/data --tag app=radarr");
     assert!(a["new_bytes"].as_u64().unwrap() >= 5_000_000);
     assert_eq!(b["new_chunks"], 0, "second identity stored data again: {b}");
-    let c = env.backup(&src, "--identity radarr@media:/data --tag app=radarr --time 2020-01-01T00:00:00Z");
+    let c = env.backup(
+        &src,
+        "--identity radarr@media:/data --tag app=radarr --time 2020-01-01T00:00:00Z",
+    );
 
     let all = env.snapshots();
     assert_eq!(all.len(), 3);
@@ -89,14 +115,23 @@ fn identities_share_deduplicated_data() {
     assert_eq!(tagged[0]["id"], a["id"]);
     // latest within an identity, and id prefixes.
     let latest_radarr = env.ok("bk-ls latest --identity radarr@media:/data dir0 | head -n 1");
-    assert!(latest_radarr.contains("\"path\":\"dir0\""), "{latest_radarr}");
+    assert!(
+        latest_radarr.contains("\"path\":\"dir0\""),
+        "{latest_radarr}"
+    );
     let id = a["id"].as_str().unwrap();
     let listing = json_lines(&env.ok(&format!("bk-ls {}", &id[..10])));
     assert_eq!(listing.last().unwrap()["type"], "trailer");
     assert_eq!(listing.last().unwrap()["entries"], listing.len() as u64 - 1);
     // Default identity is user@host:/absolute/source.
     let d = env.backup(&src, "");
-    assert!(d["identity"].as_str().unwrap().ends_with(&format!(":{}", src.display())), "{d}");
+    assert!(
+        d["identity"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", src.display())),
+        "{d}"
+    );
 }
 
 #[test]
@@ -109,6 +144,12 @@ fn a_listing_recommits_without_data() {
     assert_eq!(b["bytes"], a["bytes"]);
     assert_eq!(b["new_chunks"], 0);
     let out = env.path("o");
-    env.ok(&format!("bk-get latest --identity copy@host:/x --into '{}'", out.display()));
-    assert_eq!(std::fs::read(out.join("dir3/file0003")).unwrap(), noise(50_000, 3));
+    env.ok(&format!(
+        "bk-get latest --identity copy@host:/x --into '{}'",
+        out.display()
+    ));
+    assert_eq!(
+        std::fs::read(out.join("dir3/file0003")).unwrap(),
+        noise(50_000, 3)
+    );
 }

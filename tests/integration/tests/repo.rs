@@ -37,7 +37,10 @@ fn exit_codes_for_missing_repository_wrong_passphrase_and_usage() {
     env.fails("BK_REPO= bk-ls", 2);
     env.fails("bk-ls -r s3x://bucket", 2);
     // No TTY and no secret: a usage error naming the ways to give one.
-    let err = env.fails("BK_PASSWORD_FILE= bk-ls 2>&1 >/dev/null </dev/null | cat >&2; exit ${PIPESTATUS[0]}", 2);
+    let err = env.fails(
+        "BK_PASSWORD_FILE= bk-ls 2>&1 >/dev/null </dev/null | cat >&2; exit ${PIPESTATUS[0]}",
+        2,
+    );
     assert!(err.contains("--password-file"), "{err}");
     env.fails("bk-ls nonexistentsnapshot", 2);
 }
@@ -52,25 +55,43 @@ fn keys_add_list_remove_and_identity_fast_path() {
     let gen = json_line(&env.ok("bk-repo key add --generate-identity id.txt --label cron"));
     assert_eq!(gen["added"], true);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(env.path("id.txt")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(env.path("id.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     // The identity opens the repository without any passphrase.
     env.ok("BK_PASSWORD_FILE= bk-ls --identity-file id.txt");
     let keys = json_lines(&env.ok("bk-repo key list"));
     assert_eq!(keys.len(), 3);
     assert_eq!(keys.iter().filter(|k| k["current"] == true).count(), 1);
-    assert!(keys.iter().any(|k| k["kind"] == "age" && k["label"] == "cron"));
+    assert!(keys
+        .iter()
+        .any(|k| k["kind"] == "age" && k["label"] == "cron"));
     env.ok(&format!("bk-repo key remove {}", &second[..8]));
     env.fails("bk-ls --password-file pw2", 12);
     // An identity that belongs to another repository is a wrong key.
     let env2 = Env::new();
     env2.ok("bk-repo key add --generate-identity foreign.txt");
     let foreign = env2.path("foreign.txt");
-    let err = env.fails(&format!("BK_PASSWORD_FILE= bk-ls --identity-file '{}'", foreign.display()), 12);
+    let err = env.fails(
+        &format!(
+            "BK_PASSWORD_FILE= bk-ls --identity-file '{}'",
+            foreign.display()
+        ),
+        12,
+    );
     assert!(err.contains("wrong passphrase or identity"), "{err}");
     // Removing the last key is refused.
     let env2 = Env::new();
     let k = json_line(&env2.ok("bk-repo key list"));
-    let err = env2.fails(&format!("bk-repo key remove {}", k["id"].as_str().unwrap()), 2);
+    let err = env2.fails(
+        &format!("bk-repo key remove {}", k["id"].as_str().unwrap()),
+        2,
+    );
     assert!(err.contains("last key"), "{err}");
 }
 
@@ -84,10 +105,17 @@ fn lock_conflict_and_stale_lock_cleanup() {
     let backend = bk::backend::open(env.repo.to_str().unwrap()).unwrap();
     let repo = bk::repo::Repository::open(
         backend.clone(),
-        &bk::keys::Secret::passphrase(std::fs::read_to_string(&env.pw).unwrap().trim_end().to_string()),
+        &bk::keys::Secret::passphrase(
+            std::fs::read_to_string(&env.pw)
+                .unwrap()
+                .trim_end()
+                .to_string(),
+        ),
     )
     .unwrap();
-    let guard = bk::locks::LockGuard::acquire(backend, repo.keys(), bk::locks::LockMode::Exclusive, "test").unwrap();
+    let guard =
+        bk::locks::LockGuard::acquire(backend, repo.keys(), bk::locks::LockMode::Exclusive, "test")
+            .unwrap();
     let err = env.fails(&format!("bk-chunk '{}' | bk-put", src.display()), 11);
     assert!(err.contains("exclusive lock by test"), "{err}");
     let locks = json_lines(&env.ok("bk-repo locks"));
@@ -119,17 +147,28 @@ fn corrupt_or_missing_objects_are_named() {
     let out = env.path("out");
     let err = env.fails(&format!("bk-get latest --into '{}'", out.display()), 13);
     assert!(err.contains("integrity error"), "{err}");
-    assert!(!out.join("data").exists(), "a damaged file must not appear at its final path");
+    assert!(
+        !out.join("data").exists(),
+        "a damaged file must not appear at its final path"
+    );
     // A damaged snapshot object is named.
     let snap = walk_files(&env.repo.join("snapshots")).pop().unwrap();
     let mut b = std::fs::read(&snap).unwrap();
     b[20] ^= 1;
     std::fs::write(&snap, b).unwrap();
     let err = env.fails("bk-ls", 13);
-    assert!(err.contains(&format!("snapshots/{}", snap.file_name().unwrap().to_string_lossy())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "snapshots/{}",
+            snap.file_name().unwrap().to_string_lossy()
+        )),
+        "{err}"
+    );
     // A damaged config says so (not "wrong passphrase").
     let cfg = env.repo.join("config");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("\\\"compression\\\":3", "\\\"compression\\\":4");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\\\"compression\\\":3", "\\\"compression\\\":4");
     std::fs::write(&cfg, text).unwrap();
     let err = env.fails("bk-ls", 13);
     assert!(err.contains("config"), "{err}");
@@ -162,8 +201,19 @@ fn broken_pipe_ends_quietly() {
     env.backup(&src, "");
     let out = env.run("bk-ls latest | head -n 1 >/dev/null; echo ${PIPESTATUS[0]}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = env.run(&format!("bk-chunk '{}' | head -c 100 >/dev/null; echo ${{PIPESTATUS[0]}}", src.display()));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.run(&format!(
+        "bk-chunk '{}' | head -c 100 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        src.display()
+    ));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

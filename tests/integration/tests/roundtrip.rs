@@ -50,7 +50,9 @@ fn snapshot_tree(root: &Path, skip_big: &[&str]) -> HashMap<Vec<u8>, Node> {
         } else {
             "special"
         };
-        let is_big = skip_big.iter().any(|b| rel.as_os_str().as_bytes() == b.as_bytes());
+        let is_big = skip_big
+            .iter()
+            .any(|b| rel.as_os_str().as_bytes() == b.as_bytes());
         let link_group = (ft.is_file() && md.nlink() > 1).then(|| {
             let n = inode_groups.len();
             *inode_groups.entry(md.ino()).or_insert(n)
@@ -60,12 +62,26 @@ fn snapshot_tree(root: &Path, skip_big: &[&str]) -> HashMap<Vec<u8>, Node> {
             Node {
                 kind: kind.into(),
                 // Symlink modes are not meaningful on Linux.
-                mode: if ft.is_symlink() { 0 } else { md.mode() & 0o7777 },
+                mode: if ft.is_symlink() {
+                    0
+                } else {
+                    md.mode() & 0o7777
+                },
                 // Directory mtimes at the root are the restore target's; skip.
-                mtime: if rel.as_os_str().is_empty() { (0, 0) } else { (md.mtime(), md.mtime_nsec()) },
+                mtime: if rel.as_os_str().is_empty() {
+                    (0, 0)
+                } else {
+                    (md.mtime(), md.mtime_nsec())
+                },
                 size: if ft.is_file() { md.len() } else { 0 },
                 content_hash: (ft.is_file() && !is_big).then(|| hash_file(&full)),
-                target: ft.is_symlink().then(|| std::fs::read_link(&full).unwrap().as_os_str().as_bytes().to_vec()),
+                target: ft.is_symlink().then(|| {
+                    std::fs::read_link(&full)
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec()
+                }),
                 link_group,
             },
         );
@@ -121,7 +137,11 @@ fn restore_is_faithful_including_special_cases() {
     std::fs::write(deep.join("leaf.txt"), b"far down").unwrap();
     assert!(deep.as_os_str().len() > 1500);
     // A FIFO.
-    nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
     // A sparse file larger than 4 GiB: data at the start, middle and end.
     let sparse = src.join("sparse.img");
     {
@@ -131,7 +151,10 @@ fn restore_is_faithful_including_special_cases() {
         f.write_all_at(&noise(100_000, 7), 3 << 30).unwrap();
         f.write_all_at(b"end", (5 << 30) - 3).unwrap();
     }
-    assert!(std::fs::metadata(&sparse).unwrap().blocks() * 512 < 10 << 20, "test file system does not keep holes");
+    assert!(
+        std::fs::metadata(&sparse).unwrap().blocks() * 512 < 10 << 20,
+        "test file system does not keep holes"
+    );
     // Nanosecond mtimes everywhere (set last, deepest first).
     let mut all: Vec<PathBuf> = Vec::new();
     let mut stack = vec![src.clone()];
@@ -150,7 +173,10 @@ fn restore_is_faithful_including_special_cases() {
 
     let snap = env.backup(&src, "--tag kind=fidelity");
     assert_eq!(snap["errors"], 0);
-    assert!(snap["new_bytes"].as_u64().unwrap() < (5 << 30) / 100, "zeros and duplicates are stored once: {snap}");
+    assert!(
+        snap["new_bytes"].as_u64().unwrap() < (5 << 30) / 100,
+        "zeros and duplicates are stored once: {snap}"
+    );
 
     let out = env.path("out");
     let res = json_line(&env.ok(&format!("bk-get latest --into '{}'", out.display())));
@@ -161,7 +187,12 @@ fn restore_is_faithful_including_special_cases() {
     let mut keys: Vec<_> = before.keys().collect();
     keys.sort();
     for k in keys {
-        assert_eq!(after.get(k), before.get(k), "difference at {:?}", String::from_utf8_lossy(k));
+        assert_eq!(
+            after.get(k),
+            before.get(k),
+            "difference at {:?}",
+            String::from_utf8_lossy(k)
+        );
     }
     assert_eq!(before.len(), after.len());
 
@@ -169,7 +200,11 @@ fn restore_is_faithful_including_special_cases() {
     let r = out.join("sparse.img");
     let md = std::fs::metadata(&r).unwrap();
     assert_eq!(md.len(), 5 << 30);
-    assert!(md.blocks() * 512 < 64 << 20, "restored sparse file uses {} bytes", md.blocks() * 512);
+    assert!(
+        md.blocks() * 512 < 64 << 20,
+        "restored sparse file uses {} bytes",
+        md.blocks() * 512
+    );
     {
         use std::os::unix::fs::FileExt;
         let f = std::fs::File::open(&r).unwrap();
@@ -181,7 +216,9 @@ fn restore_is_faithful_including_special_cases() {
         assert_eq!(&e, b"end");
     }
     // No temporary files left behind.
-    assert!(walk_files(&out).iter().all(|p| !p.to_string_lossy().contains(".bk-restore-")));
+    assert!(walk_files(&out)
+        .iter()
+        .all(|p| !p.to_string_lossy().contains(".bk-restore-")));
 }
 
 #[test]
@@ -205,7 +242,10 @@ fn single_file_to_stdout_and_selected_paths() {
 
     // Filtered selection through jq-like filtering of bk-ls output.
     let dest2 = env.path("sel2");
-    env.ok(&format!("bk-ls latest | grep '\"path\":\"c/other\"' | bk-get - --into '{}'", dest2.display()));
+    env.ok(&format!(
+        "bk-ls latest | grep '\"path\":\"c/other\"' | bk-get - --into '{}'",
+        dest2.display()
+    ));
     assert_eq!(std::fs::read(dest2.join("c/other")).unwrap(), b"other");
     assert!(!dest2.join("a").exists());
 
@@ -228,7 +268,10 @@ fn stdin_stream_round_trip() {
     )));
     assert_eq!(snap["identity"], "postgres@db1:/mydb");
     assert_eq!(snap["bytes"].as_u64().unwrap(), text.len() as u64);
-    assert!(snap["stored_bytes"].as_u64().unwrap() < text.len() as u64 / 3, "compressed: {snap}");
+    assert!(
+        snap["stored_bytes"].as_u64().unwrap() < text.len() as u64 / 3,
+        "compressed: {snap}"
+    );
     let out = env.run("bk-get latest --identity postgres@db1:/mydb db.sql");
     assert_eq!(out.stdout, text);
     env.fails("bk-chunk - < /dev/null", 2);

@@ -44,8 +44,18 @@ fn producer_killed_mid_stream_commits_nothing() {
     // No pipefail: the shell would report bk-put's status only.
     let env = Env::new();
     let src = small_tree(&env);
-    let mut put = env.sh("bk-put").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut chunk = env.sh(&format!("exec bk-chunk '{}'", src.display())).stdout(Stdio::piped()).spawn().unwrap();
+    let mut put = env
+        .sh("bk-put")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut chunk = env
+        .sh(&format!("exec bk-chunk '{}'", src.display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Forward part of the stream, then kill -9 the producer.
     let mut from = chunk.stdout.take().unwrap();
     let mut to = put.stdin.take().unwrap();
@@ -57,11 +67,20 @@ fn producer_killed_mid_stream_commits_nothing() {
         to.write_all(&buf[..n]).unwrap();
         forwarded += n;
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(chunk.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(chunk.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let _ = chunk.wait();
     drop(to);
     let out = put.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stdout.is_empty());
     assert!(env.snapshots().is_empty());
 }
@@ -90,7 +109,10 @@ fn hostile_listing_writes_nothing_outside_the_target() {
     std::fs::write(src.join("payload"), b"evil").unwrap();
     env.backup(&src, "");
     let listing = env.ok("bk-ls latest");
-    let payload = json_lines(&listing).into_iter().find(|v| v["path"] == "payload").unwrap();
+    let payload = json_lines(&listing)
+        .into_iter()
+        .find(|v| v["path"] == "payload")
+        .unwrap();
     let outside = env.path("outside");
     std::fs::create_dir(&outside).unwrap();
     let mk = |path: &str| {
@@ -114,15 +136,36 @@ fn hostile_listing_writes_nothing_outside_the_target() {
     let f = env.path("hostile.jsonl");
     std::fs::write(&f, hostile + "\n").unwrap();
     let target = env.path("target");
-    let out = env.run(&format!("bk-get - --into '{}' < '{}'", target.display(), f.display()));
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something was written outside --into");
+    let out = env.run(&format!(
+        "bk-get - --into '{}' < '{}'",
+        target.display(),
+        f.display()
+    ));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "something was written outside --into"
+    );
     // The file through the symlink path was written inside the target as a
     // real directory; the symlink was then refused.
-    assert!(std::fs::symlink_metadata(target.join("escape")).unwrap().is_dir());
+    assert!(std::fs::symlink_metadata(target.join("escape"))
+        .unwrap()
+        .is_dir());
 
     // bk-put refuses such listings as well.
-    let err = env.fails(&format!("(cat '{}'; echo '{{\"type\":\"trailer\",\"v\":1,\"entries\":5}}') | bk-put", f.display()), 2);
+    let err = env.fails(
+        &format!(
+            "(cat '{}'; echo '{{\"type\":\"trailer\",\"v\":1,\"entries\":5}}') | bk-put",
+            f.display()
+        ),
+        2,
+    );
     assert!(err.contains("unsafe path"), "{err}");
 
     // A symlink already inside the target is never followed.
@@ -131,7 +174,10 @@ fn hostile_listing_writes_nothing_outside_the_target() {
     std::os::unix::fs::symlink(&outside, t2.join("pre")).unwrap();
     let f2 = env.path("pre.jsonl");
     std::fs::write(&f2, mk("pre/file") + "\n").unwrap();
-    env.fails(&format!("bk-get - --into '{}' < '{}'", t2.display(), f2.display()), 3);
+    env.fails(
+        &format!("bk-get - --into '{}' < '{}'", t2.display(), f2.display()),
+        3,
+    );
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
 
@@ -154,13 +200,24 @@ fn unreadable_file_becomes_an_error_record_and_partial_exit() {
         ""
     };
     let out = env.run(&format!("{as_nobody}bk-chunk '{}' | bk-put", src.display()));
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let snap = json_line(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(snap["errors"], 1);
     let listing = json_lines(&env.ok("bk-ls latest"));
-    assert!(listing.iter().any(|r| r["type"] == "error" && r["path"] == "secret"));
-    assert!(listing.iter().any(|r| r["type"] == "entry" && r["path"] == "ok"));
-    assert!(!listing.iter().any(|r| r["type"] == "entry" && r["path"] == "secret"));
+    assert!(listing
+        .iter()
+        .any(|r| r["type"] == "error" && r["path"] == "secret"));
+    assert!(listing
+        .iter()
+        .any(|r| r["type"] == "entry" && r["path"] == "ok"));
+    assert!(!listing
+        .iter()
+        .any(|r| r["type"] == "entry" && r["path"] == "secret"));
 }
 
 #[test]
@@ -168,7 +225,13 @@ fn interrupted_put_commits_nothing_and_exits_130() {
     let env = Env::new();
     let src = small_tree(&env);
     let stream = env.ok(&format!("bk-chunk '{}'", src.display()));
-    let mut put = env.sh("exec bk-put").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut put = env
+        .sh("exec bk-put")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdin = put.stdin.take().unwrap();
     let lines: Vec<&str> = stream.lines().collect();
     for l in &lines[..lines.len() / 2] {
@@ -176,7 +239,11 @@ fn interrupted_put_commits_nothing_and_exits_130() {
     }
     stdin.flush().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(put.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(put.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     for l in &lines[lines.len() / 2..] {
         if writeln!(stdin, "{l}").is_err() {
@@ -185,8 +252,16 @@ fn interrupted_put_commits_nothing_and_exits_130() {
     }
     drop(stdin);
     let out = put.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(env.snapshots().is_empty());
     // The lock was released.
-    assert_eq!(std::fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(env.repo.join("locks")).unwrap().count(),
+        0
+    );
 }

@@ -44,9 +44,12 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         "type": "restore", "v": wire::VERSION,
         "files": summary.files, "dirs": summary.dirs, "links": summary.links,
         "bytes": summary.bytes, "skipped": summary.skipped, "errors": summary.errors,
+        "integrity_errors": summary.integrity_errors,
     });
     wire::write_json(&mut std::io::stdout().lock(), &record).map_err(bk::error::stdout_error)?;
-    Ok(if summary.errors > 0 || summary.skipped > 0 {
+    Ok(if summary.integrity_errors > 0 {
+        ExitCode::Integrity
+    } else if summary.errors > 0 || summary.skipped > 0 {
         ExitCode::Partial
     } else {
         ExitCode::Success

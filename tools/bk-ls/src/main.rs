@@ -30,7 +30,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
             }
         }
         Some(spec) => {
-            let (_, snap) = repo.find_snapshot(spec, cli.identity.as_deref())?;
+            let (_, snap) = repo.find_snapshot_tagged(spec, cli.identity.as_deref(), &tags)?;
             let index = repo.load_index()?;
             let filters: Vec<Vec<u8>> = cli
                 .paths

@@ -49,7 +49,7 @@ pub enum KeyCommand {
     /// Add a key: a new passphrase (default), an age recipient, or an identity file
     Add {
         /// Read the new passphrase from FILE (default: BK_NEW_PASSWORD_FILE, or a prompt)
-        #[arg(long, env = "BK_NEW_PASSWORD_FILE", value_name = "FILE")]
+        #[arg(long, value_name = "FILE")]
         new_password_file: Option<PathBuf>,
         /// Lock the new key to this age public key (age1…)
         #[arg(long, value_name = "AGE1…", conflicts_with_all = ["new_password_file", "new_identity_file", "generate_identity"])]

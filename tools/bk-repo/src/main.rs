@@ -157,7 +157,9 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
                         .parse()
                         .map_err(|_| Error::Other("generated recipient did not parse".into()))?,
                 )
-            } else if let Some(f) = new_password_file {
+            } else if let Some(f) = new_password_file
+                .or_else(|| std::env::var_os("BK_NEW_PASSWORD_FILE").map(Into::into))
+            {
                 NewKey::from(&Secret::passphrase(
                     bk::cli::read_password_file(&f)?.to_string(),
                 ))

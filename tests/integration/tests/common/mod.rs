@@ -7,7 +7,11 @@ use std::process::{Command, Output, Stdio};
 
 pub fn bin_dir() -> PathBuf {
     let exe = assert_cmd::cargo::cargo_bin("bk-put");
-    assert!(exe.exists(), "{} not built: run `cargo build --workspace` first", exe.display());
+    assert!(
+        exe.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        exe.display()
+    );
     exe.parent().unwrap().to_path_buf()
 }
 
@@ -42,7 +46,11 @@ impl Env {
     pub fn sh(&self, script: &str) -> Command {
         let mut c = Command::new("bash");
         c.arg("-c").arg(format!("set -o pipefail; {script}"));
-        let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         c.env("PATH", path)
             .env("BK_REPO", &self.repo)
             .env("BK_PASSWORD_FILE", &self.pw)
@@ -115,7 +123,9 @@ pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if e.file_type().unwrap().is_dir() {
