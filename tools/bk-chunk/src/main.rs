@@ -33,6 +33,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         parent,
         parent_name: cli.parent.as_ref().map(|p| p.display().to_string()),
     };
+    bk::sys::widen_pipe(&std::io::stdout());
     let stdout = std::io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 20, stdout);
     let summary = if cli.path.as_os_str() == "-" {

@@ -32,6 +32,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         threads: cli.threads,
     };
     let repo = cli.repo.open()?;
+    bk::sys::widen_pipe(&std::io::stdin());
     let stdin = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
     let outcome = put::put(&repo, stdin, &opts)?;
     let mut out = std::io::stdout().lock();
