@@ -28,6 +28,36 @@ pub const TAG_LEN: usize = 16;
 /// Bytes a sealed message adds to its plaintext (nonce, tag, format byte).
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN + 1;
 
+thread_local! {
+    /// One zstd context per thread and level. Creating a context per call
+    /// cost 8% of bk-put's CPU on a tree of small files (perf, 117k files).
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress_into(payload: &[u8], out: &mut [u8], level: i32) -> Option<usize> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, comp) = c.as_mut()?;
+        comp.compress_to_buffer(payload, out).ok()
+    })
+}
+
+fn decompress(frame: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut().expect("set above").decompress(frame, size)
+    })
+}
+
 const FLAG_RAW: u8 = 0;
 const FLAG_ZSTD: u8 = 1;
 
@@ -134,8 +164,7 @@ impl Keys {
         if let Some(level) = level {
             let bound = zstd::zstd_safe::compress_bound(payload.len());
             out.resize(NONCE_LEN + 1 + bound, 0);
-            if let Ok(n) = zstd::bulk::compress_to_buffer(payload, &mut out[NONCE_LEN + 1..], level)
-            {
+            if let Some(n) = compress_into(payload, &mut out[NONCE_LEN + 1..], level) {
                 // Only keep compression that saves at least 1/64.
                 if n + n / 64 < payload.len() {
                     out.truncate(NONCE_LEN + 1 + n);
@@ -185,7 +214,7 @@ impl Keys {
                 if size > 1 << 32 {
                     return Err(OpenError::Decompress(format!("implausible size {size}")));
                 }
-                zstd::bulk::decompress(&buf[1..], size as usize)
+                decompress(&buf[1..], size as usize)
                     .map_err(|e| OpenError::Decompress(e.to_string()))
             }
             other => Err(OpenError::UnknownFormat(other)),

@@ -328,7 +328,7 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
         for w in workers {
             let _ = w.join();
         }
-        let mut result = parsed.and_then(|state| {
+        let result = parsed.and_then(|state| {
             if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 return Err(e);
             }
@@ -339,13 +339,14 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
         let packed = packer
             .join()
             .unwrap_or_else(|_| Err(Error::Other("packer thread panicked".into())));
-        if result.is_ok() {
-            if let Err(e) = packed.as_ref() {
-                result = Err(Error::Other(e.to_string()));
-            }
+        match (result, packed) {
+            (Err(Error::Interrupted), _) => Err(Error::Interrupted),
+            // A storage failure stops the pipeline; it is the root cause of
+            // whatever the reading side saw afterwards.
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok((state, ids)), Ok(index_objects)) => Ok((state, ids, index_objects)),
         }
-        let (state, ids) = result?;
-        Ok((state, ids, packed?))
     })?;
 
     for id in &state.reused {
@@ -581,4 +582,152 @@ fn read_stream(
         )));
     }
     Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::backend::{Backend, ObjectInfo, ObjectKind};
+    use crate::keys::Secret;
+    use crate::repo::InitOptions;
+    use crate::source::{chunk_tree, ChunkOptions};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    /// Fault injection around the real local backend: pack writes fail
+    /// after `allowed` successes, as on a full disk.
+    #[derive(Debug)]
+    struct FailingPacks {
+        inner: LocalBackend,
+        allowed: AtomicUsize,
+    }
+
+    impl Backend for FailingPacks {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> Result<()> {
+            self.inner.create()
+        }
+        fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+            if kind == ObjectKind::Pack
+                && self
+                    .allowed
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_err()
+            {
+                return Err(Error::storage(
+                    name,
+                    std::io::Error::other("injected: no space left on device"),
+                ));
+            }
+            self.inner.put(kind, name, data)
+        }
+        fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+            self.inner.get(kind, name)
+        }
+        fn get_range(
+            &self,
+            kind: ObjectKind,
+            name: &str,
+            offset: u64,
+            len: u64,
+        ) -> Result<Vec<u8>> {
+            self.inner.get_range(kind, name, offset, len)
+        }
+        fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+            self.inner.list(kind)
+        }
+        fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
+            self.inner.delete(kind, name)
+        }
+    }
+
+    fn setup(allowed: usize) -> (tempfile::TempDir, Repository, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        for i in 0..6u8 {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ i as u64;
+            let data: Vec<u8> = (0..1_500_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect();
+            std::fs::write(src.join(format!("f{i}")), data).unwrap();
+        }
+        let backend = Arc::new(FailingPacks {
+            inner: LocalBackend::new(dir.path().join("repo")),
+            allowed: AtomicUsize::new(allowed),
+        });
+        let secret = Secret::Identities(vec![age::x25519::Identity::generate()]);
+        let opts = InitOptions {
+            pack_size: 1 << 20,
+            compression: 0,
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(backend, &secret, opts).unwrap();
+        let copts = ChunkOptions {
+            chunker: repo.chunker(),
+            chunker_name: repo.chunker_name(),
+            parent: None,
+            parent_name: None,
+        };
+        let mut stream = Vec::new();
+        chunk_tree(&src, &copts, &mut stream).unwrap();
+        (dir, repo, stream)
+    }
+
+    #[test]
+    fn storage_failure_is_reported_as_the_cause_and_nothing_is_committed() {
+        let (_dir, repo, stream) = setup(2);
+        let err = put(&repo, &stream[..], &PutOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("injected: no space left"), "{err}");
+        assert!(repo.snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn put_and_restore_in_process() {
+        let (dir, repo, stream) = setup(usize::MAX);
+        let out = put(
+            &repo,
+            &stream[..],
+            &PutOptions {
+                identity: Some("a@b:/c".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(out.snapshot.files, 6);
+        let packs = repo.backend().list(ObjectKind::Pack).unwrap().len();
+        assert!(
+            packs >= 5,
+            "1 MiB packs expected, got {packs}: {:?}",
+            out.snapshot
+        );
+        let index = repo.load_index().unwrap();
+        let (_, snap) = repo.find_snapshot("latest", Some("a@b:/c")).unwrap();
+        let into = dir.path().join("out");
+        let records = crate::listing::ListingRecords::new(&repo, &index, &snap.listing);
+        let opts = crate::restore::RestoreOptions {
+            into: into.clone(),
+            filters: vec![],
+            threads: 2,
+        };
+        let summary =
+            crate::restore::restore(&repo, &index, crate::listing::entries(records), &opts)
+                .unwrap();
+        assert_eq!((summary.files, summary.errors), (6, 0));
+        for i in 0..6 {
+            let name = format!("f{i}");
+            assert_eq!(
+                std::fs::read(into.join(&name)).unwrap(),
+                std::fs::read(dir.path().join("src").join(&name)).unwrap()
+            );
+        }
+    }
 }
