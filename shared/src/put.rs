@@ -142,56 +142,116 @@ fn worker(
     }
 }
 
-/// Fills packs (data and metadata separately), writes each when full and
-/// an index object every few packs. Returns after the channel closes and
-/// everything is durable.
+/// Fills packs (data and metadata separately) and hands each full pack to
+/// uploader threads (as many as the backend says are worth running, at
+/// most 4, so memory stays bounded). Index objects name only packs whose
+/// upload has completed; one is written every few packs and one at the end.
+/// Returns after the channel closes and everything is durable.
 fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Result<Vec<ObjectId>> {
     let target = repo.config().pack_size as usize;
-    let mut data = PackBuilder::with_capacity(target + (1 << 20));
-    let mut meta = PackBuilder::default();
-    let mut unindexed: Vec<(ObjectId, Vec<BlobEntry>)> = Vec::new();
-    let mut index_objects = Vec::new();
-    let flush = |b: PackBuilder, unindexed: &mut Vec<(ObjectId, Vec<BlobEntry>)>| -> Result<()> {
-        let (id, bytes, entries) = b.finish(repo.keys());
-        repo.backend()
-            .put(crate::backend::ObjectKind::Pack, &id.to_hex(), &bytes)?;
-        counters
-            .stored_bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        unindexed.push((id, entries));
-        Ok(())
-    };
-    for s in rx {
-        let b = if s.kind == BlobKind::Meta {
-            &mut meta
-        } else {
-            &mut data
-        };
-        b.add(s.kind, s.id, &s.sealed, s.raw_len);
-        if b.len() >= target {
-            let full = std::mem::replace(b, PackBuilder::with_capacity(target + (1 << 20)));
-            flush(full, &mut unindexed)?;
-            if unindexed.len() >= INDEX_EVERY_PACKS {
+    let uploaders = repo.backend().write_concurrency().clamp(1, 4);
+    std::thread::scope(|scope| {
+        let (up_tx, up_rx) = bounded::<(ObjectId, Vec<u8>)>(1);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<ObjectId>>();
+        for _ in 0..uploaders {
+            let (up_rx, done_tx) = (up_rx.clone(), done_tx.clone());
+            scope.spawn(move || {
+                for (id, bytes) in up_rx {
+                    let r =
+                        repo.backend()
+                            .put(crate::backend::ObjectKind::Pack, &id.to_hex(), &bytes);
+                    if r.is_ok() {
+                        counters
+                            .stored_bytes
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    }
+                    if done_tx.send(r.map(|_| id)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop((up_rx, done_tx));
+
+        let mut waiting: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
+        let mut unindexed: Vec<(ObjectId, Vec<BlobEntry>)> = Vec::new();
+        let mut index_objects = Vec::new();
+        // Moves uploaded packs to `unindexed`; writes an index object when
+        // enough have gathered (or `all` at the end).
+        let mut settle = |waiting: &mut HashMap<ObjectId, Vec<BlobEntry>>,
+                          block: bool,
+                          all: bool|
+         -> Result<()> {
+            loop {
+                let next = if block && !waiting.is_empty() {
+                    done_rx.recv().ok()
+                } else {
+                    done_rx.try_recv().ok()
+                };
+                let Some(r) = next else { break };
+                let id = r?;
+                if let Some(entries) = waiting.remove(&id) {
+                    unindexed.push((id, entries));
+                }
+            }
+            if unindexed.len() >= INDEX_EVERY_PACKS || (all && !unindexed.is_empty()) {
                 let file = IndexFile {
                     supersedes: vec![],
                     packs: std::mem::take(&mut unindexed),
                 };
                 index_objects.push(repo.write_index(&file)?);
             }
+            Ok(())
+        };
+        let mut data = PackBuilder::with_capacity(target + (1 << 20));
+        let mut meta = PackBuilder::default();
+        let send =
+            |b: PackBuilder, waiting: &mut HashMap<ObjectId, Vec<BlobEntry>>| -> Result<()> {
+                let (id, bytes, entries) = b.finish(repo.keys());
+                waiting.insert(id, entries);
+                up_tx
+                    .send((id, bytes))
+                    .map_err(|_| Error::Other("pack uploaders stopped".into()))
+            };
+        let result = (|| -> Result<()> {
+            for s in rx {
+                let b = if s.kind == BlobKind::Meta {
+                    &mut meta
+                } else {
+                    &mut data
+                };
+                b.add(s.kind, s.id, &s.sealed, s.raw_len);
+                if b.len() >= target {
+                    let full = std::mem::replace(b, PackBuilder::with_capacity(target + (1 << 20)));
+                    if let Err(e) = send(full, &mut waiting) {
+                        // An uploader failed; its error is in the done channel.
+                        settle(&mut waiting, true, false)?;
+                        return Err(e);
+                    }
+                    settle(&mut waiting, false, false)?;
+                }
+            }
+            for b in [std::mem::take(&mut data), std::mem::take(&mut meta)] {
+                if !b.is_empty() {
+                    send(b, &mut waiting)?;
+                }
+            }
+            Ok(())
+        })();
+        drop(up_tx);
+        // Wait for every upload; report the first failure.
+        let finished = settle(&mut waiting, true, false);
+        result?;
+        finished?;
+        if !waiting.is_empty() {
+            return Err(Error::Other(format!(
+                "{} pack uploads did not report back",
+                waiting.len()
+            )));
         }
-    }
-    for b in [data, meta] {
-        if !b.is_empty() {
-            flush(b, &mut unindexed)?;
-        }
-    }
-    if !unindexed.is_empty() {
-        index_objects.push(repo.write_index(&IndexFile {
-            supersedes: vec![],
-            packs: unindexed,
-        })?);
-    }
-    Ok(index_objects)
+        settle(&mut waiting, false, true)?;
+        Ok(index_objects)
+    })
 }
 
 /// Cuts the listing bytes into metadata chunks as they are produced.

@@ -333,8 +333,17 @@ impl Repository {
         Ok(id)
     }
 
-    /// Reads, authenticates, decompresses and re-hashes one blob.
+    /// Reads, authenticates, decompresses and re-hashes one blob. A blob
+    /// that fails its check is read once more (a flipped bit in transit is
+    /// not damage at rest) before the failure is reported.
     pub fn read_blob(&self, id: &ChunkId, loc: &BlobLocation) -> Result<Vec<u8>> {
+        match self.read_blob_once(id, loc) {
+            Err(Error::Integrity { .. }) => self.read_blob_once(id, loc),
+            r => r,
+        }
+    }
+
+    fn read_blob_once(&self, id: &ChunkId, loc: &BlobLocation) -> Result<Vec<u8>> {
         let pack = loc.pack.to_hex();
         let sealed =
             match self

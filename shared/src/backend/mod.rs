@@ -25,6 +25,7 @@
 //! retry transient failures themselves within a bounded budget.
 
 pub mod local;
+pub mod s3;
 
 use crate::error::Result;
 
@@ -97,16 +98,24 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Every object of `kind`, or an error; never a partial list.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
+    /// How many object writes are worth running at once.
+    fn write_concurrency(&self) -> usize {
+        2
+    }
 }
 
-/// Opens the backend for a repository address (a path or `file://` URL).
+/// Opens the backend for a repository address: a path, a `file://` URL or
+/// `s3://BUCKET[/PREFIX]`.
 pub fn open(location: &str) -> Result<std::sync::Arc<dyn Backend>> {
+    if location.starts_with("s3://") {
+        return Ok(std::sync::Arc::new(s3::S3Backend::open(location)?));
+    }
     if let Some(rest) = location.strip_prefix("file://") {
         return Ok(std::sync::Arc::new(local::LocalBackend::new(rest)));
     }
     if let Some((scheme, _)) = location.split_once("://") {
         return Err(crate::Error::Usage(format!(
-            "unsupported repository scheme {scheme:?} in {location:?}: use a path or file:// URL"
+            "unsupported repository scheme {scheme:?} in {location:?}: use a path, file:// or s3://"
         )));
     }
     if location.is_empty() {

@@ -102,7 +102,10 @@ fn lock_conflict_and_stale_lock_cleanup() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), b"x").unwrap();
     // Hold an exclusive lock from this (live) process through the library.
-    let backend = bk::backend::open(env.repo.to_str().unwrap()).unwrap();
+    if let Some((endpoint, _, _)) = s3_mode() {
+        std::env::set_var("AWS_ENDPOINT_URL", endpoint);
+    }
+    let backend = bk::backend::open(&env.repo_url).unwrap();
     let repo = bk::repo::Repository::open(
         backend.clone(),
         &bk::keys::Secret::passphrase(

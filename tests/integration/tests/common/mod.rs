@@ -17,8 +17,25 @@ pub fn bin_dir() -> PathBuf {
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Where the repository's objects are on disk: the repository directory,
+    /// or (S3 mode) the S3 test server's directory for this prefix.
     pub repo: PathBuf,
+    /// The address the tools get (`BK_REPO`).
+    pub repo_url: String,
     pub pw: PathBuf,
+}
+
+/// S3 mode: `BK_TEST_BACKEND=s3` with the server that scripts/test starts
+/// (`BK_TEST_S3_ENDPOINT`, `BK_TEST_S3_ROOT`, `BK_TEST_S3_BUCKET`, and the
+/// usual AWS_* credentials). Every Env gets its own prefix in the bucket.
+pub fn s3_mode() -> Option<(String, PathBuf, String)> {
+    if std::env::var("BK_TEST_BACKEND").ok().as_deref() != Some("s3") {
+        return None;
+    }
+    let endpoint = std::env::var("BK_TEST_S3_ENDPOINT").expect("BK_TEST_S3_ENDPOINT");
+    let root = PathBuf::from(std::env::var("BK_TEST_S3_ROOT").expect("BK_TEST_S3_ROOT"));
+    let bucket = std::env::var("BK_TEST_S3_BUCKET").unwrap_or_else(|_| "bk-test".into());
+    Some((endpoint, root, bucket))
 }
 
 impl Env {
@@ -32,10 +49,33 @@ impl Env {
     /// A scratch directory and a passphrase file, no repository yet.
     pub fn bare() -> Env {
         let dir = tempfile::Builder::new().prefix("bk-it-").tempdir().unwrap();
-        let repo = dir.path().join("repo");
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "it's a secret passphrase\n").unwrap();
-        Env { dir, repo, pw }
+        let (repo, repo_url) = match s3_mode() {
+            Some((_, root, bucket)) => {
+                let prefix = dir
+                    .path()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
+                (
+                    root.join(&bucket).join(&prefix),
+                    format!("s3://{bucket}/{prefix}"),
+                )
+            }
+            None => {
+                let repo = dir.path().join("repo");
+                let url = repo.display().to_string();
+                (repo, url)
+            }
+        };
+        Env {
+            dir,
+            repo,
+            repo_url,
+            pw,
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -52,12 +92,15 @@ impl Env {
             std::env::var("PATH").unwrap_or_default()
         );
         c.env("PATH", path)
-            .env("BK_REPO", &self.repo)
+            .env("BK_REPO", &self.repo_url)
             .env("BK_PASSWORD_FILE", &self.pw)
             .env_remove("BK_PASSWORD")
             .env_remove("BK_IDENTITY_FILE")
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
+        if let Some((endpoint, _, _)) = s3_mode() {
+            c.env("AWS_ENDPOINT_URL", endpoint);
+        }
         c
     }
 

@@ -1,0 +1,689 @@
+//! A repository in an S3-compatible bucket (AWS S3, Garage, MinIO).
+//!
+//! Address: `s3://BUCKET[/PREFIX]`. `s3://b/app` and `s3://b/app/` name
+//! the same prefix `app/`: the prefix is always a directory, so
+//! `s3://b/app1` and `s3://b/app2` never see each other's objects (the
+//! Kopia/VolSync trailing-slash trap in the seeds cannot happen here).
+//!
+//! Credentials, region and endpoint come from the standard AWS sources
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+//! `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3`/
+//! `AWS_ENDPOINT_URL`, profiles). With a custom endpoint, path-style
+//! addressing is the default (Garage and MinIO need it);
+//! `BK_S3_ADDRESSING=virtual|path` overrides it.
+//!
+//! Durability and integrity, per the [`super::Backend`] contract:
+//! * objects are published by a single PUT (or a completed multipart
+//!   upload), which S3 makes visible atomically; no conditional PUT is
+//!   relied on (Garage accepts `If-None-Match` and overwrites anyway);
+//! * every upload carries `Content-MD5`, so the server rejects a body
+//!   damaged in transit;
+//! * whole-object reads are checked against the object's name (the SHA-256
+//!   of its bytes) and retried once on mismatch before an integrity error;
+//!   ranged reads are authenticated by the caller (AEAD + chunk hash);
+//! * a LIST that fails on any page is an error, never a short listing.
+//!
+//! Transient failures (5xx, 429/SlowDown, 408, timeouts, connection resets,
+//! stalled transfers) are retried with exponential backoff and jitter
+//! inside a bounded budget; authentication and permission errors are not
+//! retried and name the bucket and endpoint.
+
+use super::{Backend, ObjectInfo, ObjectKind};
+use crate::error::{Error, Result};
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use base64::Engine;
+use md5::{Digest, Md5};
+use std::sync::Arc;
+use std::time::Duration;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Tunables, from the environment (documented in bk(7)).
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// Parallel transfers (`BK_S3_CONCURRENCY`, default 8).
+    pub concurrency: usize,
+    /// Objects larger than this use multipart upload
+    /// (`BK_S3_MULTIPART_THRESHOLD`, bytes, default 64 MiB).
+    pub multipart_threshold: usize,
+    /// Part size for multipart uploads (`BK_S3_PART_SIZE`, default 16 MiB).
+    pub part_size: usize,
+    /// Attempts per request including the first (`BK_S3_MAX_ATTEMPTS`, default 6).
+    pub max_attempts: u32,
+    /// Per-attempt timeout (`BK_S3_ATTEMPT_TIMEOUT`, seconds, default 120).
+    pub attempt_timeout: Duration,
+    /// Path-style addressing (`BK_S3_ADDRESSING=path|virtual`).
+    pub path_style: Option<bool>,
+}
+
+fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+impl S3Options {
+    pub fn from_env() -> Self {
+        S3Options {
+            concurrency: env_num("BK_S3_CONCURRENCY").unwrap_or(8).clamp(1, 256),
+            multipart_threshold: env_num("BK_S3_MULTIPART_THRESHOLD")
+                .unwrap_or(64 << 20)
+                .max(5 << 20),
+            part_size: env_num("BK_S3_PART_SIZE").unwrap_or(16 << 20).max(5 << 20),
+            max_attempts: env_num("BK_S3_MAX_ATTEMPTS").unwrap_or(6).clamp(1, 20),
+            attempt_timeout: Duration::from_secs(
+                env_num("BK_S3_ATTEMPT_TIMEOUT").unwrap_or(120).max(1),
+            ),
+            path_style: match std::env::var("BK_S3_ADDRESSING").ok().as_deref() {
+                Some("path") => Some(true),
+                Some("virtual") => Some(false),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Splits `s3://bucket/prefix` into the bucket and a normalized prefix that
+/// is empty or ends with exactly one `/`.
+pub fn parse_location(location: &str) -> Result<(String, String)> {
+    let rest = location
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::Usage(format!("not an s3:// address: {location:?}")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() || bucket.contains(['?', '#', '@', ':']) {
+        return Err(Error::Usage(format!(
+            "{location:?}: expected s3://BUCKET[/PREFIX]"
+        )));
+    }
+    let parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.iter().any(|p| *p == "." || *p == "..") {
+        return Err(Error::Usage(format!(
+            "{location:?}: '.' and '..' are not allowed in the prefix"
+        )));
+    }
+    let prefix = if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", parts.join("/"))
+    };
+    Ok((bucket.to_string(), prefix))
+}
+
+/// An endpoint URL fit for printing: any `user:password@` is removed.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let redacted = if host.len() != authority.len() {
+                "***@"
+            } else {
+                ""
+            };
+            format!("{scheme}://{redacted}{host}{path}")
+        }
+        None => url
+            .rsplit_once('@')
+            .map_or(url.to_string(), |(_, h)| format!("***@{h}")),
+    }
+}
+
+#[derive(Debug)]
+pub struct S3Backend {
+    client: aws_sdk_s3::Client,
+    rt: tokio::runtime::Runtime,
+    bucket: String,
+    prefix: String,
+    endpoint: Option<String>,
+    opts: S3Options,
+    limit: Arc<tokio::sync::Semaphore>,
+}
+
+impl S3Backend {
+    pub fn open(location: &str) -> Result<Self> {
+        let (bucket, prefix) = parse_location(location)?;
+        let opts = S3Options::from_env();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bk-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Other(format!("cannot start the S3 runtime: {e}")))?;
+        let sdk = rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
+        let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .or_else(|| sdk.endpoint_url().map(str::to_string));
+        let mut b = aws_sdk_s3::config::Builder::from(&sdk)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(opts.max_attempts)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(10)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(opts.attempt_timeout)
+                    .build(),
+            )
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(Duration::from_secs(10))
+                    .build(),
+            )
+            // bk sends Content-MD5 itself and checks every object it reads;
+            // the SDK's newer default checksums are not understood by every
+            // S3-compatible server.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .force_path_style(opts.path_style.unwrap_or(endpoint.is_some()));
+        if let Some(e) = &endpoint {
+            b = b.endpoint_url(e.clone());
+        }
+        if sdk.region().is_none() {
+            b = b.region(aws_sdk_s3::config::Region::new("us-east-1"));
+        }
+        let client = aws_sdk_s3::Client::from_conf(b.build());
+        let limit = Arc::new(tokio::sync::Semaphore::new(opts.concurrency));
+        Ok(S3Backend {
+            client,
+            rt,
+            bucket,
+            prefix,
+            endpoint,
+            opts,
+            limit,
+        })
+    }
+
+    fn key(&self, kind: ObjectKind, name: &str) -> String {
+        format!("{}{}", self.prefix, kind.path(name))
+    }
+
+    fn where_(&self) -> String {
+        match &self.endpoint {
+            Some(e) => format!("bucket {} at {}", self.bucket, redact_url(e)),
+            None => format!("bucket {}", self.bucket),
+        }
+    }
+
+    /// Maps an SDK error to ours: not-found and auth are classified, the
+    /// rest carries the retryable flag the SDK's classification implies.
+    fn map_err<
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    >(
+        &self,
+        what: String,
+        e: SdkError<E, R>,
+        status: Option<u16>,
+    ) -> Error {
+        let code = e.code().map(str::to_string);
+        let kind = match (&e, status, code.as_deref()) {
+            (_, Some(404), _) | (_, _, Some("NoSuchKey")) | (_, _, Some("NotFound")) => std::io::ErrorKind::NotFound,
+            (_, _, Some("NoSuchBucket")) => {
+                return Error::NoRepository { location: format!("s3://{}/{} ({}: no such bucket)", self.bucket, self.prefix, self.where_()) }
+            }
+            (_, Some(401 | 403), _)
+            | (_, _, Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken")) => {
+                return Error::Storage {
+                    object: what,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!(
+                            "access denied by {} ({}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy",
+                            self.where_(),
+                            code.as_deref().unwrap_or("HTTP 403")
+                        ),
+                    ),
+                    retryable: false,
+                }
+            }
+            (SdkError::TimeoutError(_), _, _) => std::io::ErrorKind::TimedOut,
+            // A body damaged in transit: the server refused it; send again.
+            (_, _, Some("BadDigest" | "XAmzContentSHA256Mismatch" | "RequestTimeout" | "SlowDown" | "InternalError")) => {
+                std::io::ErrorKind::TimedOut
+            }
+            (SdkError::DispatchFailure(_), _, _) | (SdkError::ResponseError(_), _, _) => std::io::ErrorKind::ConnectionReset,
+            (_, Some(s), _) if s >= 500 || s == 429 || s == 408 => std::io::ErrorKind::TimedOut,
+            _ => std::io::ErrorKind::Other,
+        };
+        let detail = match (&code, e.message()) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.clone(),
+            _ => {
+                let chain = error_chain(&e);
+                if chain.contains("credentials") {
+                    "no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)".to_string()
+                } else if matches!(e, SdkError::DispatchFailure(_)) {
+                    format!("cannot reach the server: {chain}")
+                } else {
+                    chain
+                }
+            }
+        };
+        Error::storage(
+            what,
+            std::io::Error::new(kind, format!("{detail} ({})", self.where_())),
+        )
+    }
+
+    /// Retries what the SDK could not retry itself: a transient failure
+    /// after the headers (a body cut or stalled mid-way) up to twice, and a
+    /// read whose content fails its check once, with backoff and jitter.
+    fn retrying<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut delay = Duration::from_millis(200);
+        let (mut transient, mut mismatches) = (0, 0);
+        loop {
+            match op() {
+                Err(e) if e.is_retryable() && transient < 2 => transient += 1,
+                Err(e @ Error::Integrity { .. }) if mismatches < 1 => {
+                    eprintln!("warning: {e}; reading it again");
+                    mismatches += 1;
+                }
+                r => return r,
+            }
+            let jitter = rand::random::<u64>() % (delay.as_millis() as u64 + 1);
+            std::thread::sleep(delay + Duration::from_millis(jitter));
+            delay *= 4;
+        }
+    }
+
+    async fn put_single(&self, key: &str, data: &[u8]) -> Result<()> {
+        let md5 = B64.encode(Md5::digest(data));
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| Error::Other("S3 closed".into()))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_md5(md5)
+            .content_length(data.len() as i64)
+            .body(ByteStream::from(data.to_vec()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                let st = e.raw_response().map(|r| r.status().as_u16());
+                self.map_err(key.to_string(), e, st)
+            })
+    }
+
+    async fn put_multipart(&self, key: &str, data: &[u8]) -> Result<()> {
+        let what = key.to_string();
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                let st = e.raw_response().map(|r| r.status().as_u16());
+                self.map_err(what.clone(), e, st)
+            })?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| Error::Other(format!("{key}: no upload id")))?
+            .to_string();
+        let parts = data
+            .chunks(self.opts.part_size)
+            .enumerate()
+            .map(|(i, part)| {
+                let (upload_id, what) = (upload_id.clone(), what.clone());
+                async move {
+                    let _permit = self
+                        .limit
+                        .acquire()
+                        .await
+                        .map_err(|_| Error::Other("S3 closed".into()))?;
+                    let n = i as i32 + 1;
+                    let out = self
+                        .client
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .part_number(n)
+                        .content_md5(B64.encode(Md5::digest(part)))
+                        .content_length(part.len() as i64)
+                        .body(ByteStream::from(part.to_vec()))
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            let st = e.raw_response().map(|r| r.status().as_u16());
+                            self.map_err(format!("{what} part {n}"), e, st)
+                        })?;
+                    Ok::<_, Error>(
+                        CompletedPart::builder()
+                            .part_number(n)
+                            .set_e_tag(out.e_tag().map(str::to_string))
+                            .build(),
+                    )
+                }
+            });
+        let results = futures_util::future::join_all(parts).await;
+        let mut done = Vec::with_capacity(results.len());
+        let mut failure = None;
+        for r in results {
+            match r {
+                Ok(p) => done.push(p),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        if let Some(e) = failure {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            return Err(e);
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                let st = e.raw_response().map(|r| r.status().as_u16());
+                self.map_err(what.clone(), e, st)
+            })
+    }
+
+    async fn get_bytes(&self, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| Error::Other("S3 closed".into()))?;
+        let mut req = self.client.get_object().bucket(&self.bucket).key(key);
+        if let Some((off, len)) = range {
+            req = req.range(format!("bytes={}-{}", off, off + len - 1));
+        }
+        let out = req.send().await.map_err(|e| {
+            let st = e.raw_response().map(|r| r.status().as_u16());
+            if st == Some(416) {
+                return Error::storage(
+                    key,
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "range beyond the end of the object",
+                    ),
+                );
+            }
+            self.map_err(key.to_string(), e, st)
+        })?;
+        let body = out.body.collect().await.map_err(|e| {
+            Error::storage(
+                key,
+                std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    format!("reading the body failed: {e}"),
+                ),
+            )
+        })?;
+        Ok(body.into_bytes().to_vec())
+    }
+}
+
+/// "a: b: c" from an error and its sources, without repeats or Debug dumps.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        match &self.endpoint {
+            Some(e) => format!(
+                "s3://{}/{} (endpoint {})",
+                self.bucket,
+                self.prefix,
+                redact_url(e)
+            ),
+            None => format!("s3://{}/{}", self.bucket, self.prefix),
+        }
+    }
+
+    fn create(&self) -> Result<()> {
+        self.rt.block_on(async {
+            self.client
+                .head_bucket()
+                .bucket(&self.bucket)
+                .send()
+                .await
+                .map_err(|e| {
+                    let st = e.raw_response().map(|r| r.status().as_u16());
+                    if st == Some(404) {
+                        return Error::Usage(format!(
+                            "{} does not exist: create the bucket first",
+                            self.where_()
+                        ));
+                    }
+                    self.map_err(format!("bucket {}", self.bucket), e, st)
+                })?;
+            let existing = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .max_keys(2)
+                .send()
+                .await
+                .map_err(|e| {
+                    let st = e.raw_response().map(|r| r.status().as_u16());
+                    self.map_err(format!("list {}", self.prefix), e, st)
+                })?;
+            let keys: Vec<&str> = existing.contents().iter().filter_map(|o| o.key()).collect();
+            if keys.contains(&format!("{}config", self.prefix).as_str()) {
+                return Err(Error::RepositoryExists {
+                    location: self.location(),
+                });
+            }
+            if !keys.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{} is not empty; choose an empty prefix (one prefix holds one repository)",
+                    self.location()
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        let key = self.key(kind, name);
+        if kind == ObjectKind::Config {
+            // No conditional PUT: check first (init is the only writer).
+            match self.rt.block_on(self.get_bytes(&key, Some((0, 1)))) {
+                Ok(_) => {
+                    return Err(Error::RepositoryExists {
+                        location: self.location(),
+                    })
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.retrying(|| {
+            self.rt.block_on(async {
+                if data.len() > self.opts.multipart_threshold {
+                    self.put_multipart(&key, data).await
+                } else {
+                    self.put_single(&key, data).await
+                }
+            })
+        })
+    }
+
+    fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        let key = self.key(kind, name);
+        let content_addressed = !matches!(kind, ObjectKind::Config | ObjectKind::Key);
+        self.retrying(|| {
+            let data = self.rt.block_on(self.get_bytes(&key, None))?;
+            if content_addressed && crate::id::ObjectId::digest(&data).to_hex() != name {
+                return Err(Error::integrity(
+                    kind.path(name),
+                    "content read back does not match its name",
+                ));
+            }
+            Ok(data)
+        })
+    }
+
+    fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.key(kind, name);
+        self.retrying(|| {
+            let data = self
+                .rt
+                .block_on(self.get_bytes(&key, Some((offset, len))))?;
+            if data.len() as u64 != len {
+                return Err(Error::storage(
+                    &key,
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("short read: {} of {len} bytes", data.len()),
+                    ),
+                ));
+            }
+            Ok(data)
+        })
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        let dir = match kind {
+            ObjectKind::Config => format!("{}config", self.prefix),
+            k => format!("{}{}/", self.prefix, k.dir()),
+        };
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&dir)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    let st = e.raw_response().map(|r| r.status().as_u16());
+                    self.map_err(format!("list {dir}"), e, st)
+                })?;
+                for o in page.contents() {
+                    let Some(key) = o.key() else { continue };
+                    let rel = &key[self.prefix.len().min(key.len())..];
+                    let name = match kind {
+                        ObjectKind::Config if rel == "config" => "config",
+                        ObjectKind::Config => continue,
+                        _ => rel.rsplit('/').next().unwrap_or(rel),
+                    };
+                    if name.is_empty() || (kind != ObjectKind::Config && kind.path(name) != rel) {
+                        continue;
+                    }
+                    out.push(ObjectInfo {
+                        name: name.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: o
+                            .last_modified()
+                            .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
+        let key = self.key(kind, name);
+        self.rt.block_on(async {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    let st = e.raw_response().map(|r| r.status().as_u16());
+                    self.map_err(key.clone(), e, st)
+                })
+        })
+    }
+
+    fn write_concurrency(&self) -> usize {
+        self.opts.concurrency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_directories() {
+        assert_eq!(parse_location("s3://b").unwrap(), ("b".into(), "".into()));
+        assert_eq!(parse_location("s3://b/").unwrap(), ("b".into(), "".into()));
+        assert_eq!(
+            parse_location("s3://b/app").unwrap(),
+            ("b".into(), "app/".into())
+        );
+        assert_eq!(
+            parse_location("s3://b/app/").unwrap(),
+            ("b".into(), "app/".into())
+        );
+        assert_eq!(
+            parse_location("s3://b//x//y/").unwrap(),
+            ("b".into(), "x/y/".into())
+        );
+        assert!(parse_location("s3:///x").is_err());
+        assert!(parse_location("s3://b/../x").is_err());
+        assert!(parse_location("s3://user:pw@b/x").is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("http://key:secret@127.0.0.1:3900/x"),
+            "http://***@127.0.0.1:3900/x"
+        );
+        assert_eq!(
+            redact_url("https://s3.example.com"),
+            "https://s3.example.com"
+        );
+        assert!(
+            !redact_url("http://a:b@h").contains('b'.to_string().as_str())
+                || redact_url("http://a:b@h") == "http://***@h"
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! S3-specific behaviour against the real S3 test server that scripts/test
+//! starts (run with BK_TEST_BACKEND=s3; skipped otherwise).
+
+mod common;
+#[path = "common/faultproxy.rs"]
+mod faultproxy;
+
+use common::*;
+use std::collections::HashMap;
+
+fn s3() -> Option<(String, std::path::PathBuf, String)> {
+    let m = s3_mode();
+    if m.is_none() {
+        eprintln!("skipped: set BK_TEST_BACKEND=s3 (scripts/test does)");
+    }
+    m
+}
+
+fn tree(env: &Env, name: &str, files: usize, seed: u64) -> std::path::PathBuf {
+    let src = env.path(name);
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..files {
+        std::fs::write(
+            src.join(format!("f{i}")),
+            noise(200_000 + i * 1000, seed * 1000 + i as u64),
+        )
+        .unwrap();
+    }
+    src
+}
+
+#[test]
+fn prefixes_are_directories_and_isolated() {
+    let Some((_, root, bucket)) = s3() else {
+        return;
+    };
+    let env = Env::bare();
+    let base = format!(
+        "s3://{bucket}/iso-{}",
+        env.dir.path().file_name().unwrap().to_string_lossy()
+    );
+    env.ok(&format!("bk-repo init -r {base}/app"));
+    // With and without the trailing slash: the same repository.
+    env.ok(&format!("bk-ls -r {base}/app/"));
+    let src = tree(&env, "src", 3, 1);
+    env.ok(&format!(
+        "bk-chunk -r {base}/app '{}' | bk-put -r {base}/app/",
+        src.display()
+    ));
+    assert_eq!(
+        json_lines(&env.ok(&format!("bk-ls -r {base}/app"))).len(),
+        1
+    );
+    // A sibling prefix sharing the name's beginning is another repository.
+    env.fails(&format!("bk-ls -r {base}/app2"), 10);
+    env.ok(&format!("bk-repo init -r {base}/app2"));
+    assert!(json_lines(&env.ok(&format!("bk-ls -r {base}/app2"))).is_empty());
+    assert_eq!(
+        json_lines(&env.ok(&format!("bk-ls -r {base}/app"))).len(),
+        1
+    );
+    // Objects live below PREFIX/ and nowhere else.
+    let dir = root.join(&bucket);
+    let prefix_dir = base.rsplit('/').next().unwrap();
+    assert!(dir.join(prefix_dir).join("app/config").exists());
+    assert!(dir.join(prefix_dir).join("app2/config").exists());
+    assert!(!dir.join(prefix_dir).join("appconfig").exists());
+    // A non-empty prefix that is not a repository is refused by init.
+    env.fails(&format!("bk-repo init -r {base}"), 2);
+}
+
+#[test]
+fn multipart_uploads_round_trip() {
+    let Some(_) = s3() else { return };
+    let env = Env::bare();
+    let mp = "BK_S3_MULTIPART_THRESHOLD=5242880 BK_S3_PART_SIZE=5242880";
+    env.ok(&format!("{mp} bk-repo init --pack-size-mib 12"));
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = noise(30 << 20, 77);
+    std::fs::write(src.join("big"), &data).unwrap();
+    env.ok(&format!("{mp} bk-chunk '{}' | {mp} bk-put", src.display()));
+    let out = env.run(&format!("{mp} bk-get latest big"));
+    assert!(out.status.success());
+    assert!(out.stdout == data);
+    assert!(walk_files(&env.repo.join("data"))
+        .iter()
+        .any(|p| std::fs::metadata(p).unwrap().len() > 5 << 20));
+}
+
+#[test]
+fn auth_and_bucket_errors_are_clear_and_leak_no_secret() {
+    let Some((endpoint, _, bucket)) = s3() else {
+        return;
+    };
+    let env = Env::new();
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap();
+    let err = env.fails("AWS_SECRET_ACCESS_KEY=wrong-secret-value bk-ls", 1);
+    assert!(
+        err.contains("access denied") && err.contains(&format!("bucket {bucket}")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong-secret-value") && !err.contains(&secret),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.contains("error:")).count(),
+        1,
+        "{err}"
+    );
+    let err = env.fails("bk-ls -r s3://no-such-bucket-here/x", 10);
+    assert!(err.contains("no-such-bucket-here"), "{err}");
+    // An endpoint written with credentials in it is redacted when printed.
+    let with_user = endpoint.replacen("http://", "http://someuser:hunter2@", 1);
+    let out = env.run(&format!(
+        "AWS_ENDPOINT_URL='{with_user}' bk-repo init -r s3://{bucket}/redact-{}",
+        std::process::id()
+    ));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn faults_never_yield_a_snapshot_without_its_data() {
+    let Some((endpoint, _, _)) = s3() else { return };
+    let upstream: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let env = Env::bare();
+    env.ok("bk-repo init --pack-size-mib 1");
+    let proxy = faultproxy::FaultProxy::start(upstream, 0x5eed, 12);
+    let via = format!(
+        "AWS_ENDPOINT_URL={} BK_S3_ATTEMPT_TIMEOUT=2 BK_S3_MAX_ATTEMPTS=5",
+        proxy.endpoint()
+    );
+    let mut committed: HashMap<String, std::path::PathBuf> = HashMap::new();
+    let (mut ok, mut failed) = (0, 0);
+    for round in 0..8u64 {
+        // Half the rounds under a heavy storm, so some runs must fail.
+        proxy.rate.store(
+            if round < 4 { 12 } else { 45 },
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        let src = tree(&env, &format!("src{round}"), 6, round + 10);
+        let out = env.run(&format!(
+            "{via} bk-chunk '{}' | {via} bk-put --tag round={round}",
+            src.display()
+        ));
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        if out.status.success() {
+            let snap = json_line(&String::from_utf8_lossy(&out.stdout));
+            committed.insert(snap["id"].as_str().unwrap().to_string(), src);
+            ok += 1;
+        } else {
+            assert!(
+                stderr
+                    .lines()
+                    .any(|l| l.starts_with("bk-") && l.contains("error:")),
+                "unclear failure: {stderr}"
+            );
+            assert!(out.stdout.is_empty());
+            failed += 1;
+        }
+        // A restore through the faults gives the right bytes or fails.
+        if let Some((id, src)) = committed.iter().next() {
+            let out = env.run(&format!("{via} bk-get {id} f3"));
+            if out.status.success() {
+                assert!(
+                    out.stdout == std::fs::read(src.join("f3")).unwrap(),
+                    "restore through faults returned wrong bytes"
+                );
+            }
+        }
+    }
+    let counts = proxy.counts.lock().unwrap().clone();
+    eprintln!("fault proxy: {counts:?}; backups ok {ok}, failed {failed}");
+    assert!(
+        counts
+            .iter()
+            .filter(|(f, _)| **f != faultproxy::Fault::None)
+            .map(|(_, n)| n)
+            .sum::<u64>()
+            >= 10,
+        "{counts:?}"
+    );
+    assert!(
+        ok >= 1,
+        "retries should carry most backups through: {counts:?}"
+    );
+    // Without faults: every snapshot in the repository restores completely
+    // and every committed one holds exactly what was backed up.
+    drop(proxy);
+    for snap in env.snapshots() {
+        let id = snap["id"].as_str().unwrap();
+        let out = env.path(&format!("restore-{id}"));
+        env.ok(&format!("bk-get {id} --into '{}'", out.display()));
+        if let Some(src) = committed.get(id) {
+            for i in 0..6 {
+                assert!(
+                    std::fs::read(out.join(format!("f{i}"))).unwrap()
+                        == std::fs::read(src.join(format!("f{i}"))).unwrap()
+                );
+            }
+        }
+    }
+    assert!(committed
+        .keys()
+        .all(|id| env.snapshots().iter().any(|s| s["id"] == id.as_str())));
+}
