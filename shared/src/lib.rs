@@ -17,6 +17,7 @@ pub mod listing;
 pub mod locks;
 pub mod pack;
 pub mod put;
+pub mod reader;
 pub mod repo;
 pub mod restore;
 pub mod source;

@@ -10,8 +10,7 @@ use std::io::{BufReader, Read};
 
 /// A `Read` over the concatenation of chunks, fetched lazily.
 pub struct ChunkStream<'a> {
-    repo: &'a Repository,
-    index: &'a Index,
+    reader: crate::reader::ChunkReader<'a>,
     ids: &'a [ChunkId],
     next: usize,
     cur: Vec<u8>,
@@ -21,8 +20,7 @@ pub struct ChunkStream<'a> {
 impl<'a> ChunkStream<'a> {
     pub fn new(repo: &'a Repository, index: &'a Index, ids: &'a [ChunkId]) -> Self {
         ChunkStream {
-            repo,
-            index,
+            reader: crate::reader::ChunkReader::new(repo, index),
             ids,
             next: 0,
             cur: Vec::new(),
@@ -45,8 +43,8 @@ impl Read for ChunkStream<'_> {
             };
             self.next += 1;
             self.cur = self
-                .repo
-                .read_chunk(self.index, id)
+                .reader
+                .read(id)
                 .map_err(|e| std::io::Error::other(ListingError(e)))?;
             self.pos = 0;
         }

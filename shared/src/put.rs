@@ -157,13 +157,14 @@ fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Resul
             let (up_rx, done_tx) = (up_rx.clone(), done_tx.clone());
             scope.spawn(move || {
                 for (id, bytes) in up_rx {
-                    let r =
-                        repo.backend()
-                            .put(crate::backend::ObjectKind::Pack, &id.to_hex(), &bytes);
+                    let len = bytes.len() as u64;
+                    let r = repo.backend().put_owned(
+                        crate::backend::ObjectKind::Pack,
+                        &id.to_hex(),
+                        bytes,
+                    );
                     if r.is_ok() {
-                        counters
-                            .stored_bytes
-                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        counters.stored_bytes.fetch_add(len, Ordering::Relaxed);
                     }
                     if done_tx.send(r.map(|_| id)).is_err() {
                         return;
@@ -686,6 +687,15 @@ mod tests {
         }
         fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
             self.inner.get(kind, name)
+        }
+        fn get_range_upto(
+            &self,
+            kind: ObjectKind,
+            name: &str,
+            offset: u64,
+            max_len: u64,
+        ) -> Result<Vec<u8>> {
+            self.inner.get_range_upto(kind, name, offset, max_len)
         }
         fn get_range(
             &self,

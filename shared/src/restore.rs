@@ -18,6 +18,7 @@
 
 use crate::error::{Error, Result};
 use crate::index::Index;
+use crate::reader::ChunkReader;
 use crate::repo::Repository;
 use crate::wire::{self, Entry, Kind, Timestamp};
 use rand::RngCore;
@@ -129,11 +130,11 @@ fn is_zero(b: &[u8]) -> bool {
 
 /// Writes a file's content with positional writes, skipping zero blocks.
 /// Returns the bytes of content.
-fn write_content(repo: &Repository, index: &Index, e: &Entry, f: &File) -> Result<u64> {
+fn write_content(reader: &ChunkReader, e: &Entry, f: &File) -> Result<u64> {
     let mut off = 0u64;
     for id in &e.chunks {
         crate::sys::check_interrupted()?;
-        let data = repo.read_chunk(index, id)?;
+        let data = reader.read(id)?;
         for block in data.chunks(HOLE_BLOCK) {
             if !is_zero(block) {
                 f.write_all_at(block, off)
@@ -163,13 +164,7 @@ fn apply_owner(path: &Path, e: &Entry, follow: bool) {
     }
 }
 
-fn restore_file(
-    repo: &Repository,
-    index: &Index,
-    root: &Path,
-    rel: &[u8],
-    e: &Entry,
-) -> Result<u64> {
+fn restore_file(reader: &ChunkReader, root: &Path, rel: &[u8], e: &Entry) -> Result<u64> {
     let path = dest(root, rel).map_err(|err| Error::io(&e.path, err))?;
     let dir = path.parent().unwrap_or(root);
     let tmp = temp_name(dir);
@@ -179,7 +174,7 @@ fn restore_file(
             .create_new(true)
             .open(&tmp)
             .map_err(|err| Error::io(&tmp, err))?;
-        let n = write_content(repo, index, e, &f)?;
+        let n = write_content(reader, e, &f)?;
         if n != e.size {
             return Err(Error::integrity(
                 format!("listing entry {}", e.path),
@@ -213,10 +208,11 @@ pub fn write_file_to(
             format!("{} is a {:?}, not a file", e.path, e.kind).to_lowercase(),
         ));
     }
+    let reader = ChunkReader::new(repo, index);
     let mut n = 0;
     for id in &e.chunks {
         crate::sys::check_interrupted()?;
-        let data = repo.read_chunk(index, id)?;
+        let data = reader.read(id)?;
         out.write_all(&data).map_err(crate::error::stdout_error)?;
         n += data.len() as u64;
     }
@@ -240,6 +236,7 @@ pub fn restore(
     } else {
         opts.threads
     };
+    let reader = &ChunkReader::new(repo, index);
     let problems = Mutex::new(Problems::default());
     let mut summary = RestoreSummary::default();
     let mut dirs: Vec<(Vec<u8>, Entry)> = Vec::new();
@@ -256,7 +253,7 @@ pub fn restore(
             let (problems, files_done, root) = (&problems, &files_done, &root);
             workers.push(scope.spawn(move || {
                 for (rel, e) in rx {
-                    match restore_file(repo, index, root, &rel, &e) {
+                    match restore_file(reader, root, &rel, &e) {
                         Ok(n) => {
                             let mut d = files_done.lock().unwrap_or_else(|p| p.into_inner());
                             d.0 += 1;

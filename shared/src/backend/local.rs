@@ -111,6 +111,23 @@ impl Backend for LocalBackend {
         read().map_err(|e| self.err(kind, name, e))
     }
 
+    fn get_range_upto(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Vec<u8>> {
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut buf = Vec::with_capacity(max_len as usize);
+            let mut f = File::open(self.path(kind, name))?;
+            f.seek(SeekFrom::Start(offset))?;
+            f.take(max_len).read_to_end(&mut buf)?;
+            Ok(buf)
+        };
+        read().map_err(|e| self.err(kind, name, e))
+    }
+
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
         let info = |entry: fs::DirEntry| -> std::io::Result<Option<ObjectInfo>> {

@@ -95,9 +95,22 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
     /// `len` bytes at `offset`; short objects are an error.
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Up to `max_len` bytes at `offset`: fewer only at the object's end.
+    fn get_range_upto(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Vec<u8>>;
     /// Every object of `kind`, or an error; never a partial list.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
+    /// [`Backend::put`] for a buffer the caller no longer needs, so a
+    /// backend that must own the bytes (S3) does not copy them.
+    fn put_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<()> {
+        self.put(kind, name, &data)
+    }
     /// How many object writes are worth running at once.
     fn write_concurrency(&self) -> usize {
         2

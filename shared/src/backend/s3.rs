@@ -295,8 +295,8 @@ impl S3Backend {
         }
     }
 
-    async fn put_single(&self, key: &str, data: &[u8]) -> Result<()> {
-        let md5 = B64.encode(Md5::digest(data));
+    async fn put_single(&self, key: &str, data: bytes::Bytes) -> Result<()> {
+        let md5 = B64.encode(Md5::digest(&data));
         let _permit = self
             .limit
             .acquire()
@@ -308,7 +308,7 @@ impl S3Backend {
             .key(key)
             .content_md5(md5)
             .content_length(data.len() as i64)
-            .body(ByteStream::from(data.to_vec()))
+            .body(ByteStream::from(data))
             .send()
             .await
             .map(|_| ())
@@ -318,7 +318,7 @@ impl S3Backend {
             })
     }
 
-    async fn put_multipart(&self, key: &str, data: &[u8]) -> Result<()> {
+    async fn put_multipart(&self, key: &str, data: bytes::Bytes) -> Result<()> {
         let what = key.to_string();
         let created = self
             .client
@@ -335,42 +335,41 @@ impl S3Backend {
             .upload_id()
             .ok_or_else(|| Error::Other(format!("{key}: no upload id")))?
             .to_string();
-        let parts = data
-            .chunks(self.opts.part_size)
-            .enumerate()
-            .map(|(i, part)| {
-                let (upload_id, what) = (upload_id.clone(), what.clone());
-                async move {
-                    let _permit = self
-                        .limit
-                        .acquire()
-                        .await
-                        .map_err(|_| Error::Other("S3 closed".into()))?;
-                    let n = i as i32 + 1;
-                    let out = self
-                        .client
-                        .upload_part()
-                        .bucket(&self.bucket)
-                        .key(key)
-                        .upload_id(upload_id)
+        let part_size = self.opts.part_size;
+        let parts = (0..data.len().div_ceil(part_size)).map(|i| {
+            let part = data.slice(i * part_size..((i + 1) * part_size).min(data.len()));
+            let (upload_id, what) = (upload_id.clone(), what.clone());
+            async move {
+                let _permit = self
+                    .limit
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::Other("S3 closed".into()))?;
+                let n = i as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(n)
+                    .content_md5(B64.encode(Md5::digest(&part)))
+                    .content_length(part.len() as i64)
+                    .body(ByteStream::from(part))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let st = e.raw_response().map(|r| r.status().as_u16());
+                        self.map_err(format!("{what} part {n}"), e, st)
+                    })?;
+                Ok::<_, Error>(
+                    CompletedPart::builder()
                         .part_number(n)
-                        .content_md5(B64.encode(Md5::digest(part)))
-                        .content_length(part.len() as i64)
-                        .body(ByteStream::from(part.to_vec()))
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            let st = e.raw_response().map(|r| r.status().as_u16());
-                            self.map_err(format!("{what} part {n}"), e, st)
-                        })?;
-                    Ok::<_, Error>(
-                        CompletedPart::builder()
-                            .part_number(n)
-                            .set_e_tag(out.e_tag().map(str::to_string))
-                            .build(),
-                    )
-                }
-            });
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .build(),
+                )
+            }
+        });
         let results = futures_util::future::join_all(parts).await;
         let mut done = Vec::with_capacity(results.len());
         let mut failure = None;
@@ -519,6 +518,11 @@ impl Backend for S3Backend {
     }
 
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        self.put_owned(kind, name, data.to_vec())
+    }
+
+    fn put_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<()> {
+        let data = bytes::Bytes::from(data);
         let key = self.key(kind, name);
         if kind == ObjectKind::Config {
             // No conditional PUT: check first (init is the only writer).
@@ -535,9 +539,9 @@ impl Backend for S3Backend {
         self.retrying(|| {
             self.rt.block_on(async {
                 if data.len() > self.opts.multipart_threshold {
-                    self.put_multipart(&key, data).await
+                    self.put_multipart(&key, data.clone()).await
                 } else {
-                    self.put_single(&key, data).await
+                    self.put_single(&key, data.clone()).await
                 }
             })
         })
@@ -577,6 +581,20 @@ impl Backend for S3Backend {
                 ));
             }
             Ok(data)
+        })
+    }
+
+    fn get_range_upto(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Vec<u8>> {
+        let key = self.key(kind, name);
+        self.retrying(|| {
+            self.rt
+                .block_on(self.get_bytes(&key, Some((offset, max_len.max(1)))))
         })
     }
 
