@@ -1,11 +1,12 @@
 //! Reading chunks with few storage requests.
 //!
 //! Restores and listings read chunks in roughly the order bk-put packed
-//! them, so neighbouring small blobs sit side by side in the same pack. One
-//! request per small blob costs a round trip each on S3 (a tree of 100k
-//! small files became 100k GETs); instead a read of a small blob fetches a
-//! window of the pack starting at it and later reads are served from the
-//! windows kept in memory (bounded). Large blobs are read on their own.
+//! them, so neighbouring blobs sit side by side in the same pack. One
+//! request per blob costs a round trip each on S3 (a tree of 100k small
+//! files became 100k GETs); on backends that say so
+//! ([`crate::backend::Backend::read_window`]) a read fetches a window of the
+//! pack starting at the blob and later reads are served from the windows
+//! kept in memory (bounded). Local reads go straight to the blob.
 //! Every blob is still authenticated and re-hashed when it is served.
 
 use crate::backend::ObjectKind;
@@ -16,12 +17,11 @@ use crate::repo::Repository;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-/// Blobs smaller than this are read through windows.
-const SMALL_BLOB: u32 = 512 * 1024;
-/// Bytes fetched per window.
-const WINDOW: u64 = 4 << 20;
-/// Windows kept (memory bound: MAX_WINDOWS × WINDOW).
-const MAX_WINDOWS: usize = 16;
+/// Blobs this small are read through windows; larger ones (most of a big
+/// file's chunks) are worth a request of their own, which keeps memory low.
+const SMALL_BLOB: u64 = 512 * 1024;
+/// Windows kept (memory bound: MAX_WINDOWS × the backend's window).
+const MAX_WINDOWS: usize = 8;
 
 struct Window {
     pack: ObjectId,
@@ -78,9 +78,10 @@ impl<'a> ChunkReader<'a> {
         let loc = self.index.get(id).ok_or_else(|| {
             Error::integrity(format!("chunk {id}"), "not in any index (missing data)")
         })?;
-        if loc.len >= SMALL_BLOB {
-            return self.repo.read_blob(id, &loc);
-        }
+        let window = match self.repo.backend().read_window() {
+            Some(w) if (loc.len as u64) < SMALL_BLOB => w,
+            _ => return self.repo.read_blob(id, &loc),
+        };
         let pack = loc.pack.to_hex();
         let sealed = match self.cached(&loc) {
             Some(s) => s,
@@ -89,7 +90,7 @@ impl<'a> ChunkReader<'a> {
                     ObjectKind::Pack,
                     &pack,
                     loc.offset as u64,
-                    WINDOW,
+                    window,
                 )?;
                 if data.len() < loc.len as usize {
                     // Short pack: let the direct read report it properly.

@@ -301,18 +301,16 @@ impl Repository {
         let mut index = Index::default();
         let objects = self.backend.list(ObjectKind::Index)?;
         // Superseded index objects are skipped when their replacement exists.
-        let mut files = Vec::with_capacity(objects.len());
-        for obj in objects
+        let names: Vec<&str> = objects
             .iter()
-            .filter(|o| ObjectId::from_hex(&o.name).is_some())
-        {
-            let raw = self.backend.get(ObjectKind::Index, &obj.name)?;
-            check_name(ObjectKind::Index, &obj.name, &raw)?;
-            files.push((
-                obj.name.clone(),
-                IndexFile::open(&self.keys, &obj.name, &raw)?,
-            ));
-        }
+            .map(|o| o.name.as_str())
+            .filter(|n| ObjectId::from_hex(n).is_some())
+            .collect();
+        let files = parallel_map(&names, self.backend.write_concurrency().max(4), |name| {
+            let raw = self.backend.get(ObjectKind::Index, name)?;
+            check_name(ObjectKind::Index, name, &raw)?;
+            Ok((name.to_string(), IndexFile::open(&self.keys, name, &raw)?))
+        })?;
         let superseded: std::collections::HashSet<String> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().map(|s| s.to_hex()))
@@ -423,13 +421,15 @@ impl Repository {
 
     /// Every snapshot, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(ObjectId, Snapshot)>> {
-        let mut out = Vec::new();
-        for obj in self.backend.list(ObjectKind::Snapshot)? {
-            let Some(id) = ObjectId::from_hex(&obj.name) else {
-                continue;
-            };
-            out.push((id, self.load_snapshot(&obj.name)?));
-        }
+        let ids: Vec<ObjectId> = self
+            .backend
+            .list(ObjectKind::Snapshot)?
+            .iter()
+            .filter_map(|o| ObjectId::from_hex(&o.name))
+            .collect();
+        let mut out = parallel_map(&ids, self.backend.write_concurrency().max(4), |id| {
+            Ok((*id, self.load_snapshot(&id.to_hex())?))
+        })?;
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(out)
     }
@@ -517,6 +517,42 @@ impl Repository {
         )?;
         Ok(name)
     }
+}
+
+/// Applies `f` to every item on up to `threads` threads (small objects from
+/// a remote store are latency-bound), keeping the input order. The first
+/// error wins.
+pub fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<R>>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                let failed = r.is_err();
+                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                if failed {
+                    next.store(usize::MAX / 2, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for r in results {
+        match r.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Objects are named by the SHA-256 of their stored bytes; check it.

@@ -111,6 +111,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn put_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<()> {
         self.put(kind, name, &data)
     }
+    /// Reading many small neighbouring ranges costs a round trip each:
+    /// backends where that matters return the window size worth fetching
+    /// at once (see [`crate::reader`]).
+    fn read_window(&self) -> Option<u64> {
+        None
+    }
     /// How many object writes are worth running at once.
     fn write_concurrency(&self) -> usize {
         2

@@ -282,7 +282,13 @@ impl S3Backend {
         let (mut transient, mut mismatches) = (0, 0);
         loop {
             match op() {
-                Err(e) if e.is_retryable() && transient < 2 => transient += 1,
+                // The SDK already spent its attempts on errors it saw; only
+                // a body that broke after the headers is retried here.
+                Err(Error::Storage { ref source, .. })
+                    if source.kind() == std::io::ErrorKind::Interrupted && transient < 2 =>
+                {
+                    transient += 1
+                }
                 Err(e @ Error::Integrity { .. }) if mismatches < 1 => {
                     eprintln!("warning: {e}; reading it again");
                     mismatches += 1;
@@ -436,7 +442,7 @@ impl S3Backend {
             Error::storage(
                 key,
                 std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
+                    std::io::ErrorKind::Interrupted,
                     format!("reading the body failed: {e}"),
                 ),
             )
@@ -617,6 +623,15 @@ impl Backend for S3Backend {
                     let st = e.raw_response().map(|r| r.status().as_u16());
                     self.map_err(format!("list {dir}"), e, st)
                 })?;
+                if page.is_truncated() == Some(true) && page.next_continuation_token().is_none() {
+                    return Err(Error::storage(
+                        format!("list {dir}"),
+                        std::io::Error::other(format!(
+                            "the server said the listing is truncated but gave no continuation token ({})",
+                            self.where_()
+                        )),
+                    ));
+                }
                 for o in page.contents() {
                     let Some(key) = o.key() else { continue };
                     let rel = &key[self.prefix.len().min(key.len())..];
@@ -657,6 +672,10 @@ impl Backend for S3Backend {
                     self.map_err(key.clone(), e, st)
                 })
         })
+    }
+
+    fn read_window(&self) -> Option<u64> {
+        Some(4 << 20)
     }
 
     fn write_concurrency(&self) -> usize {
