@@ -147,7 +147,7 @@ fn worker(
 /// most 4, so memory stays bounded). Index objects name only packs whose
 /// upload has completed; one is written every few packs and one at the end.
 /// Returns after the channel closes and everything is durable.
-fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Result<Vec<ObjectId>> {
+fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Result<()> {
     let target = repo.config().pack_size as usize;
     let uploaders = repo.backend().write_concurrency().clamp(1, 4);
     std::thread::scope(|scope| {
@@ -176,7 +176,6 @@ fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Resul
 
         let mut waiting: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
         let mut unindexed: Vec<(ObjectId, Vec<BlobEntry>)> = Vec::new();
-        let mut index_objects = Vec::new();
         // Moves uploaded packs to `unindexed`; writes an index object when
         // enough have gathered (or `all` at the end).
         let mut settle = |waiting: &mut HashMap<ObjectId, Vec<BlobEntry>>,
@@ -200,7 +199,7 @@ fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Resul
                     supersedes: vec![],
                     packs: std::mem::take(&mut unindexed),
                 };
-                index_objects.push(repo.write_index(&file)?);
+                repo.write_index(&file)?;
             }
             Ok(())
         };
@@ -251,7 +250,7 @@ fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Resul
             )));
         }
         settle(&mut waiting, false, true)?;
-        Ok(index_objects)
+        Ok(())
     })
 }
 
@@ -343,7 +342,7 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
         opts.threads
     };
 
-    let (state, listing, index_objects) = std::thread::scope(|scope| -> Result<_> {
+    let (state, listing) = std::thread::scope(|scope| -> Result<_> {
         let (chunk_tx, chunk_rx) = bounded::<(ChunkId, Vec<u8>, u64)>(threads * 2);
         let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * 2);
         let packer = scope.spawn(|| packer(repo, sealed_rx, &counters));
@@ -406,7 +405,7 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
             // whatever the reading side saw afterwards.
             (_, Err(e)) => Err(e),
             (Err(e), Ok(_)) => Err(e),
-            (Ok((state, ids)), Ok(index_objects)) => Ok((state, ids, index_objects)),
+            (Ok((state, ids)), Ok(())) => Ok((state, ids)),
         }
     })?;
 
@@ -418,7 +417,6 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
             ));
         }
     }
-    let _ = index_objects;
     crate::sys::check_interrupted()?;
 
     if state.header.is_none() && opts.identity.is_none() {

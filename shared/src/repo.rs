@@ -388,13 +388,6 @@ impl Repository {
         Ok(data)
     }
 
-    pub fn read_chunk(&self, index: &Index, id: &ChunkId) -> Result<Vec<u8>> {
-        let loc = index.get(id).ok_or_else(|| {
-            Error::integrity(format!("chunk {id}"), "not in any index (missing data)")
-        })?;
-        self.read_blob(id, &loc)
-    }
-
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<ObjectId> {
         let json = serde_json::to_vec(snap).expect("serializable");
         let sealed = self.keys.seal(SNAPSHOT_AAD, &json, Some(3));

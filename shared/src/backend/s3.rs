@@ -215,15 +215,12 @@ impl S3Backend {
 
     /// Maps an SDK error to ours: not-found and auth are classified, the
     /// rest carries the retryable flag the SDK's classification implies.
-    fn map_err<
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
-    >(
+    fn map_err<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
         &self,
         what: String,
-        e: SdkError<E, R>,
-        status: Option<u16>,
+        e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     ) -> Error {
+        let status = http_status(&e);
         let code = e.code().map(str::to_string);
         let kind = match (&e, status, code.as_deref()) {
             (_, Some(404), _) | (_, _, Some("NoSuchKey")) | (_, _, Some("NotFound")) => std::io::ErrorKind::NotFound,
@@ -318,10 +315,7 @@ impl S3Backend {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                let st = e.raw_response().map(|r| r.status().as_u16());
-                self.map_err(key.to_string(), e, st)
-            })
+            .map_err(|e| self.map_err(key.to_string(), e))
     }
 
     async fn put_multipart(&self, key: &str, data: bytes::Bytes) -> Result<()> {
@@ -333,10 +327,7 @@ impl S3Backend {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                let st = e.raw_response().map(|r| r.status().as_u16());
-                self.map_err(what.clone(), e, st)
-            })?;
+            .map_err(|e| self.map_err(what.clone(), e))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| Error::Other(format!("{key}: no upload id")))?
@@ -364,10 +355,7 @@ impl S3Backend {
                     .body(ByteStream::from(part))
                     .send()
                     .await
-                    .map_err(|e| {
-                        let st = e.raw_response().map(|r| r.status().as_u16());
-                        self.map_err(format!("{what} part {n}"), e, st)
-                    })?;
+                    .map_err(|e| self.map_err(format!("{what} part {n}"), e))?;
                 Ok::<_, Error>(
                     CompletedPart::builder()
                         .part_number(n)
@@ -409,10 +397,7 @@ impl S3Backend {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                let st = e.raw_response().map(|r| r.status().as_u16());
-                self.map_err(what.clone(), e, st)
-            })
+            .map_err(|e| self.map_err(what.clone(), e))
     }
 
     async fn get_bytes(&self, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
@@ -426,7 +411,7 @@ impl S3Backend {
             req = req.range(format!("bytes={}-{}", off, off + len - 1));
         }
         let out = req.send().await.map_err(|e| {
-            let st = e.raw_response().map(|r| r.status().as_u16());
+            let st = http_status(&e);
             if st == Some(416) {
                 return Error::storage(
                     key,
@@ -436,7 +421,7 @@ impl S3Backend {
                     ),
                 );
             }
-            self.map_err(key.to_string(), e, st)
+            self.map_err(key.to_string(), e)
         })?;
         let body = out.body.collect().await.map_err(|e| {
             Error::storage(
@@ -449,6 +434,10 @@ impl S3Backend {
         })?;
         Ok(body.into_bytes().to_vec())
     }
+}
+
+fn http_status<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
 }
 
 /// "a: b: c" from an error and its sources, without repeats or Debug dumps.
@@ -486,14 +475,14 @@ impl Backend for S3Backend {
                 .send()
                 .await
                 .map_err(|e| {
-                    let st = e.raw_response().map(|r| r.status().as_u16());
+                    let st = http_status(&e);
                     if st == Some(404) {
                         return Error::Usage(format!(
                             "{} does not exist: create the bucket first",
                             self.where_()
                         ));
                     }
-                    self.map_err(format!("bucket {}", self.bucket), e, st)
+                    self.map_err(format!("bucket {}", self.bucket), e)
                 })?;
             let existing = self
                 .client
@@ -503,10 +492,7 @@ impl Backend for S3Backend {
                 .max_keys(2)
                 .send()
                 .await
-                .map_err(|e| {
-                    let st = e.raw_response().map(|r| r.status().as_u16());
-                    self.map_err(format!("list {}", self.prefix), e, st)
-                })?;
+                .map_err(|e| self.map_err(format!("list {}", self.prefix), e))?;
             let keys: Vec<&str> = existing.contents().iter().filter_map(|o| o.key()).collect();
             if keys.contains(&format!("{}config", self.prefix).as_str()) {
                 return Err(Error::RepositoryExists {
@@ -619,10 +605,7 @@ impl Backend for S3Backend {
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| {
-                    let st = e.raw_response().map(|r| r.status().as_u16());
-                    self.map_err(format!("list {dir}"), e, st)
-                })?;
+                let page = page.map_err(|e| self.map_err(format!("list {dir}"), e))?;
                 if page.is_truncated() == Some(true) && page.next_continuation_token().is_none() {
                     return Err(Error::storage(
                         format!("list {dir}"),
@@ -667,10 +650,7 @@ impl Backend for S3Backend {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| {
-                    let st = e.raw_response().map(|r| r.status().as_u16());
-                    self.map_err(key.clone(), e, st)
-                })
+                .map_err(|e| self.map_err(key.clone(), e))
         })
     }
 
