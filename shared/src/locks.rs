@@ -1,14 +1,24 @@
 //! Repository locks: advisory objects under `locks/` that say who is using
 //! the repository and how.
 //!
-//! Writers (bk-put) and readers take *shared* locks, which never conflict
-//! with each other, so any number of backups run at once. An *exclusive*
-//! lock (taken by maintenance that must not overlap anything) conflicts
-//! with every other lock. Locks are write-once like everything else: a
-//! holder refreshes by writing a new lock object and deleting its old one
-//! every [`REFRESH`]; a lock not refreshed for [`STALE_AFTER`], or whose
-//! process is gone on this same host, is stale and ignored (and removable
-//! with `bk-repo unlock`), so a killed process never blocks others forever.
+//! Writers (bk-put) take *shared* locks, which never conflict with each
+//! other, so any number of backups run at once. bk-prune takes a *prune*
+//! lock, which conflicts only with another prune (two prunes must never
+//! both delete) and with *exclusive* locks; backups never wait for prune —
+//! garbage collection is made safe by its two-phase protocol (gc.rs), which
+//! uses these locks only to learn which writers were running. An
+//! *exclusive* lock conflicts with every other lock.
+//!
+//! Locks are write-once like everything else: a holder refreshes by writing
+//! a new lock object (same stable `id`) and deleting its old one every
+//! [`REFRESH`]. A lock is stale when its newest object is older than
+//! [`STALE_AFTER`] *on the storage's clock* (the listing's modification
+//! times, compared with the time of an object we just wrote), so clock skew
+//! between hosts does not matter; or when its process is gone — judged only
+//! when the lock was taken in this same boot and PID namespace, since a pid
+//! means nothing across containers that share a host name. A holder that
+//! could not refresh for long enough that others may judge it stale knows
+//! it has lost its lock ([`LockGuard::ensure_held`]) and must not commit.
 //!
 //! Two processes that take conflicting locks at the same moment both see
 //! each other and both back off: safe, never both proceed.
@@ -21,17 +31,31 @@ use crate::wire::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 pub const REFRESH: Duration = Duration::from_secs(5 * 60);
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// A holder whose last successful refresh is older than this must assume
+/// others may already treat its lock as stale.
+pub const LOST_AFTER: Duration = Duration::from_secs(20 * 60);
 const LOCK_AAD: &[u8] = b"bk lock v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LockMode {
     Shared,
+    Prune,
     Exclusive,
+}
+
+impl LockMode {
+    pub fn conflicts_with(self, other: LockMode) -> bool {
+        use LockMode::*;
+        matches!(
+            (self, other),
+            (Exclusive, _) | (_, Exclusive) | (Prune, Prune)
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,15 +66,49 @@ pub struct LockInfo {
     pub user: Option<String>,
     pub pid: u32,
     pub tool: String,
+    /// Stable across refreshes (the object name changes each refresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Boot id and PID namespace of the holder: a pid is only meaningful to
+    /// a process in the same ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pidns: Option<String>,
+}
+
+/// This process's boot id and PID namespace, as recorded in locks.
+pub fn pid_namespace() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), ns.display()))
 }
 
 impl LockInfo {
+    /// Staleness by the holder's own clock; used only when the storage
+    /// gave no modification time.
     pub fn is_stale(&self, now: Timestamp) -> bool {
-        if now.secs - self.time.secs > STALE_AFTER.as_secs() as i64 {
-            return true;
+        now.secs - self.time.secs > STALE_AFTER.as_secs() as i64 || self.holder_gone()
+    }
+
+    /// Staleness on the storage's clock: `modified` is the lock object's
+    /// modification time from the listing, `storage_now` the storage's
+    /// idea of now.
+    pub fn is_stale_at(&self, modified: Option<SystemTime>, storage_now: SystemTime) -> bool {
+        match modified {
+            Some(m) => {
+                storage_now.duration_since(m).unwrap_or_default() > STALE_AFTER
+                    || self.holder_gone()
+            }
+            None => self.is_stale(Timestamp::now()),
         }
+    }
+
+    /// The holder provably no longer exists: same host, same boot and PID
+    /// namespace, and no such process.
+    fn holder_gone(&self) -> bool {
         self.host.is_some()
             && self.host == crate::sys::hostname()
+            && self.pidns.is_some()
+            && self.pidns == pid_namespace()
             && !crate::sys::process_alive(self.pid)
     }
 
@@ -66,6 +124,11 @@ impl LockInfo {
         )
         .to_lowercase()
     }
+
+    /// The holder's stable id (older locks without one: the object name).
+    pub fn holder_id(&self, object_name: &str) -> String {
+        self.id.clone().unwrap_or_else(|| object_name.to_string())
+    }
 }
 
 fn write_lock(backend: &dyn Backend, keys: &Keys, info: &LockInfo) -> Result<String> {
@@ -79,8 +142,36 @@ fn write_lock(backend: &dyn Backend, keys: &Keys, info: &LockInfo) -> Result<Str
     Ok(name)
 }
 
-/// Every lock in the repository; unreadable ones are reported as `None`.
-pub fn list_locks(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(String, Option<LockInfo>)>> {
+/// One lock object as listed.
+#[derive(Debug, Clone)]
+pub struct LockObject {
+    pub name: String,
+    /// `None` when the object cannot be read or authenticated.
+    pub info: Option<LockInfo>,
+    pub modified: Option<SystemTime>,
+}
+
+impl LockObject {
+    pub fn is_stale_at(&self, storage_now: SystemTime) -> bool {
+        match &self.info {
+            Some(i) => i.is_stale_at(self.modified, storage_now),
+            // Unreadable: stale only by age.
+            None => self
+                .modified
+                .is_some_and(|m| storage_now.duration_since(m).unwrap_or_default() > STALE_AFTER),
+        }
+    }
+
+    pub fn holder_id(&self) -> String {
+        match &self.info {
+            Some(i) => i.holder_id(&self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Every lock object with its storage modification time.
+pub fn list_lock_objects(backend: &dyn Backend, keys: &Keys) -> Result<Vec<LockObject>> {
     let mut out = Vec::new();
     for obj in backend.list(ObjectKind::Lock)? {
         let info = match backend.get(ObjectKind::Lock, &obj.name) {
@@ -91,26 +182,48 @@ pub fn list_locks(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(String, Opt
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
-        out.push((obj.name, info));
+        out.push(LockObject {
+            name: obj.name,
+            info,
+            modified: obj.modified,
+        });
     }
     Ok(out)
+}
+
+/// Every lock in the repository; unreadable ones are reported as `None`.
+pub fn list_locks(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(String, Option<LockInfo>)>> {
+    Ok(list_lock_objects(backend, keys)?
+        .into_iter()
+        .map(|l| (l.name, l.info))
+        .collect())
+}
+
+/// The storage's current time, read off the listing entry of an object we
+/// just wrote (our own lock); the local clock if the storage gives none.
+pub fn storage_now(locks: &[LockObject], own_lock_name: &str) -> SystemTime {
+    locks
+        .iter()
+        .find(|l| l.name == own_lock_name)
+        .and_then(|l| l.modified)
+        .unwrap_or_else(SystemTime::now)
 }
 
 /// A held lock; released (deleted) on drop.
 pub struct LockGuard {
     backend: Arc<dyn Backend>,
     name: Arc<Mutex<String>>,
+    id: String,
+    /// When the lock object was last written successfully, by both clocks:
+    /// the monotonic one misses suspends, the wall one can jump.
+    last_ok: Arc<Mutex<(Instant, SystemTime)>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "LockGuard({})",
-            self.name.lock().map(|n| n.clone()).unwrap_or_default()
-        )
+        write!(f, "LockGuard({})", self.name())
     }
 }
 
@@ -121,6 +234,9 @@ impl LockGuard {
         mode: LockMode,
         tool: &str,
     ) -> Result<LockGuard> {
+        let mut rnd = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut rnd);
+        let id = hex::encode(rnd);
         let info = LockInfo {
             mode,
             time: Timestamp::now(),
@@ -128,16 +244,17 @@ impl LockGuard {
             user: crate::sys::username(),
             pid: std::process::id(),
             tool: tool.to_string(),
+            id: Some(id.clone()),
+            pidns: pid_namespace(),
         };
+        let written = (Instant::now(), SystemTime::now());
         let mine = write_lock(&*backend, keys, &info)?;
-        let now = Timestamp::now();
-        let conflict = list_locks(&*backend, keys).map(|locks| {
-            locks.into_iter().find_map(|(name, other)| {
-                let other = other?;
-                (name != mine
-                    && !other.is_stale(now)
-                    && (mode == LockMode::Exclusive || other.mode == LockMode::Exclusive))
-                    .then(|| other.describe())
+        let conflict = list_lock_objects(&*backend, keys).map(|locks| {
+            let now = storage_now(&locks, &mine);
+            locks.into_iter().find_map(|other| {
+                let info = other.info.as_ref()?;
+                (other.name != mine && !other.is_stale_at(now) && mode.conflicts_with(info.mode))
+                    .then(|| info.describe())
             })
         });
         match conflict {
@@ -153,24 +270,59 @@ impl LockGuard {
         }
         let name = Arc::new(Mutex::new(mine));
         let stop = Arc::new(AtomicBool::new(false));
+        let last_ok = Arc::new(Mutex::new(written));
         let thread = {
-            let (backend, name, stop, keys) = (
+            let (backend, name, stop, keys, last_ok) = (
                 Arc::clone(&backend),
                 Arc::clone(&name),
                 Arc::clone(&stop),
                 keys.clone(),
+                Arc::clone(&last_ok),
             );
             std::thread::Builder::new()
                 .name("bk-lock-refresh".into())
-                .spawn(move || refresh_loop(&*backend, &keys, info, &name, &stop))
+                .spawn(move || refresh_loop(&*backend, &keys, info, &name, &stop, &last_ok))
                 .ok()
         };
         Ok(LockGuard {
             backend,
             name,
+            id,
+            last_ok,
             stop,
             thread,
         })
+    }
+
+    /// The current lock object's name.
+    pub fn name(&self) -> String {
+        self.name
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// The holder id, stable across refreshes.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Fails if the lock may have been judged stale by others (refreshes
+    /// failed, or the process was suspended): whoever relied on the lock
+    /// (a backup about to commit) must not go on.
+    pub fn ensure_held(&self) -> Result<()> {
+        let (mono, wall) = *self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        let since = mono
+            .elapsed()
+            .max(SystemTime::now().duration_since(wall).unwrap_or_default());
+        if since > LOST_AFTER {
+            return Err(Error::Locked(format!(
+                "this process's own lock was not refreshed for {} min (storage unreachable or process suspended); \
+                 a prune may have treated it as stale, so nothing was committed — run the backup again",
+                since.as_secs() / 60
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -180,19 +332,21 @@ fn refresh_loop(
     mut info: LockInfo,
     name: &Mutex<String>,
     stop: &AtomicBool,
+    last_ok: &Mutex<(Instant, SystemTime)>,
 ) {
     let tick = Duration::from_millis(200);
-    let mut waited = Duration::ZERO;
+    let mut last_try = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(tick);
-        waited += tick;
-        if waited < REFRESH {
+        if last_try.elapsed() < REFRESH {
             continue;
         }
-        waited = Duration::ZERO;
+        last_try = Instant::now();
         info.time = Timestamp::now();
+        let written = (Instant::now(), SystemTime::now());
         match write_lock(backend, keys, &info) {
             Ok(new) => {
+                *last_ok.lock().unwrap_or_else(|e| e.into_inner()) = written;
                 let mut cur = name.lock().unwrap_or_else(|e| e.into_inner());
                 let old = std::mem::replace(&mut *cur, new);
                 let _ = backend.delete(ObjectKind::Lock, &old);
@@ -208,7 +362,7 @@ impl Drop for LockGuard {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let name = self.name.lock().map(|n| n.clone()).unwrap_or_default();
+        let name = self.name();
         if let Err(e) = self.backend.delete(ObjectKind::Lock, &name) {
             eprintln!("warning: could not remove lock {name}: {e}");
         }
@@ -243,6 +397,8 @@ mod tests {
             user: None,
             pid: 0x3fff_fff0,
             tool: "dead".into(),
+            id: None,
+            pidns: pid_namespace(),
         };
         write_lock(&*backend, &keys, &dead).unwrap();
         let _c = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Shared, "t").unwrap();
@@ -252,5 +408,49 @@ mod tests {
             ..dead
         };
         assert!(old.is_stale(Timestamp::now()));
+    }
+
+    #[test]
+    fn prune_locks_exclude_each_other_but_not_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        backend.create().unwrap();
+        let keys = MasterKey::generate().derive();
+        let backup =
+            LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Shared, "t").unwrap();
+        let prune = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Prune, "t").unwrap();
+        let err =
+            LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Prune, "t").unwrap_err();
+        assert!(matches!(err, Error::Locked(_)), "{err}");
+        let _b2 = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Shared, "t").unwrap();
+        assert!(prune.ensure_held().is_ok());
+        assert_ne!(backup.id(), prune.id());
+        drop(prune);
+        let _p2 = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Prune, "t").unwrap();
+    }
+
+    #[test]
+    fn dead_pid_in_another_pid_namespace_is_not_proof_of_death() {
+        let info = LockInfo {
+            mode: LockMode::Shared,
+            time: Timestamp::now(),
+            host: crate::sys::hostname(),
+            user: None,
+            pid: 0x3fff_fff0,
+            tool: "elsewhere".into(),
+            id: Some("x".into()),
+            pidns: Some("other-boot/pid:[1]".into()),
+        };
+        assert!(!info.is_stale(Timestamp::now()));
+        let same = LockInfo {
+            pidns: pid_namespace(),
+            ..info.clone()
+        };
+        assert!(same.is_stale(Timestamp::now()));
+        // Storage clock decides age, not the holder's clock.
+        let now = SystemTime::now();
+        let old = now - STALE_AFTER - Duration::from_secs(1);
+        assert!(info.is_stale_at(Some(old), now));
+        assert!(!info.is_stale_at(Some(now - Duration::from_secs(60)), now));
     }
 }

@@ -321,13 +321,13 @@ struct StreamState {
 /// snapshot. Nothing is committed unless the stream ends with its trailer.
 pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<PutOutcome> {
     let started = Instant::now();
-    let _lock = LockGuard::acquire(
+    let lock = LockGuard::acquire(
         repo.backend().clone(),
         repo.keys(),
         LockMode::Shared,
         "bk-put",
     )?;
-    let index = repo.load_index()?;
+    let index = repo.load_index_for_write()?;
     let dedup = Dedup {
         index: &index,
         claimed: Mutex::new(HashSet::new()),
@@ -454,7 +454,11 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
         program: format!("bk {}", env!("CARGO_PKG_VERSION")),
         host: crate::sys::hostname(),
     };
+    // A prune may already have judged a lock this old stale and deleted
+    // packs this snapshot refers to: committing now could lose data.
+    lock.ensure_held()?;
     let id = repo.save_snapshot(&snapshot)?;
+    drop(lock);
     let mut record = snapshot_record(&id, &snapshot);
     record.new_bytes = Some(counters.new_bytes.load(Ordering::Relaxed));
     record.new_chunks = Some(counters.new_chunks.load(Ordering::Relaxed));
@@ -628,7 +632,11 @@ fn read_stream(
                 }
                 st.trailer_seen = true;
             }
-            Record::Snapshot(_) | Record::Unknown => {}
+            Record::Snapshot(_)
+            | Record::Decision(_)
+            | Record::Gc(_)
+            | Record::PruneSummary(_)
+            | Record::Unknown => {}
         }
         if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
             break;

@@ -97,6 +97,14 @@ pub struct Snapshot {
     pub host: Option<String>,
 }
 
+/// Every index object, split into live ones and ones a compacted index
+/// object replaces (kept until garbage collection deletes them).
+#[derive(Debug, Default)]
+pub struct IndexFiles {
+    pub live: Vec<(ObjectId, IndexFile)>,
+    pub superseded: Vec<ObjectId>,
+}
+
 pub struct Repository {
     backend: Arc<dyn Backend>,
     config: ConfigBody,
@@ -296,32 +304,78 @@ impl Repository {
         (self.config.compression > 0).then_some(self.config.compression)
     }
 
-    /// Loads every index object into one sorted in-memory index.
+    /// The index as readers need it: every live index object plus the
+    /// packs that garbage collection has marked but not yet deleted, so a
+    /// snapshot committed by a backup that raced a prune stays readable
+    /// until the sweep has recovered its packs (see gc.rs).
     pub fn load_index(&self) -> Result<Index> {
+        // Marks first: a sweep writes a recovered pack's index object
+        // before deleting the mark, so one of the two names it.
+        let marks = crate::gc::load_marks(self)?;
+        let files = self.index_files()?;
         let mut index = Index::default();
-        let objects = self.backend.list(ObjectKind::Index)?;
-        // Superseded index objects are skipped when their replacement exists.
-        let names: Vec<&str> = objects
-            .iter()
-            .map(|o| o.name.as_str())
-            .filter(|n| ObjectId::from_hex(n).is_some())
-            .collect();
-        let files = parallel_map(&names, self.backend.write_concurrency().max(4), |name| {
-            let raw = self.backend.get(ObjectKind::Index, name)?;
-            check_name(ObjectKind::Index, name, &raw)?;
-            Ok((name.to_string(), IndexFile::open(&self.keys, name, &raw)?))
-        })?;
-        let superseded: std::collections::HashSet<String> = files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().map(|s| s.to_hex()))
-            .collect();
-        for (name, f) in &files {
-            if !superseded.contains(name) {
-                index.add_file(f);
-            }
+        for (_, f) in &files.live {
+            index.add_file(f);
+        }
+        for m in &marks {
+            index.add_file(&m.mark.entries);
         }
         index.finish();
         Ok(index)
+    }
+
+    /// The index a backup deduplicates against: live index objects only.
+    /// Packs marked for deletion are not in it, so a backup started after
+    /// a prune marked them never refers to them (gc.rs relies on this).
+    pub fn load_index_for_write(&self) -> Result<Index> {
+        let files = self.index_files()?;
+        let mut index = Index::default();
+        for (_, f) in &files.live {
+            index.add_file(f);
+        }
+        index.finish();
+        Ok(index)
+    }
+
+    /// Reads every index object; those superseded by a compacted object
+    /// are set aside. An object that vanishes between listing and reading
+    /// (a concurrent prune's sweep) restarts the load.
+    pub fn index_files(&self) -> Result<IndexFiles> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.index_files_once() {
+                Err(e) if e.is_not_found() && attempt < 4 => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn index_files_once(&self) -> Result<IndexFiles> {
+        let objects = self.backend.list(ObjectKind::Index)?;
+        let names: Vec<ObjectId> = objects
+            .iter()
+            .filter_map(|o| ObjectId::from_hex(&o.name))
+            .collect();
+        let files = parallel_map(&names, self.backend.write_concurrency().max(4), |id| {
+            let name = id.to_hex();
+            let raw = self.backend.get(ObjectKind::Index, &name)?;
+            check_name(ObjectKind::Index, &name, &raw)?;
+            Ok((*id, IndexFile::open(&self.keys, &name, &raw)?))
+        })?;
+        let superseded: std::collections::HashSet<ObjectId> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        let mut out = IndexFiles::default();
+        for (id, f) in files {
+            if superseded.contains(&id) {
+                out.superseded.push(id);
+            } else {
+                out.live.push((id, f));
+            }
+        }
+        Ok(out)
     }
 
     pub fn write_index(&self, file: &IndexFile) -> Result<ObjectId> {

@@ -297,6 +297,62 @@ pub struct SnapshotRecord {
     pub duration_s: Option<f64>,
 }
 
+/// bk-prune's verdict on one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub id: ObjectId,
+    pub time: Timestamp,
+    pub identity: String,
+    /// The retention group the policy was applied in.
+    pub group: String,
+    pub keep: bool,
+    /// Every rule that kept it (empty when forgotten).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+}
+
+/// One garbage-collection step (done, or in a dry run planned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    /// forget, mark, arm, postpone, repack, recover, keep, delete, write,
+    /// swept, skip, missing.
+    pub action: String,
+    /// Repository-relative object path (`data/ab/…`, `index/…`, `gc/…`).
+    pub object: String,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// bk-prune's last line: totals of the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PruneSummary {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub dry_run: bool,
+    pub snapshots_kept: u64,
+    pub snapshots_forgotten: u64,
+    pub packs_deleted: u64,
+    pub bytes_freed: u64,
+    pub objects_deleted: u64,
+    pub packs_recovered: u64,
+    pub packs_marked: u64,
+    pub bytes_marked: u64,
+    pub packs_repacked: u64,
+    pub bytes_repacked: u64,
+    pub index_objects_before: u64,
+    pub index_objects_written: u64,
+    pub marks_pending: u64,
+    pub incomplete_removed: u64,
+    pub locks_removed: u64,
+    pub duration_s: f64,
+}
+
 /// Every record type. Unknown types read as [`Record::Unknown`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -308,6 +364,9 @@ pub enum Record {
     Error(ErrorRecord),
     Trailer(Trailer),
     Snapshot(SnapshotRecord),
+    Decision(DecisionRecord),
+    Gc(GcRecord),
+    PruneSummary(PruneSummary),
     Unknown,
 }
 
@@ -319,6 +378,9 @@ enum Tagged {
     Error(ErrorRecord),
     Trailer(Trailer),
     Snapshot(SnapshotRecord),
+    Decision(DecisionRecord),
+    Gc(GcRecord),
+    PruneSummary(PruneSummary),
     #[serde(other)]
     Unknown,
 }
@@ -331,6 +393,9 @@ enum TaggedRef<'a> {
     Error(&'a ErrorRecord),
     Trailer(&'a Trailer),
     Snapshot(&'a SnapshotRecord),
+    Decision(&'a DecisionRecord),
+    Gc(&'a GcRecord),
+    PruneSummary(&'a PruneSummary),
 }
 
 impl Record {
@@ -341,6 +406,9 @@ impl Record {
             Record::Error(r) => r.v,
             Record::Trailer(r) => r.v,
             Record::Snapshot(r) => r.v,
+            Record::Decision(r) => r.v,
+            Record::Gc(r) => r.v,
+            Record::PruneSummary(r) => r.v,
             Record::Data(_) | Record::ChunkRef(_) | Record::Unknown => VERSION,
         }
     }
@@ -365,6 +433,9 @@ pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
             Tagged::Error(r) => Record::Error(r),
             Tagged::Trailer(r) => Record::Trailer(r),
             Tagged::Snapshot(r) => Record::Snapshot(r),
+            Tagged::Decision(r) => Record::Decision(r),
+            Tagged::Gc(r) => Record::Gc(r),
+            Tagged::PruneSummary(r) => Record::PruneSummary(r),
             Tagged::Unknown => {
                 // `{"type":"data"...}` written with other key order lands here.
                 let v: serde_json::Value =
@@ -479,6 +550,9 @@ pub fn write_record<W: Write>(w: &mut W, rec: &Record) -> std::io::Result<()> {
         Record::Error(r) => write_json(w, &TaggedRef::Error(r)),
         Record::Trailer(r) => write_json(w, &TaggedRef::Trailer(r)),
         Record::Snapshot(r) => write_json(w, &TaggedRef::Snapshot(r)),
+        Record::Decision(r) => write_json(w, &TaggedRef::Decision(r)),
+        Record::Gc(r) => write_json(w, &TaggedRef::Gc(r)),
+        Record::PruneSummary(r) => write_json(w, &TaggedRef::PruneSummary(r)),
     }
 }
 

@@ -51,7 +51,7 @@ impl Backend for LocalBackend {
         }
         let mk = |p: PathBuf| fs::create_dir_all(&p).map_err(|e| Error::io(p, e));
         mk(self.root.clone())?;
-        for d in ["keys", "index", "snapshots", "locks", "tmp"] {
+        for d in ["keys", "index", "snapshots", "locks", "gc", "tmp"] {
             mk(self.root.join(d))?;
         }
         for i in 0..256 {
@@ -80,6 +80,13 @@ impl Backend for LocalBackend {
         }
         // link(2) publishes atomically and refuses to replace an existing
         // object: write-once is enforced by the filesystem, not by care.
+        if kind == ObjectKind::Gc {
+            // Repositories made before gc/ existed lack the directory.
+            let dir = final_path.parent().unwrap_or(&self.root);
+            if !dir.exists() {
+                let _ = fs::create_dir_all(dir);
+            }
+        }
         let linked = fs::hard_link(&tmp, &final_path);
         let _ = fs::remove_file(&tmp);
         match linked {
@@ -172,10 +179,46 @@ impl Backend for LocalBackend {
                     }
                 }
             }
+            // Repositories made before gc/ existed have no such directory.
+            ObjectKind::Gc if !self.root.join("gc").exists() => {}
             k => list_dir(self.root.join(k.dir()), &mut out)?,
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    fn incomplete(&self) -> Result<Vec<ObjectInfo>> {
+        let dir = self.root.join("tmp");
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::storage(dir.display(), e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::storage(dir.display(), e))?;
+            let Ok(md) = entry.metadata() else { continue };
+            if md.is_file() {
+                out.push(ObjectInfo {
+                    name: entry.file_name().to_string_lossy().into_owned(),
+                    size: md.len(),
+                    modified: md.modified().ok(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_incomplete(&self, name: &str) -> Result<()> {
+        if name.contains('/') || name.starts_with('.') {
+            return Err(Error::Usage(format!("not a temp file name: {name:?}")));
+        }
+        let p = self.root.join("tmp").join(name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::storage(p.display(), e)),
+        }
     }
 
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {

@@ -38,16 +38,19 @@ pub enum ObjectKind {
     Index,
     Snapshot,
     Lock,
+    /// Garbage-collection marks: packs scheduled for deletion (see gc.rs).
+    Gc,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
         ObjectKind::Index,
         ObjectKind::Snapshot,
         ObjectKind::Lock,
+        ObjectKind::Gc,
     ];
 
     pub fn dir(self) -> &'static str {
@@ -58,6 +61,7 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
+            ObjectKind::Gc => "gc",
         }
     }
 
@@ -120,6 +124,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// How many object writes are worth running at once.
     fn write_concurrency(&self) -> usize {
         2
+    }
+    /// Writes that never completed: temp files of killed writers (local),
+    /// multipart uploads never completed or aborted (S3). They hold space
+    /// but no data anyone can read; `modified` is when they were started,
+    /// on the storage's clock.
+    fn incomplete(&self) -> Result<Vec<ObjectInfo>> {
+        Ok(Vec::new())
+    }
+    /// Removes one item returned by [`Backend::incomplete`].
+    fn remove_incomplete(&self, _name: &str) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -654,6 +654,76 @@ impl Backend for S3Backend {
         })
     }
 
+    fn incomplete(&self) -> Result<Vec<ObjectInfo>> {
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let (mut key_marker, mut upload_marker) = (None::<String>, None::<String>);
+            loop {
+                let resp = self
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(&self.prefix)
+                    .set_key_marker(key_marker.take())
+                    .set_upload_id_marker(upload_marker.take())
+                    .send()
+                    .await;
+                let page = match resp {
+                    Ok(p) => p,
+                    // Servers without multipart listing have nothing we
+                    // could clean up through it.
+                    Err(e) if http_status(&e) == Some(501) => return Ok(out),
+                    Err(e) => return Err(self.map_err("list multipart uploads".into(), e)),
+                };
+                for u in page.uploads() {
+                    let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                        continue;
+                    };
+                    let rel = &key[self.prefix.len().min(key.len())..];
+                    out.push(ObjectInfo {
+                        name: format!("{rel}#{id}"),
+                        size: 0,
+                        modified: u
+                            .initiated()
+                            .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                    });
+                }
+                if page.is_truncated() != Some(true) {
+                    return Ok(out);
+                }
+                key_marker = page.next_key_marker().map(str::to_string);
+                upload_marker = page.next_upload_id_marker().map(str::to_string);
+                if key_marker.is_none() && upload_marker.is_none() {
+                    return Err(Error::storage(
+                        "list multipart uploads",
+                        std::io::Error::other(format!(
+                            "the server said the listing is truncated but gave no marker ({})",
+                            self.where_()
+                        )),
+                    ));
+                }
+            }
+        })
+    }
+
+    fn remove_incomplete(&self, name: &str) -> Result<()> {
+        let Some((rel, id)) = name.split_once('#') else {
+            return Err(Error::Usage(format!("not an incomplete upload: {name:?}")));
+        };
+        let key = format!("{}{rel}", self.prefix);
+        self.rt.block_on(async {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.map_err(key.clone(), e))
+        })
+    }
+
     fn read_window(&self) -> Option<u64> {
         Some(4 << 20)
     }

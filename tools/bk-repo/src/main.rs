@@ -2,9 +2,9 @@ mod cli;
 
 use bk::backend::ObjectKind;
 use bk::keys::{KeyFile, NewKey, Secret};
-use bk::locks::{list_locks, LockInfo};
+use bk::locks::{list_lock_objects, LockObject};
 use bk::repo::{InitOptions, Repository};
-use bk::wire::{self, Timestamp};
+use bk::wire;
 use bk::{Error, ExitCode, Result};
 use cli::{Command, KeyCommand};
 use serde_json::json;
@@ -46,19 +46,18 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         Command::Key { command } => return key(&cli.repo, command),
         Command::Locks => {
             let repo = cli.repo.open()?;
-            let now = Timestamp::now();
-            for (name, info) in list_locks(&**repo.backend(), repo.keys())? {
-                emit(&lock_json(&name, info.as_ref(), now))?;
+            let now = std::time::SystemTime::now();
+            for l in list_lock_objects(&**repo.backend(), repo.keys())? {
+                emit(&lock_json(&l, now))?;
             }
         }
         Command::Unlock { all } => {
             let repo = cli.repo.open()?;
-            let now = Timestamp::now();
-            for (name, info) in list_locks(&**repo.backend(), repo.keys())? {
-                let stale = info.as_ref().is_none_or(|i| i.is_stale(now));
-                if stale || all {
-                    repo.backend().delete(ObjectKind::Lock, &name)?;
-                    let mut j = lock_json(&name, info.as_ref(), now);
+            let now = std::time::SystemTime::now();
+            for l in list_lock_objects(&**repo.backend(), repo.keys())? {
+                if l.is_stale_at(now) || all {
+                    repo.backend().delete(ObjectKind::Lock, &l.name)?;
+                    let mut j = lock_json(&l, now);
                     j["type"] = "unlocked".into();
                     emit(&j)?;
                 }
@@ -97,14 +96,15 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     Ok(ExitCode::Success)
 }
 
-fn lock_json(name: &str, info: Option<&LockInfo>, now: Timestamp) -> serde_json::Value {
-    match info {
+fn lock_json(l: &LockObject, now: std::time::SystemTime) -> serde_json::Value {
+    let (name, stale) = (&l.name, l.is_stale_at(now));
+    match &l.info {
         Some(i) => {
             json!({"type": "lock", "v": wire::VERSION, "id": name, "mode": i.mode, "tool": i.tool,
-            "host": i.host, "user": i.user, "pid": i.pid, "time": i.time, "stale": i.is_stale(now)})
+            "host": i.host, "user": i.user, "pid": i.pid, "time": i.time, "stale": stale})
         }
         None => {
-            json!({"type": "lock", "v": wire::VERSION, "id": name, "unreadable": true, "stale": true})
+            json!({"type": "lock", "v": wire::VERSION, "id": name, "unreadable": true, "stale": stale})
         }
     }
 }

@@ -1,0 +1,1143 @@
+//! Garbage collection: reclaiming the space of data no snapshot needs,
+//! without ever deleting data that a running backup may still commit.
+//!
+//! # Protocol (two-phase deletion; docs/ARCHITECTURE.md §24 has the proofs)
+//!
+//! A backup (bk-put) takes a shared lock, *then* loads the index it
+//! deduplicates against ([`Repository::load_index_for_write`]), uploads
+//! packs, writes index objects and finally its snapshot, then drops its
+//! lock. It may refer to any chunk that was in the index it loaded.
+//!
+//! Prune (holding a *prune* lock, which only other prunes respect) works in
+//! two phases that are separated in time:
+//!
+//! 1. **Mark.** It decides which packs no snapshot needs (and which to
+//!    repack), then writes, in this order: the new packs of a repack; a
+//!    *mark* object in `gc/` naming the packs to delete together with their
+//!    index entries and the index objects about to be replaced; a compacted
+//!    index that no longer names the marked packs and supersedes every
+//!    index object it read; then it lists the locks and writes an *arm*
+//!    object naming the live lock holders it saw (`waiting_for`). Nothing
+//!    is deleted.
+//! 2. **Sweep** (a later run, or the same one with `--grace 0`). An armed
+//!    mark may be swept once the arm is older than the grace period on the
+//!    storage's clock and none of the holders it waits for holds a live
+//!    lock. The sweep then — after that check — lists the snapshots and the
+//!    index afresh, and for each marked pack: if a live index object names
+//!    it, it is left alone (a backup indexed it); if a snapshot refers to a
+//!    chunk in it that no live index has elsewhere, the pack is
+//!    *recovered* (a new index object names it again); otherwise it is
+//!    deleted. Then the superseded index objects, the arm and the mark go.
+//!
+//! Why this is safe: a backup whose lock was visible when the arm's lock
+//! listing ran is waited for, and its snapshot (written before its lock
+//! went away) is seen by the sweep's listing and recovers what it uses. A
+//! backup whose lock was not yet visible took it after the compacted index
+//! was written, so its index load excludes the marked packs and it cannot
+//! refer to them. A backup that lost its lock (could not refresh it for
+//! [`crate::locks::LOST_AFTER`]) refuses to commit. Readers resolve chunks
+//! through [`Repository::load_index`], which includes the marks' entries,
+//! so a snapshot that raced a mark stays readable until it is recovered.
+
+use crate::backend::ObjectKind;
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, ObjectId};
+use crate::index::{Index, IndexFile};
+use crate::locks::{list_lock_objects, storage_now, LockGuard};
+use crate::pack::{BlobEntry, BlobKind, PackBuilder};
+use crate::reader::ChunkReader;
+use crate::repo::{check_name, parallel_map, Repository, Snapshot};
+use crate::wire::{GcRecord, PruneSummary, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+const MARK_AAD: &[u8] = b"bk gc mark v1";
+const ARM_AAD: &[u8] = b"bk gc arm v1";
+const ARM_PREFIX: &str = "arm-";
+/// Compacted index objects hold at most this many blobs each, so loading
+/// stays parallel and no single object becomes huge.
+const INDEX_PART_BLOBS: usize = 250_000;
+/// Temp files and multipart uploads are never younger than this when
+/// removed, whatever the grace period: nothing tells us who writes them.
+const MIN_INCOMPLETE_AGE: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkReason {
+    /// No remaining snapshot refers to any chunk in the pack.
+    Unreferenced,
+    /// Its chunks still in use were copied into new packs.
+    Repacked,
+    /// No index object names the pack (left by a killed writer).
+    Unindexed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarkedPack {
+    pub id: ObjectId,
+    pub size: u64,
+    pub reason: MarkReason,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MarkHeader {
+    v: u32,
+    created: Timestamp,
+    packs: Vec<MarkedPack>,
+    superseded: Vec<ObjectId>,
+}
+
+/// Packs scheduled for deletion, with their index entries (for readers
+/// and for recovery) and the index objects a compaction replaced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    pub created: Timestamp,
+    pub packs: Vec<MarkedPack>,
+    pub superseded: Vec<ObjectId>,
+    pub entries: IndexFile,
+}
+
+impl Mark {
+    fn encode(&self) -> Vec<u8> {
+        let header = serde_json::to_vec(&MarkHeader {
+            v: 1,
+            created: self.created,
+            packs: self.packs.clone(),
+            superseded: self.superseded.clone(),
+        })
+        .expect("serializable");
+        let mut out = (header.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&self.entries.encode());
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<Mark> {
+        let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        let header: MarkHeader = serde_json::from_slice(b.get(4..4 + n)?).ok()?;
+        let entries = IndexFile::decode(&b[4 + n..])?;
+        Some(Mark {
+            created: header.created,
+            packs: header.packs,
+            superseded: header.superseded,
+            entries,
+        })
+    }
+
+    fn seal(&self, keys: &Keys) -> Vec<u8> {
+        keys.seal(MARK_AAD, &self.encode(), Some(3))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredMark {
+    pub name: String,
+    pub mark: Mark,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Arm {
+    v: u32,
+    mark: String,
+    waiting_for: Vec<String>,
+    created: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+struct StoredArm {
+    name: String,
+    arm: Arm,
+    modified: Option<SystemTime>,
+}
+
+/// Every mark in the repository. A mark that disappears while being read
+/// was swept meanwhile: its packs are deleted or back in the index.
+pub fn load_marks(repo: &Repository) -> Result<Vec<StoredMark>> {
+    let names: Vec<String> = repo
+        .backend()
+        .list(ObjectKind::Gc)?
+        .into_iter()
+        .map(|o| o.name)
+        .filter(|n| ObjectId::from_hex(n).is_some())
+        .collect();
+    let marks = parallel_map(&names, 4, |name| {
+        let raw = match repo.backend().get(ObjectKind::Gc, name) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        check_name(ObjectKind::Gc, name, &raw)?;
+        let plain = repo
+            .keys()
+            .open(MARK_AAD, &raw)
+            .map_err(|e| Error::integrity(format!("gc/{name}"), e.to_string()))?;
+        let mark = Mark::decode(&plain)
+            .ok_or_else(|| Error::integrity(format!("gc/{name}"), "malformed mark"))?;
+        Ok(Some(StoredMark {
+            name: name.clone(),
+            mark,
+        }))
+    })?;
+    Ok(marks.into_iter().flatten().collect())
+}
+
+fn load_arms(repo: &Repository) -> Result<Vec<StoredArm>> {
+    let mut out = Vec::new();
+    for obj in repo.backend().list(ObjectKind::Gc)? {
+        let Some(hex) = obj.name.strip_prefix(ARM_PREFIX) else {
+            continue;
+        };
+        let raw = match repo.backend().get(ObjectKind::Gc, &obj.name) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        if ObjectId::digest(&raw).to_hex() != hex {
+            return Err(Error::integrity(
+                format!("gc/{}", obj.name),
+                "content does not match its name",
+            ));
+        }
+        let arm: Arm = repo
+            .keys()
+            .open(ARM_AAD, &raw)
+            .ok()
+            .and_then(|p| serde_json::from_slice(&p).ok())
+            .ok_or_else(|| Error::integrity(format!("gc/{}", obj.name), "unreadable arm"))?;
+        out.push(StoredArm {
+            name: obj.name,
+            arm,
+            modified: obj.modified,
+        });
+    }
+    Ok(out)
+}
+
+/// How much unused space in partly used packs is tolerated before
+/// repacking (restic's `--max-unused`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxUnused {
+    /// A share of the bytes still in use.
+    Fraction(f64),
+    Bytes(u64),
+    Unlimited,
+}
+
+impl MaxUnused {
+    /// `5%`, `200M`/`1G` (binary units), `0` or `unlimited`.
+    pub fn parse(s: &str) -> Result<MaxUnused> {
+        let bad = || {
+            Error::Usage(format!(
+                "invalid --max-unused {s:?}: use a percentage (5%), a size (200M, 1G) or \"unlimited\""
+            ))
+        };
+        let s = s.trim();
+        if s == "unlimited" {
+            return Ok(MaxUnused::Unlimited);
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(bad());
+            }
+            return Ok(MaxUnused::Fraction(v / 100.0));
+        }
+        let (num, mult) = match s.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => {
+                let m = match c.to_ascii_uppercase() {
+                    'K' => 1u64 << 10,
+                    'M' => 1 << 20,
+                    'G' => 1 << 30,
+                    'T' => 1 << 40,
+                    _ => return Err(bad()),
+                };
+                (&s[..i], m)
+            }
+            _ => (s, 1),
+        };
+        let n: u64 = num.trim().parse().map_err(|_| bad())?;
+        Ok(MaxUnused::Bytes(n.checked_mul(mult).ok_or_else(bad)?))
+    }
+
+    fn limit(self, used: u64) -> u64 {
+        match self {
+            MaxUnused::Fraction(f) => (used as f64 * f) as u64,
+            MaxUnused::Bytes(b) => b,
+            MaxUnused::Unlimited => u64::MAX,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// How long an armed mark waits (storage clock) before its sweep.
+    pub grace: Duration,
+    pub max_unused: MaxUnused,
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            grace: Duration::from_secs(3600),
+            max_unused: MaxUnused::Fraction(0.05),
+            dry_run: false,
+        }
+    }
+}
+
+/// One thing garbage collection did (or, in a dry run, would do).
+pub type GcAction = GcRecord;
+pub type GcSummary = PruneSummary;
+
+fn action(action: &str, object: String, bytes: u64) -> GcRecord {
+    GcRecord {
+        v: crate::wire::VERSION,
+        action: action.to_string(),
+        object,
+        bytes,
+        reason: None,
+    }
+}
+
+trait Because {
+    fn because(self, r: impl Into<String>) -> Self;
+}
+
+impl Because for GcRecord {
+    fn because(mut self, r: impl Into<String>) -> Self {
+        self.reason = Some(r.into());
+        self
+    }
+}
+
+/// A pack and the blobs it holds.
+type PackEntries = (ObjectId, Vec<BlobEntry>);
+
+type Emit<'e> = dyn FnMut(&GcAction) -> Result<()> + 'e;
+
+/// Forgets `forget` (snapshot ids), sweeps marks that are due, and marks
+/// what is no longer needed. `lock` must be this process's prune lock.
+pub fn collect(
+    repo: &Repository,
+    lock: &LockGuard,
+    forget: &[ObjectId],
+    opts: &GcOptions,
+    emit: &mut Emit<'_>,
+) -> Result<GcSummary> {
+    let started = Instant::now();
+    let mut gc = Gc {
+        repo,
+        lock,
+        opts,
+        forget: forget.iter().copied().collect(),
+        scanner: RefScanner::default(),
+        summary: GcSummary {
+            v: crate::wire::VERSION,
+            dry_run: opts.dry_run,
+            ..Default::default()
+        },
+    };
+    for id in forget {
+        if !opts.dry_run {
+            repo.backend().delete(ObjectKind::Snapshot, &id.to_hex())?;
+        }
+        gc.summary.snapshots_forgotten += 1;
+        gc.summary.objects_deleted += u64::from(!opts.dry_run);
+        emit(&action(
+            "forget",
+            ObjectKind::Snapshot.path(&id.to_hex()),
+            0,
+        ))?;
+    }
+    gc.sweep(emit)?;
+    crate::sys::check_interrupted()?;
+    let marked = gc.mark(emit)?;
+    if marked && !opts.dry_run && opts.grace.is_zero() {
+        gc.sweep(emit)?;
+    }
+    gc.clean_incomplete(emit)?;
+    gc.summary.marks_pending = if opts.dry_run {
+        0
+    } else {
+        load_marks(repo)?.len() as u64
+    };
+    gc.summary.duration_s = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    Ok(gc.summary)
+}
+
+/// Forgets snapshots without collecting garbage (`bk-prune --no-gc`).
+pub fn forget_only(
+    repo: &Repository,
+    forget: &[ObjectId],
+    opts: &GcOptions,
+    emit: &mut Emit<'_>,
+) -> Result<GcSummary> {
+    let mut summary = GcSummary {
+        v: crate::wire::VERSION,
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    for id in forget {
+        if !opts.dry_run {
+            repo.backend().delete(ObjectKind::Snapshot, &id.to_hex())?;
+            summary.objects_deleted += 1;
+        }
+        summary.snapshots_forgotten += 1;
+        emit(&action(
+            "forget",
+            ObjectKind::Snapshot.path(&id.to_hex()),
+            0,
+        ))?;
+    }
+    Ok(summary)
+}
+
+struct Gc<'a> {
+    repo: &'a Repository,
+    lock: &'a LockGuard,
+    opts: &'a GcOptions,
+    forget: HashSet<ObjectId>,
+    scanner: RefScanner,
+    summary: GcSummary,
+}
+
+impl Gc<'_> {
+    /// Snapshots that remain (in a dry run: minus those it would forget).
+    fn snapshots(&self) -> Result<Vec<(ObjectId, Snapshot)>> {
+        Ok(self
+            .repo
+            .snapshots()?
+            .into_iter()
+            .filter(|(id, _)| !self.forget.contains(id))
+            .collect())
+    }
+
+    /// Every chunk a remaining snapshot refers to.
+    fn referenced(&mut self) -> Result<HashSet<ChunkId>> {
+        let snaps = self.snapshots()?;
+        let index = self.repo.load_index()?;
+        self.scanner.referenced(self.repo, &index, &snaps)
+    }
+
+    /// Lock holders that are alive now, and the storage's clock.
+    fn live_holders(&self) -> Result<(HashSet<String>, SystemTime)> {
+        let locks = list_lock_objects(&**self.repo.backend(), self.repo.keys())?;
+        let now = storage_now(&locks, &self.lock.name());
+        let live = locks
+            .iter()
+            .filter(|l| !l.is_stale_at(now) && l.holder_id() != self.lock.id())
+            .map(|l| l.holder_id())
+            .collect();
+        Ok((live, now))
+    }
+
+    fn arm(&mut self, mark: &str, emit: &mut Emit<'_>) -> Result<()> {
+        let (live, _) = self.live_holders()?;
+        let arm = Arm {
+            v: 1,
+            mark: mark.to_string(),
+            waiting_for: live
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            created: Timestamp::now(),
+        };
+        let sealed = self.repo.keys().seal(
+            ARM_AAD,
+            &serde_json::to_vec(&arm).expect("serializable"),
+            None,
+        );
+        let name = format!("{ARM_PREFIX}{}", ObjectId::digest(&sealed).to_hex());
+        self.repo.backend().put(ObjectKind::Gc, &name, &sealed)?;
+        let reason = if arm.waiting_for.is_empty() {
+            "no backup was running".to_string()
+        } else {
+            format!("waiting for {} running writer(s)", arm.waiting_for.len())
+        };
+        emit(&action("arm", format!("gc/{mark}"), 0).because(reason))
+    }
+
+    /// Sweeps every armed mark that is due.
+    fn sweep(&mut self, emit: &mut Emit<'_>) -> Result<()> {
+        let marks = load_marks(self.repo)?;
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let mut arms = load_arms(self.repo)?;
+        // A mark without an arm was left by a prune that died after
+        // writing it: arm it now (every writer still running is waited for).
+        if !self.opts.dry_run {
+            let unarmed: Vec<String> = marks
+                .iter()
+                .filter(|m| !arms.iter().any(|a| a.arm.mark == m.name))
+                .map(|m| m.name.clone())
+                .collect();
+            if !unarmed.is_empty() {
+                for m in &unarmed {
+                    self.arm(m, emit)?;
+                }
+                arms = load_arms(self.repo)?;
+            }
+        }
+        let (live, now) = self.live_holders()?;
+        let mut due = Vec::new();
+        for m in marks {
+            let Some(arm) = arms.iter().find(|a| a.arm.mark == m.name) else {
+                emit(&action("postpone", format!("gc/{}", m.name), 0).because("not armed yet"))?;
+                continue;
+            };
+            let age = arm
+                .modified
+                .map(|t| now.duration_since(t).unwrap_or_default())
+                .unwrap_or_default();
+            let waiting = arm
+                .arm
+                .waiting_for
+                .iter()
+                .filter(|h| live.contains(*h))
+                .count();
+            if age < self.opts.grace {
+                emit(
+                    &action("postpone", format!("gc/{}", m.name), 0).because(format!(
+                        "grace period: armed {}s ago, sweep after {}s",
+                        age.as_secs(),
+                        self.opts.grace.as_secs()
+                    )),
+                )?;
+            } else if waiting > 0 {
+                emit(
+                    &action("postpone", format!("gc/{}", m.name), 0).because(format!(
+                        "{waiting} writer(s) that were running when it was marked still hold locks"
+                    )),
+                )?;
+            } else {
+                due.push((m, arm.clone()));
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        // Only now, after the lock check, look at snapshots and index: every
+        // snapshot that may use a marked pack is visible from here on.
+        let referenced = self.referenced()?;
+        let files = self.repo.index_files()?;
+        let mut live_index = Index::default();
+        let mut live_packs = HashSet::new();
+        for (_, f) in &files.live {
+            live_index.add_file(f);
+            live_packs.extend(f.packs.iter().map(|(p, _)| *p));
+        }
+        live_index.finish();
+        for (m, arm) in due {
+            self.sweep_one(&m, &arm, &referenced, &live_index, &live_packs, emit)?;
+        }
+        Ok(())
+    }
+
+    fn sweep_one(
+        &mut self,
+        m: &StoredMark,
+        arm: &StoredArm,
+        referenced: &HashSet<ChunkId>,
+        live_index: &Index,
+        live_packs: &HashSet<ObjectId>,
+        emit: &mut Emit<'_>,
+    ) -> Result<()> {
+        let backend = self.repo.backend();
+        let entries: HashMap<ObjectId, &Vec<BlobEntry>> =
+            m.mark.entries.packs.iter().map(|(p, e)| (*p, e)).collect();
+        let needed = |e: &BlobEntry| referenced.contains(&e.id) && !live_index.contains(&e.id);
+        let mut recovered = IndexFile::default();
+        let mut delete = Vec::new();
+        for p in &m.mark.packs {
+            let name = p.id.to_hex();
+            if live_packs.contains(&p.id) {
+                emit(
+                    &action("keep", ObjectKind::Pack.path(&name), p.size)
+                        .because("a backup indexed it after it was marked"),
+                )?;
+                continue;
+            }
+            let pack_entries: Vec<BlobEntry> = match entries.get(&p.id) {
+                Some(e) => (*e).clone(),
+                // Unindexed packs carry no entries: read the pack's own
+                // header, in case it holds something a snapshot uses.
+                None => match backend.get(ObjectKind::Pack, &name) {
+                    Ok(raw) => {
+                        crate::pack::read_header(self.repo.keys(), &name, &raw).unwrap_or_default()
+                    }
+                    Err(e) if e.is_not_found() => Vec::new(),
+                    Err(e) => return Err(e),
+                },
+            };
+            if pack_entries.iter().any(needed) {
+                emit(
+                    &action("recover", ObjectKind::Pack.path(&name), p.size)
+                        .because("a snapshot committed after the mark uses it"),
+                )?;
+                recovered.packs.push((p.id, pack_entries));
+                continue;
+            }
+            delete.push(p.clone());
+        }
+        if self.opts.dry_run {
+            for p in &delete {
+                emit(&action(
+                    "delete",
+                    ObjectKind::Pack.path(&p.id.to_hex()),
+                    p.size,
+                ))?;
+                self.summary.packs_deleted += 1;
+                self.summary.bytes_freed += p.size;
+            }
+            return Ok(());
+        }
+        self.lock.ensure_held()?;
+        if !recovered.packs.is_empty() {
+            self.summary.packs_recovered += recovered.packs.len() as u64;
+            self.repo.write_index(&recovered)?;
+            self.summary.index_objects_written += 1;
+        }
+        let threads = backend.write_concurrency().max(2);
+        parallel_map(&delete, threads, |p| {
+            backend.delete(ObjectKind::Pack, &p.id.to_hex())
+        })?;
+        for p in &delete {
+            emit(&action(
+                "delete",
+                ObjectKind::Pack.path(&p.id.to_hex()),
+                p.size,
+            ))?;
+            self.summary.packs_deleted += 1;
+            self.summary.bytes_freed += p.size;
+            self.summary.objects_deleted += 1;
+        }
+        let index_sizes: HashMap<String, u64> = backend
+            .list(ObjectKind::Index)?
+            .into_iter()
+            .map(|o| (o.name, o.size))
+            .collect();
+        for s in &m.mark.superseded {
+            let name = s.to_hex();
+            if let Some(size) = index_sizes.get(&name) {
+                backend.delete(ObjectKind::Index, &name)?;
+                emit(
+                    &action("delete", ObjectKind::Index.path(&name), *size)
+                        .because("replaced by a compacted index"),
+                )?;
+                self.summary.bytes_freed += size;
+                self.summary.objects_deleted += 1;
+            }
+        }
+        backend.delete(ObjectKind::Gc, &arm.name)?;
+        backend.delete(ObjectKind::Gc, &m.name)?;
+        emit(&action("swept", format!("gc/{}", m.name), 0))?;
+        Ok(())
+    }
+
+    /// Plans and writes a new mark (and the compacted index). Returns
+    /// whether a mark was written (or, in a dry run, would be).
+    fn mark(&mut self, emit: &mut Emit<'_>) -> Result<bool> {
+        let backend = self.repo.backend().clone();
+        let files = self.repo.index_files()?;
+        self.summary.index_objects_before = (files.live.len() + files.superseded.len()) as u64;
+        let pending_marks = load_marks(self.repo)?;
+        let pending: HashSet<ObjectId> = pending_marks
+            .iter()
+            .flat_map(|m| m.mark.packs.iter().map(|p| p.id))
+            .collect();
+        let referenced = self.referenced()?;
+        let pack_sizes: HashMap<ObjectId, u64> = backend
+            .list(ObjectKind::Pack)?
+            .into_iter()
+            .filter_map(|o| Some((ObjectId::from_hex(&o.name)?, o.size)))
+            .collect();
+        // The location a reader uses for each chunk; other copies are unused.
+        let mut canonical = Index::default();
+        for (_, f) in &files.live {
+            canonical.add_file(f);
+        }
+        canonical.finish();
+
+        let mut indexed: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
+        for (_, f) in &files.live {
+            for (p, e) in &f.packs {
+                indexed.entry(*p).or_default().extend_from_slice(e);
+            }
+        }
+        let mut marked: Vec<MarkedPack> = Vec::new();
+        let mut partial: Vec<(ObjectId, u64, u64)> = Vec::new(); // pack, used, unused
+        let (mut used_total, mut unused_total) = (0u64, 0u64);
+        for (pack, entries) in &indexed {
+            // A pack a pending mark holds is still in the live index only
+            // when that mark's compacted index was never written (a prune
+            // died): that mark's sweep keeps it, and a later run marks it
+            // properly. Marking it again here would let the older mark's
+            // sweep delete it without waiting for this mark's writers.
+            if pending.contains(pack) {
+                continue;
+            }
+            let Some(&size) = pack_sizes.get(pack) else {
+                emit(
+                    &action("missing", ObjectKind::Pack.path(&pack.to_hex()), 0)
+                        .because("the index names a pack that is not stored; run bk-verify"),
+                )?;
+                continue;
+            };
+            let used: u64 = entries
+                .iter()
+                .filter(|e| {
+                    referenced.contains(&e.id)
+                        && canonical.get(&e.id).is_some_and(|l| l.pack == *pack)
+                })
+                .map(|e| u64::from(e.len))
+                .sum();
+            if used == 0 {
+                marked.push(MarkedPack {
+                    id: *pack,
+                    size,
+                    reason: MarkReason::Unreferenced,
+                });
+            } else {
+                let blobs: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
+                let unused = blobs.saturating_sub(used);
+                used_total += used;
+                unused_total += unused;
+                if unused > 0 {
+                    partial.push((*pack, used, unused));
+                }
+            }
+        }
+        // Repack the emptiest packs until the unused space left is within
+        // the limit (restic's --max-unused semantics).
+        partial.sort_by(|a, b| {
+            let ra = a.2 as f64 / (a.1 + a.2) as f64;
+            let rb = b.2 as f64 / (b.1 + b.2) as f64;
+            rb.total_cmp(&ra).then(a.0.cmp(&b.0))
+        });
+        let limit = self.opts.max_unused.limit(used_total);
+        let mut to_repack = Vec::new();
+        for (pack, _, unused) in partial {
+            if unused_total <= limit {
+                break;
+            }
+            unused_total -= unused;
+            to_repack.push(pack);
+        }
+        for (name, size) in &pack_sizes {
+            if !indexed.contains_key(name) && !pending.contains(name) {
+                marked.push(MarkedPack {
+                    id: *name,
+                    size: *size,
+                    reason: MarkReason::Unindexed,
+                });
+            }
+        }
+        // Superseded objects that no pending mark will delete (left by a
+        // prune that died) also call for a new mark.
+        let pending_superseded: HashSet<ObjectId> = pending_marks
+            .iter()
+            .flat_map(|m| m.mark.superseded.iter().copied())
+            .collect();
+        let orphans = files
+            .superseded
+            .iter()
+            .any(|s| !pending_superseded.contains(s));
+        let compact = files.live.len() > 1 || orphans;
+        if marked.is_empty() && to_repack.is_empty() && !compact {
+            return Ok(false);
+        }
+
+        // Repack: copy the chunks still used out of the packs to repack.
+        let mut new_packs: Vec<PackEntries> = Vec::new();
+        if !to_repack.is_empty() {
+            let keep = |pack: &ObjectId, e: &BlobEntry| {
+                referenced.contains(&e.id) && canonical.get(&e.id).is_some_and(|l| l.pack == *pack)
+            };
+            let (written, repacked) = self.repack(&to_repack, &indexed, &pack_sizes, keep, emit)?;
+            new_packs = written;
+            for p in repacked {
+                marked.push(MarkedPack {
+                    id: p,
+                    size: pack_sizes[&p],
+                    reason: MarkReason::Repacked,
+                });
+            }
+        }
+        marked.sort_by_key(|p| p.id);
+        let marked_ids: HashSet<ObjectId> = marked.iter().map(|p| p.id).collect();
+        for p in &marked {
+            let reason = match p.reason {
+                MarkReason::Unreferenced => "no snapshot uses it",
+                MarkReason::Repacked => "its used chunks were repacked",
+                MarkReason::Unindexed => "no index names it",
+            };
+            emit(&action("mark", ObjectKind::Pack.path(&p.id.to_hex()), p.size).because(reason))?;
+            self.summary.packs_marked += 1;
+            self.summary.bytes_marked += p.size;
+        }
+        if self.opts.dry_run {
+            return Ok(true);
+        }
+
+        let mut all_index: Vec<ObjectId> = files.live.iter().map(|(id, _)| *id).collect();
+        all_index.extend(files.superseded.iter().copied());
+        all_index.sort();
+        let mark = Mark {
+            created: Timestamp::now(),
+            packs: marked.clone(),
+            superseded: all_index.clone(),
+            entries: IndexFile {
+                supersedes: Vec::new(),
+                packs: marked
+                    .iter()
+                    .filter_map(|p| Some((p.id, indexed.get(&p.id)?.clone())))
+                    .collect(),
+            },
+        };
+        self.lock.ensure_held()?;
+        let sealed = mark.seal(self.repo.keys());
+        let mark_name = ObjectId::digest(&sealed).to_hex();
+        backend.put_owned(ObjectKind::Gc, &mark_name, sealed)?;
+
+        // The compacted index: every live pack except the marked ones, plus
+        // the repacked ones; the last part supersedes everything read.
+        let mut keep: Vec<PackEntries> = indexed
+            .into_iter()
+            .filter(|(p, _)| !marked_ids.contains(p))
+            .collect();
+        keep.sort_by_key(|(p, _)| *p);
+        keep.extend(new_packs);
+        let mut parts: Vec<IndexFile> = vec![IndexFile::default()];
+        let mut in_part = 0usize;
+        for (p, e) in keep {
+            if in_part + e.len() > INDEX_PART_BLOBS && in_part > 0 {
+                parts.push(IndexFile::default());
+                in_part = 0;
+            }
+            in_part += e.len();
+            parts.last_mut().expect("one part").packs.push((p, e));
+        }
+        parts.last_mut().expect("one part").supersedes = all_index;
+        for part in &parts {
+            let id = self.repo.write_index(part)?;
+            self.summary.index_objects_written += 1;
+            emit(
+                &action("write", ObjectKind::Index.path(&id.to_hex()), 0)
+                    .because("compacted index"),
+            )?;
+        }
+        self.arm(&mark_name, emit)?;
+        Ok(true)
+    }
+
+    /// Copies the used blobs of `packs` into new packs. Returns the new
+    /// packs and the old packs fully copied (damaged ones are left alone).
+    fn repack(
+        &mut self,
+        packs: &[ObjectId],
+        indexed: &HashMap<ObjectId, Vec<BlobEntry>>,
+        sizes: &HashMap<ObjectId, u64>,
+        keep: impl Fn(&ObjectId, &BlobEntry) -> bool,
+        emit: &mut Emit<'_>,
+    ) -> Result<(Vec<PackEntries>, Vec<ObjectId>)> {
+        let repo = self.repo;
+        let pack_size = repo.config().pack_size as usize;
+        let mut builders: HashMap<u8, PackBuilder> = HashMap::new();
+        let mut written = Vec::new();
+        let mut done = Vec::new();
+        let mut copied: HashSet<ChunkId> = HashSet::new();
+        let dry_run = self.opts.dry_run;
+        let flush = |b: PackBuilder, written: &mut Vec<PackEntries>| {
+            let (id, bytes, entries) = b.finish(repo.keys());
+            let n = bytes.len() as u64;
+            if dry_run {
+                return Ok::<u64, Error>(n);
+            }
+            repo.backend()
+                .put_owned(ObjectKind::Pack, &id.to_hex(), bytes)?;
+            written.push((id, entries));
+            Ok(n)
+        };
+        for pack in packs {
+            crate::sys::check_interrupted()?;
+            let name = pack.to_hex();
+            let raw = repo.backend().get(ObjectKind::Pack, &name)?;
+            if let Err(e) = check_name(ObjectKind::Pack, &name, &raw) {
+                emit(
+                    &action("skip", ObjectKind::Pack.path(&name), sizes[pack])
+                        .because(format!("not repacked: {e}")),
+                )?;
+                continue;
+            }
+            let mut staged = Vec::new();
+            let mut ok = true;
+            for e in &indexed[pack] {
+                if !keep(pack, e) || copied.contains(&e.id) {
+                    continue;
+                }
+                let Some(sealed) = raw.get(e.offset as usize..(e.offset + e.len) as usize) else {
+                    ok = false;
+                    break;
+                };
+                if repo.open_blob(&e.id, e.kind, &name, sealed).is_err() {
+                    ok = false;
+                    break;
+                }
+                staged.push((e, sealed));
+            }
+            if !ok {
+                emit(
+                    &action("skip", ObjectKind::Pack.path(&name), sizes[pack])
+                        .because("not repacked: a blob in it fails authentication; run bk-verify"),
+                )?;
+                continue;
+            }
+            let mut kept = 0u64;
+            for (e, sealed) in staged {
+                let b = builders
+                    .entry(e.kind as u8)
+                    .or_insert_with(|| PackBuilder::with_capacity(pack_size + (1 << 20)));
+                b.add(e.kind, e.id, sealed, e.raw_len);
+                copied.insert(e.id);
+                kept += u64::from(e.len);
+                if b.len() >= pack_size {
+                    let full = std::mem::take(b);
+                    flush(full, &mut written)?;
+                }
+            }
+            emit(
+                &action("repack", ObjectKind::Pack.path(&name), sizes[pack])
+                    .because(format!("{kept} bytes still used are copied")),
+            )?;
+            self.summary.packs_repacked += 1;
+            self.summary.bytes_repacked += kept;
+            done.push(*pack);
+        }
+        for kind in [BlobKind::Data as u8, BlobKind::Meta as u8] {
+            if let Some(b) = builders.remove(&kind) {
+                if !b.is_empty() {
+                    flush(b, &mut written)?;
+                }
+            }
+        }
+        Ok((written, done))
+    }
+
+    /// Temp files and multipart uploads of killed writers; stale locks.
+    fn clean_incomplete(&mut self, emit: &mut Emit<'_>) -> Result<()> {
+        let backend = self.repo.backend();
+        let (_, now) = self.live_holders()?;
+        let min_age = self.opts.grace.max(MIN_INCOMPLETE_AGE);
+        for item in backend.incomplete()? {
+            let old = item
+                .modified
+                .is_some_and(|m| now.duration_since(m).unwrap_or_default() > min_age);
+            if !old {
+                continue;
+            }
+            if !self.opts.dry_run {
+                backend.remove_incomplete(&item.name)?;
+            }
+            self.summary.incomplete_removed += 1;
+            emit(
+                &action("delete", format!("tmp/{}", item.name), item.size)
+                    .because("incomplete write abandoned by a killed writer"),
+            )?;
+        }
+        let locks = list_lock_objects(&**backend, self.repo.keys())?;
+        for l in locks {
+            if l.is_stale_at(now) && l.name != self.lock.name() {
+                if !self.opts.dry_run {
+                    backend.delete(ObjectKind::Lock, &l.name)?;
+                }
+                self.summary.locks_removed += 1;
+                emit(&action("delete", ObjectKind::Lock.path(&l.name), 0).because("stale lock"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Finds the chunk ids a set of snapshots refers to. Listings of
+/// successive snapshots share most of their listing chunks, so each
+/// distinct listing chunk is read and scanned once per process: chunk ids
+/// appear in listings as `"` + 64 hex digits + `"`, and a scan for that
+/// shape (at worst finding a file name that looks like an id, which only
+/// keeps more) avoids parsing the JSON at all. Ids cut by a listing chunk
+/// boundary are found by scanning each adjacent pair's joint.
+#[derive(Default)]
+struct RefScanner {
+    chunks: HashMap<ChunkId, Arc<ScannedChunk>>,
+    joints: HashMap<(ChunkId, ChunkId), Vec<ChunkId>>,
+}
+
+struct ScannedChunk {
+    ids: Vec<ChunkId>,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+const TOKEN: usize = 66;
+
+impl RefScanner {
+    fn referenced(
+        &mut self,
+        repo: &Repository,
+        index: &Index,
+        snaps: &[(ObjectId, Snapshot)],
+    ) -> Result<HashSet<ChunkId>> {
+        let mut todo: Vec<ChunkId> = Vec::new();
+        let mut seen = HashSet::new();
+        for (_, s) in snaps {
+            for c in &s.listing {
+                if !self.chunks.contains_key(c) && seen.insert(*c) {
+                    todo.push(*c);
+                }
+            }
+        }
+        let reader = ChunkReader::new(repo, index);
+        let scanned = Mutex::new(Vec::new());
+        parallel_map(&todo, 2, |id| {
+            let data = reader.read(id)?;
+            let mut ids = Vec::new();
+            scan_ids(&data, &mut ids);
+            let head = data[..data.len().min(TOKEN)].to_vec();
+            let tail = data[data.len().saturating_sub(TOKEN)..].to_vec();
+            scanned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((*id, ScannedChunk { ids, head, tail }));
+            Ok(())
+        })?;
+        for (id, c) in scanned.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            self.chunks.insert(id, Arc::new(c));
+        }
+        let mut out = HashSet::new();
+        for (_, s) in snaps {
+            out.extend(s.listing.iter().copied());
+            for c in &s.listing {
+                out.extend(self.chunks[c].ids.iter().copied());
+            }
+            for w in s.listing.windows(2) {
+                let key = (w[0], w[1]);
+                if !self.joints.contains_key(&key) {
+                    let mut joint = self.chunks[&w[0]].tail.clone();
+                    joint.extend_from_slice(&self.chunks[&w[1]].head);
+                    let mut ids = Vec::new();
+                    scan_ids(&joint, &mut ids);
+                    self.joints.insert(key, ids);
+                }
+                out.extend(self.joints[&key].iter().copied());
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn is_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
+
+/// Appends every `"<64 lowercase hex>"` token in `buf` as a chunk id.
+fn scan_ids(buf: &[u8], out: &mut Vec<ChunkId>) {
+    let mut i = 0;
+    while let Some(p) = buf[i..].iter().position(|&b| b == b'"') {
+        let start = i + p;
+        let end = start + TOKEN - 1;
+        if end < buf.len() && buf[end] == b'"' && buf[start + 1..end].iter().all(|&b| is_hex(b)) {
+            let hex = std::str::from_utf8(&buf[start + 1..end]).expect("ascii");
+            if let Some(id) = ChunkId::from_hex(hex) {
+                out.push(id);
+            }
+            i = end + 1;
+        } else {
+            i = start + 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_finds_ids_and_nothing_shorter_or_longer() {
+        let a = ChunkId::digest(b"a");
+        let b = ChunkId::digest(b"b");
+        let text = format!(
+            r#"{{"path":"x","chunks":["{a}","{b}"]}}
+{{"path":"{a}0","note":"{}"}}"#,
+            &b.to_hex()[..63]
+        );
+        let mut ids = Vec::new();
+        scan_ids(text.as_bytes(), &mut ids);
+        assert_eq!(ids, vec![a, b]);
+    }
+
+    #[test]
+    fn scan_joints_find_ids_cut_by_a_chunk_boundary() {
+        let a = ChunkId::digest(b"a");
+        let text = format!(r#"xxxxxxxx["{a}"]yyyyyyyy"#);
+        for cut in 1..text.len() {
+            let (l, r) = text.as_bytes().split_at(cut);
+            let mut ids = Vec::new();
+            scan_ids(l, &mut ids);
+            scan_ids(r, &mut ids);
+            let mut joint = l[l.len().saturating_sub(TOKEN)..].to_vec();
+            joint.extend_from_slice(&r[..r.len().min(TOKEN)]);
+            scan_ids(&joint, &mut ids);
+            assert!(ids.contains(&a), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn mark_round_trip() {
+        let keys = crate::crypto::MasterKey::generate().derive();
+        let m = Mark {
+            created: Timestamp::now(),
+            packs: vec![MarkedPack {
+                id: ObjectId::digest(b"p"),
+                size: 10,
+                reason: MarkReason::Repacked,
+            }],
+            superseded: vec![ObjectId::digest(b"i")],
+            entries: IndexFile {
+                supersedes: vec![],
+                packs: vec![(
+                    ObjectId::digest(b"p"),
+                    vec![BlobEntry {
+                        kind: BlobKind::Data,
+                        id: ChunkId::digest(b"c"),
+                        offset: 0,
+                        len: 5,
+                        raw_len: 4,
+                    }],
+                )],
+            },
+        };
+        let sealed = m.seal(&keys);
+        let plain = keys.open(MARK_AAD, &sealed).unwrap();
+        assert_eq!(Mark::decode(&plain).unwrap(), m);
+        assert!(Mark::decode(&plain[..plain.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn max_unused_forms() {
+        assert_eq!(MaxUnused::parse("5%").unwrap(), MaxUnused::Fraction(0.05));
+        assert_eq!(
+            MaxUnused::parse("200M").unwrap(),
+            MaxUnused::Bytes(200 << 20)
+        );
+        assert_eq!(MaxUnused::parse("0").unwrap(), MaxUnused::Bytes(0));
+        assert_eq!(MaxUnused::parse("unlimited").unwrap(), MaxUnused::Unlimited);
+        for bad in ["", "5x", "-1%", "101%", "M"] {
+            assert!(MaxUnused::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

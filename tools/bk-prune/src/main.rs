@@ -1,0 +1,64 @@
+mod cli;
+
+use bk::gc::{GcOptions, MaxUnused};
+use bk::policy::{self, GroupBy, Policy, Selection};
+use bk::prune::{self, PruneOptions};
+use bk::{ExitCode, Result};
+use std::io::{BufReader, BufWriter, Write};
+
+fn main() {
+    let cli: cli::Cli = bk::cli::parse();
+    bk::cli::run("bk-prune", || run(cli));
+}
+
+fn pairs(tags: &[String]) -> Result<Vec<(String, String)>> {
+    tags.iter().map(|t| bk::cli::parse_tag(t)).collect()
+}
+
+fn run(cli: cli::Cli) -> Result<ExitCode> {
+    let policy = Policy {
+        last: cli.keep_last,
+        hourly: cli.keep_hourly,
+        daily: cli.keep_daily,
+        weekly: cli.keep_weekly,
+        monthly: cli.keep_monthly,
+        yearly: cli.keep_yearly,
+        within: cli
+            .keep_within
+            .as_deref()
+            .map(policy::parse_within)
+            .transpose()?,
+        tags: pairs(&cli.keep_tags)?,
+        ..Default::default()
+    };
+    let opts = PruneOptions {
+        policy,
+        group_by: GroupBy::parse(&cli.group_by)?,
+        selection: Selection {
+            identity: cli.identity.clone(),
+            tags: pairs(&cli.tags)?,
+        },
+        allow_empty_group: cli.allow_empty_group,
+        forget: cli.forget.clone(),
+        gc: (!cli.no_gc)
+            .then(|| -> Result<GcOptions> {
+                Ok(GcOptions {
+                    grace: prune::parse_grace(&cli.grace)?,
+                    max_unused: MaxUnused::parse(&cli.max_unused)?,
+                    dry_run: cli.dry_run,
+                })
+            })
+            .transpose()?,
+        dry_run: cli.dry_run,
+    };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if cli.plan {
+        let stdin = BufReader::new(std::io::stdin().lock());
+        prune::plan(stdin, &mut out, &opts)?;
+    } else {
+        let repo = cli.repo.open()?;
+        prune::prune(&repo, &opts, &mut out)?;
+    }
+    out.flush().map_err(bk::error::stdout_error)?;
+    Ok(ExitCode::Success)
+}
