@@ -116,18 +116,18 @@ impl RepoArgs {
     }
 }
 
-/// Parses `KEY=VALUE` tags.
+/// Parses `KEY=VALUE` tags (a later value for the same key wins).
 pub fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for t in tags {
-        match t.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                out.insert(k.to_string(), v.to_string());
-            }
-            _ => return Err(Error::Usage(format!("tag {t:?} is not KEY=VALUE"))),
-        }
+    tags.iter().map(|t| parse_tag(t)).collect()
+}
+
+/// Parses one `KEY=VALUE` tag. Repeatable rules such as `--keep-tag
+/// env=prod --keep-tag env=dev` need the pairs, not a map keyed by KEY.
+pub fn parse_tag(t: &str) -> Result<(String, String)> {
+    match t.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(Error::Usage(format!("tag {t:?} is not KEY=VALUE"))),
     }
-    Ok(out)
 }
 
 /// Runs a tool's body: prints a one-line error (and a hint) on stderr and

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod listing;
 pub mod locks;
 pub mod pack;
+pub mod policy;
 pub mod put;
 pub mod reader;
 pub mod repo;
