@@ -26,11 +26,12 @@
 //! (restic's 0), `Some(-1)` means unlimited (every bucket), `Some(n)` means n
 //! buckets; anything below -1 is refused.
 //!
-//! Two deliberate differences from restic 0.17: the oldest snapshot of a
-//! group is *not* additionally kept when a bucket rule still has counts left
-//! (a bucket rule here keeps exactly the newest snapshot of each of its N
-//! buckets), and the newest snapshot is the newest of the group even if it
-//! lies in the future (restic skips future ones; this module has no clock).
+//! Two deliberate differences from restic 0.17 and later: the oldest
+//! snapshot of a group is *not* additionally kept when a bucket rule still
+//! has counts left (a bucket rule here keeps exactly the newest snapshot of
+//! each of its N buckets), and the newest snapshot is the newest of the
+//! group even if it lies in the future (restic skips future ones; this
+//! module has no clock).
 //!
 //! Snapshot times are stored in UTC, so buckets are UTC hours/days/weeks by
 //! default. [`Policy::utc_offset_secs`] shifts them by a fixed offset so an
@@ -514,7 +515,7 @@ pub fn decide(
         members.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
         let group = key.render();
         let reasons = group_reasons(&members, policy, offset)?;
-        if !reasons.iter().any(|r| !r.is_empty()) {
+        if reasons.iter().all(Vec::is_empty) {
             emptied.push((group.clone(), members.len()));
         }
         for (s, reasons) in members.into_iter().zip(reasons) {
@@ -585,7 +586,7 @@ fn group_reasons(
     for (nr, s) in members.iter().enumerate() {
         let local = local_time(s.time, offset).ok_or_else(|| {
             Error::Usage(format!(
-                "snapshot {} has a time outside the years -9999..9999 ({} s since 1970); forget it by id",
+                "snapshot {} has a time outside the years -9999..9999 ({} s since 1970), which no calendar bucket holds",
                 s.id, s.time.secs
             ))
         })?;
@@ -1036,6 +1037,29 @@ mod tests {
             },
         );
         assert_eq!(kept_ids(&d), [5, 4, 3]);
+
+        // Long months are not clamped: 2026-08-31 − 1m = 2026-07-31, and
+        // 2026-05-31 − 1m clamps only to April's 30th.
+        let snaps = series(&[
+            "2026-04-29T23:00:00Z", // 1
+            "2026-04-30T12:00:00Z", // 2: the cutoff for 05-31
+            "2026-04-30T12:00:01Z", // 3
+            "2026-05-31T12:00:00Z", // 4
+            "2026-07-31T12:00:00Z", // 5: the cutoff for 08-31
+            "2026-07-31T12:00:01Z", // 6
+            "2026-08-31T12:00:00Z", // 7
+        ]);
+        let within_1m = |snaps: &[SnapshotRecord]| {
+            kept_ids(&run(
+                snaps,
+                &Policy {
+                    within: Some(parse_within("1m").unwrap()),
+                    ..Policy::default()
+                },
+            ))
+        };
+        assert_eq!(within_1m(&snaps), [7, 6]);
+        assert_eq!(within_1m(&snaps[..4]), [4, 3]);
 
         // Leap day minus a year: 2023-02-28.
         let snaps = series(&[
