@@ -301,6 +301,9 @@ fn a_second_prune_is_refused_and_a_dead_prunes_lock_does_not_block() {
     std::fs::write(src.join("a"), b"a").unwrap();
     env.backup(&src, "");
     // A prune lock held by a live process (this test, via the library).
+    if let Some((endpoint, _, _)) = s3_mode() {
+        std::env::set_var("AWS_ENDPOINT_URL", endpoint);
+    }
     let backend = bk::backend::open(&env.repo_url).unwrap();
     let secret = bk::keys::Secret::passphrase("it's a secret passphrase".into());
     let repo = bk::repo::Repository::open(backend.clone(), &secret).unwrap();
@@ -574,6 +577,9 @@ fn packs_of_a_dead_prunes_mark_are_never_marked_twice() {
     std::fs::write(src.join("b.bin"), noise(1_000_000, 2)).unwrap();
     env.backup(&src, "");
 
+    if let Some((endpoint, _, _)) = s3_mode() {
+        std::env::set_var("AWS_ENDPOINT_URL", endpoint);
+    }
     let backend = bk::backend::open(&env.repo_url).unwrap();
     let failing: std::sync::Arc<dyn bk::backend::Backend> =
         std::sync::Arc::new(FailIndexWrites(backend));
