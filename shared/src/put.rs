@@ -628,7 +628,10 @@ fn read_stream(
                 }
                 st.trailer_seen = true;
             }
-            Record::Snapshot(_) | Record::Unknown => {}
+            Record::Snapshot(_)
+            | Record::Finding(_)
+            | Record::VerifySummary(_)
+            | Record::Unknown => {}
         }
         if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
             break;

@@ -297,6 +297,109 @@ pub struct SnapshotRecord {
     pub duration_s: Option<f64>,
 }
 
+/// How bad a [`Finding`] is. Only `error` findings make bk-verify fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Damaged, missing or unreadable data, or a difference found by `--against`.
+    Error,
+    /// Something that cannot be checked or looks wrong but loses no data.
+    Warning,
+    /// Worth knowing, harmless (e.g. unreferenced packs).
+    Info,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 3] = [Severity::Error, Severity::Warning, Severity::Info];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// One problem found by bk-verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub severity: Severity,
+    /// Which check found it: `pack`, `index`, `snapshot`, `listing`, `key`,
+    /// `config`, `read` (a storage error kept it from being checked), `against`.
+    pub check: String,
+    /// The object concerned: `data/ab/<id>`, `index/<id>`, `snapshots/<id>`,
+    /// `keys/<name>`, `config`, or (with `--against`) a path in the snapshot.
+    pub object: String,
+    pub message: String,
+    /// Snapshot ids whose data the problem affects.
+    #[serde(default)]
+    pub snapshots: Vec<ObjectId>,
+    /// Paths (in those snapshots) whose data the problem affects.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Affected paths left out of `paths` to keep the line short.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_paths: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Overall verdict of a bk-verify run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyResult {
+    #[default]
+    Ok,
+    Problems,
+}
+
+/// Last line of bk-verify's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct VerifySummary {
+    #[serde(default = "v1")]
+    pub v: u32,
+    /// `ok` when there is no error finding.
+    pub result: VerifyResult,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub warnings: u64,
+    #[serde(default)]
+    pub infos: u64,
+    #[serde(default)]
+    pub snapshots: u64,
+    #[serde(default)]
+    pub index_objects: u64,
+    #[serde(default)]
+    pub packs: u64,
+    #[serde(default)]
+    pub keys: u64,
+    #[serde(default)]
+    pub chunks: u64,
+    /// Distinct listing chunks read and parsed.
+    #[serde(default)]
+    pub listing_chunks: u64,
+    /// `--read-data`: packs downloaded and checked, their bytes and blobs.
+    #[serde(default)]
+    pub packs_read: u64,
+    #[serde(default)]
+    pub bytes_read: u64,
+    #[serde(default)]
+    pub blobs_checked: u64,
+    /// `--against`: entries compared and file bytes hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_compared: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_compared: Option<u64>,
+    #[serde(default)]
+    pub duration_s: f64,
+}
+
 /// Every record type. Unknown types read as [`Record::Unknown`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -308,6 +411,8 @@ pub enum Record {
     Error(ErrorRecord),
     Trailer(Trailer),
     Snapshot(SnapshotRecord),
+    Finding(Finding),
+    VerifySummary(VerifySummary),
     Unknown,
 }
 
@@ -319,6 +424,8 @@ enum Tagged {
     Error(ErrorRecord),
     Trailer(Trailer),
     Snapshot(SnapshotRecord),
+    Finding(Finding),
+    VerifySummary(VerifySummary),
     #[serde(other)]
     Unknown,
 }
@@ -331,6 +438,8 @@ enum TaggedRef<'a> {
     Error(&'a ErrorRecord),
     Trailer(&'a Trailer),
     Snapshot(&'a SnapshotRecord),
+    Finding(&'a Finding),
+    VerifySummary(&'a VerifySummary),
 }
 
 impl Record {
@@ -341,6 +450,8 @@ impl Record {
             Record::Error(r) => r.v,
             Record::Trailer(r) => r.v,
             Record::Snapshot(r) => r.v,
+            Record::Finding(r) => r.v,
+            Record::VerifySummary(r) => r.v,
             Record::Data(_) | Record::ChunkRef(_) | Record::Unknown => VERSION,
         }
     }
@@ -365,6 +476,8 @@ pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
             Tagged::Error(r) => Record::Error(r),
             Tagged::Trailer(r) => Record::Trailer(r),
             Tagged::Snapshot(r) => Record::Snapshot(r),
+            Tagged::Finding(r) => Record::Finding(r),
+            Tagged::VerifySummary(r) => Record::VerifySummary(r),
             Tagged::Unknown => {
                 // `{"type":"data"...}` written with other key order lands here.
                 let v: serde_json::Value =
@@ -479,6 +592,8 @@ pub fn write_record<W: Write>(w: &mut W, rec: &Record) -> std::io::Result<()> {
         Record::Error(r) => write_json(w, &TaggedRef::Error(r)),
         Record::Trailer(r) => write_json(w, &TaggedRef::Trailer(r)),
         Record::Snapshot(r) => write_json(w, &TaggedRef::Snapshot(r)),
+        Record::Finding(r) => write_json(w, &TaggedRef::Finding(r)),
+        Record::VerifySummary(r) => write_json(w, &TaggedRef::VerifySummary(r)),
     }
 }
 
