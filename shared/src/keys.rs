@@ -9,7 +9,7 @@
 //! and unwrap in microseconds: the path for automation that opens the
 //! repository once per file, such as PostgreSQL's archive_command.
 
-use crate::crypto::MasterKey;
+use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, Result};
 use crate::wire::Timestamp;
 use age::secrecy::{ExposeSecret, SecretString};
@@ -130,6 +130,102 @@ pub struct KeyFile {
     pub recipient: Option<String>,
     /// age ciphertext (binary, base64) of [`KeyPayload`].
     pub age: String,
+    /// HMAC-SHA256 (hex, the repository's `mac` sub-key) over the key
+    /// file's name and its other fields ([`key_mac_input`]), so `bk-verify`
+    /// can authenticate every key file, not only the one it opened with.
+    /// Key files written before this field existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// What a secret makes of one key file.
+#[derive(Debug)]
+pub enum Unwrapped {
+    /// The secret does not open this key file.
+    NotThisSecret,
+    Master(MasterKey),
+    /// The key file opens but wraps the master key of the repository with
+    /// this id, not of the one being opened.
+    OtherRepository(String),
+}
+
+/// Domain tag of key file MACs (the `mac` sub-key also authenticates the config).
+const KEY_MAC_DOMAIN: &[u8] = b"bk key file v1\0";
+
+/// The bytes a key file's MAC covers: a domain tag, the key file's name (so
+/// a key file cannot be renamed or swapped with another unnoticed), and
+/// every JSON field except `mac`, fields unknown to this version included,
+/// in canonical form (object keys sorted, compact).
+pub fn key_mac_input(name: &str, value: &serde_json::Value) -> Vec<u8> {
+    fn canonical(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let mut out = serde_json::Map::new();
+                for k in keys {
+                    out.insert(k.clone(), canonical(&m[k]));
+                }
+                serde_json::Value::Object(out)
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.iter().map(canonical).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    let mut body = match canonical(value) {
+        serde_json::Value::Object(m) => m,
+        other => {
+            let mut m = serde_json::Map::new();
+            m.insert(String::new(), other);
+            m
+        }
+    };
+    body.remove("mac");
+    let mut out = KEY_MAC_DOMAIN.to_vec();
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    serde_json::to_writer(&mut out, &body).expect("serializable");
+    out
+}
+
+/// Result of authenticating a stored key file with [`authenticate_key_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAuth {
+    /// The MAC matches: written by a holder of this repository's master key
+    /// under this very name.
+    Authentic,
+    /// No MAC (written before key files carried one): cannot be checked.
+    Unsigned,
+}
+
+/// Checks a stored key file (its raw bytes) against its MAC. The error is a
+/// message saying what is wrong.
+pub fn authenticate_key_file(
+    keys: &Keys,
+    name: &str,
+    raw: &[u8],
+) -> std::result::Result<KeyAuth, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| format!("not a key file: {e}"))?;
+    serde_json::from_value::<KeyFile>(value.clone()).map_err(|e| format!("not a key file: {e}"))?;
+    match value.get("mac") {
+        None | Some(serde_json::Value::Null) => Ok(KeyAuth::Unsigned),
+        Some(serde_json::Value::String(m)) => {
+            let tag = hex::decode(m).map_err(|_| "its mac is not hex".to_string())?;
+            if keys.verify_mac(&key_mac_input(name, &value), &tag) {
+                Ok(KeyAuth::Authentic)
+            } else {
+                Err(
+                    "authentication failed: the key file was modified, or its content \
+                     belongs to another key file's name"
+                        .into(),
+                )
+            }
+        }
+        Some(_) => Err("its mac is not a string".into()),
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -182,7 +278,15 @@ impl KeyFile {
             label,
             recipient: recipient_text,
             age: B64.encode(out),
+            mac: None,
         })
+    }
+
+    /// Sets [`KeyFile::mac`] for a key file stored as `keys/<name>`.
+    pub fn sign(&mut self, keys: &Keys, name: &str) {
+        self.mac = None;
+        let value = serde_json::to_value(&*self).expect("serializable");
+        self.mac = Some(hex::encode(keys.mac(&key_mac_input(name, &value))));
     }
 
     /// Whether `secret` could possibly open this key (avoids running scrypt
@@ -191,15 +295,29 @@ impl KeyFile {
         self.kind == secret.kind()
     }
 
-    /// Unwraps the master key. `Ok(None)` means "not this secret".
+    /// Unwraps the master key. `Ok(None)` means "not this secret"; a key
+    /// of another repository is an error.
     pub fn open(
         &self,
         secret: &Secret,
         name: &str,
         repository_id: &str,
     ) -> Result<Option<MasterKey>> {
+        match self.unwrap(secret, name, repository_id)? {
+            Unwrapped::NotThisSecret => Ok(None),
+            Unwrapped::Master(m) => Ok(Some(m)),
+            Unwrapped::OtherRepository(other) => Err(Error::integrity(
+                format!("keys/{name}"),
+                format!("key belongs to repository {other}, not {repository_id}"),
+            )),
+        }
+    }
+
+    /// Unwraps the master key, telling "not this secret" and "a key of
+    /// another repository" apart from damage (the error).
+    pub fn unwrap(&self, secret: &Secret, name: &str, repository_id: &str) -> Result<Unwrapped> {
         if !self.matches_kind(secret) {
-            return Ok(None);
+            return Ok(Unwrapped::NotThisSecret);
         }
         let bad = |m: String| Error::integrity(format!("keys/{name}"), m);
         let ct = B64
@@ -218,7 +336,7 @@ impl KeyFile {
         let mut reader = match reader {
             Ok(r) => r,
             Err(age::DecryptError::NoMatchingKeys) | Err(age::DecryptError::DecryptionFailed) => {
-                return Ok(None)
+                return Ok(Unwrapped::NotThisSecret)
             }
             Err(age::DecryptError::ExcessiveWork { required, .. }) => {
                 return Err(bad(format!(
@@ -233,10 +351,7 @@ impl KeyFile {
             .map_err(|e| bad(e.to_string()))?;
         let payload: KeyPayload = serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))?;
         if payload.repository != repository_id {
-            return Err(bad(format!(
-                "key belongs to repository {}, not {repository_id}",
-                payload.repository
-            )));
+            return Ok(Unwrapped::OtherRepository(payload.repository));
         }
         let raw = Zeroizing::new(
             B64.decode(&payload.master)
@@ -246,7 +361,7 @@ impl KeyFile {
             .as_slice()
             .try_into()
             .map_err(|_| bad("master key has the wrong length".into()))?;
-        Ok(Some(MasterKey::from_bytes(bytes)))
+        Ok(Unwrapped::Master(MasterKey::from_bytes(bytes)))
     }
 }
 

@@ -16,6 +16,7 @@ pub mod index;
 pub mod keys;
 pub mod listing;
 pub mod locks;
+pub mod metrics;
 pub mod pack;
 pub mod policy;
 pub mod prune;
@@ -25,6 +26,7 @@ pub mod repo;
 pub mod restore;
 pub mod source;
 pub mod sys;
+pub mod verify;
 pub mod wire;
 
 pub use error::{Error, ExitCode, Result};

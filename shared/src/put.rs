@@ -636,6 +636,8 @@ fn read_stream(
             | Record::Decision(_)
             | Record::Gc(_)
             | Record::PruneSummary(_)
+            | Record::Finding(_)
+            | Record::VerifySummary(_)
             | Record::Unknown => {}
         }
         if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {

@@ -19,7 +19,7 @@ use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ObjectId};
 use crate::index::{BlobLocation, Index, IndexFile};
-use crate::keys::{KeyFile, NewKey, Secret};
+use crate::keys::{KeyFile, NewKey, Secret, Unwrapped};
 use crate::pack::{blob_aad, BlobKind};
 use crate::wire::Timestamp;
 use rand::RngCore;
@@ -163,7 +163,8 @@ impl Repository {
             cipher: "aes-256-gcm".into(),
         };
         let key_name = random_hex(16);
-        let kf = KeyFile::seal(&master, &config.id, &NewKey::from(secret), opts.label)?;
+        let mut kf = KeyFile::seal(&master, &config.id, &NewKey::from(secret), opts.label)?;
+        kf.sign(&keys, &key_name);
         backend.put(
             ObjectKind::Key,
             &key_name,
@@ -211,6 +212,10 @@ impl Repository {
         }
         let key_objects = backend.list(ObjectKind::Key)?;
         let mut tried = 0;
+        // Why no key opened, when it is not simply a wrong secret.
+        let mut unreadable: Option<Error> = None;
+        let mut damaged: Option<Error> = None;
+        let mut foreign: Option<(String, String)> = None;
         for obj in &key_objects {
             let raw = backend.get(ObjectKind::Key, &obj.name)?;
             let kf: KeyFile = match serde_json::from_slice(&raw) {
@@ -220,6 +225,10 @@ impl Repository {
                         "warning: keys/{}: unreadable key file ({e}), skipped",
                         obj.name
                     );
+                    unreadable.get_or_insert(Error::integrity(
+                        format!("keys/{}", obj.name),
+                        format!("unreadable key file ({e})"),
+                    ));
                     continue;
                 }
             };
@@ -227,10 +236,20 @@ impl Repository {
                 continue;
             }
             tried += 1;
-            let opened = match kf.open(secret, &obj.name, &config.id) {
-                Ok(m) => m,
+            let opened = match kf.unwrap(secret, &obj.name, &config.id) {
+                Ok(Unwrapped::Master(m)) => Some(m),
+                Ok(Unwrapped::NotThisSecret) => None,
+                Ok(Unwrapped::OtherRepository(other)) => {
+                    eprintln!(
+                        "warning: keys/{}: key belongs to repository {other}, not {}; skipped",
+                        obj.name, config.id
+                    );
+                    foreign.get_or_insert((obj.name.clone(), other));
+                    None
+                }
                 Err(e) => {
                     eprintln!("warning: {e}; skipped");
+                    damaged.get_or_insert(e);
                     None
                 }
             };
@@ -254,6 +273,30 @@ impl Repository {
         }
         if key_objects.is_empty() {
             return Err(Error::integrity("keys/", "the repository has no key files"));
+        }
+        // The secret is right for some key file, but no usable key opened:
+        // say what is damaged instead of "wrong passphrase".
+        if let Some((name, other)) = foreign {
+            return Err(Error::integrity(
+                "config",
+                format!(
+                    "the secret opens keys/{name}, which belongs to repository {other}, but the config \
+                     says {}: the config was changed, or that key file was copied from another repository",
+                    config.id
+                ),
+            ));
+        }
+        if let Some(Error::Integrity { object, message }) = damaged {
+            return Err(Error::Integrity {
+                object,
+                message: format!("{message}; no other key opens with this secret"),
+            });
+        }
+        if let (0, Some(Error::Integrity { object, message })) = (tried, unreadable) {
+            return Err(Error::Integrity {
+                object,
+                message: format!("{message}; no other key of this kind exists"),
+            });
         }
         let kind = match secret {
             Secret::Passphrase(_) => "passphrase",
@@ -457,10 +500,15 @@ impl Repository {
             Err(e) if e.is_not_found() => return Err(Error::Usage(format!("no snapshot {name}"))),
             Err(e) => return Err(e),
         };
-        check_name(ObjectKind::Snapshot, name, &raw)?;
+        self.open_snapshot(name, &raw)
+    }
+
+    /// Checks a stored snapshot object's name, authenticates and parses it.
+    pub fn open_snapshot(&self, name: &str, raw: &[u8]) -> Result<Snapshot> {
+        check_name(ObjectKind::Snapshot, name, raw)?;
         let plain = self
             .keys
-            .open(SNAPSHOT_AAD, &raw)
+            .open(SNAPSHOT_AAD, raw)
             .map_err(|e| Error::integrity(format!("snapshots/{name}"), e.to_string()))?;
         serde_json::from_slice(&plain)
             .map_err(|e| Error::integrity(format!("snapshots/{name}"), e.to_string()))
@@ -555,8 +603,9 @@ impl Repository {
     }
 
     pub fn add_key(&self, new: &NewKey, label: Option<String>) -> Result<String> {
-        let kf = KeyFile::seal(&self.master, &self.config.id, new, label)?;
+        let mut kf = KeyFile::seal(&self.master, &self.config.id, new, label)?;
         let name = random_hex(16);
+        kf.sign(&self.keys, &name);
         self.backend.put(
             ObjectKind::Key,
             &name,

@@ -353,6 +353,109 @@ pub struct PruneSummary {
     pub duration_s: f64,
 }
 
+/// How bad a [`Finding`] is. Only `error` findings make bk-verify fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Damaged, missing or unreadable data, or a difference found by `--against`.
+    Error,
+    /// Something that cannot be checked or looks wrong but loses no data.
+    Warning,
+    /// Worth knowing, harmless (e.g. unreferenced packs).
+    Info,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 3] = [Severity::Error, Severity::Warning, Severity::Info];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// One problem found by bk-verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub severity: Severity,
+    /// Which check found it: `pack`, `index`, `snapshot`, `listing`, `key`,
+    /// `config`, `read` (a storage error kept it from being checked), `against`.
+    pub check: String,
+    /// The object concerned: `data/ab/<id>`, `index/<id>`, `snapshots/<id>`,
+    /// `keys/<name>`, `config`, or (with `--against`) a path in the snapshot.
+    pub object: String,
+    pub message: String,
+    /// Snapshot ids whose data the problem affects.
+    #[serde(default)]
+    pub snapshots: Vec<ObjectId>,
+    /// Paths (in those snapshots) whose data the problem affects.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Affected paths left out of `paths` to keep the line short.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_paths: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Overall verdict of a bk-verify run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyResult {
+    #[default]
+    Ok,
+    Problems,
+}
+
+/// Last line of bk-verify's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct VerifySummary {
+    #[serde(default = "v1")]
+    pub v: u32,
+    /// `ok` when there is no error finding.
+    pub result: VerifyResult,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub warnings: u64,
+    #[serde(default)]
+    pub infos: u64,
+    #[serde(default)]
+    pub snapshots: u64,
+    #[serde(default)]
+    pub index_objects: u64,
+    #[serde(default)]
+    pub packs: u64,
+    #[serde(default)]
+    pub keys: u64,
+    #[serde(default)]
+    pub chunks: u64,
+    /// Distinct listing chunks read and parsed.
+    #[serde(default)]
+    pub listing_chunks: u64,
+    /// `--read-data`: packs downloaded and checked, their bytes and blobs.
+    #[serde(default)]
+    pub packs_read: u64,
+    #[serde(default)]
+    pub bytes_read: u64,
+    #[serde(default)]
+    pub blobs_checked: u64,
+    /// `--against`: entries compared and file bytes hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_compared: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_compared: Option<u64>,
+    #[serde(default)]
+    pub duration_s: f64,
+}
+
 /// Every record type. Unknown types read as [`Record::Unknown`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -367,6 +470,8 @@ pub enum Record {
     Decision(DecisionRecord),
     Gc(GcRecord),
     PruneSummary(PruneSummary),
+    Finding(Finding),
+    VerifySummary(VerifySummary),
     Unknown,
 }
 
@@ -381,6 +486,8 @@ enum Tagged {
     Decision(DecisionRecord),
     Gc(GcRecord),
     PruneSummary(PruneSummary),
+    Finding(Finding),
+    VerifySummary(VerifySummary),
     #[serde(other)]
     Unknown,
 }
@@ -396,6 +503,8 @@ enum TaggedRef<'a> {
     Decision(&'a DecisionRecord),
     Gc(&'a GcRecord),
     PruneSummary(&'a PruneSummary),
+    Finding(&'a Finding),
+    VerifySummary(&'a VerifySummary),
 }
 
 impl Record {
@@ -409,6 +518,8 @@ impl Record {
             Record::Decision(r) => r.v,
             Record::Gc(r) => r.v,
             Record::PruneSummary(r) => r.v,
+            Record::Finding(r) => r.v,
+            Record::VerifySummary(r) => r.v,
             Record::Data(_) | Record::ChunkRef(_) | Record::Unknown => VERSION,
         }
     }
@@ -436,6 +547,8 @@ pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
             Tagged::Decision(r) => Record::Decision(r),
             Tagged::Gc(r) => Record::Gc(r),
             Tagged::PruneSummary(r) => Record::PruneSummary(r),
+            Tagged::Finding(r) => Record::Finding(r),
+            Tagged::VerifySummary(r) => Record::VerifySummary(r),
             Tagged::Unknown => {
                 // `{"type":"data"...}` written with other key order lands here.
                 let v: serde_json::Value =
@@ -553,6 +666,8 @@ pub fn write_record<W: Write>(w: &mut W, rec: &Record) -> std::io::Result<()> {
         Record::Decision(r) => write_json(w, &TaggedRef::Decision(r)),
         Record::Gc(r) => write_json(w, &TaggedRef::Gc(r)),
         Record::PruneSummary(r) => write_json(w, &TaggedRef::PruneSummary(r)),
+        Record::Finding(r) => write_json(w, &TaggedRef::Finding(r)),
+        Record::VerifySummary(r) => write_json(w, &TaggedRef::VerifySummary(r)),
     }
 }
 
