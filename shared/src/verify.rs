@@ -300,9 +300,12 @@ type Visit<'v, T> = &'v (dyn Fn(&Entry, &mut Vec<T>) + Sync);
 /// Walks snapshot listings. Successive snapshots share most listing chunks,
 /// and a chunk read after the same partial line yields the same records, so
 /// each (partial line, chunk) pair is read and parsed once.
+/// Parsed segments by (hash of the partial line before, chunk).
+type SegmentMemo<T> = Mutex<HashMap<([u8; 32], ChunkId), Arc<Segment<T>>>>;
+
 struct ListingWalker<'a, T> {
     reader: &'a ChunkReader<'a>,
-    memo: Mutex<HashMap<([u8; 32], ChunkId), Arc<Segment<T>>>>,
+    memo: SegmentMemo<T>,
     chunks_read: AtomicU64,
 }
 
@@ -1290,7 +1293,7 @@ impl Verifier<'_> {
             ids.sort();
             ids.dedup();
             p.finding.snapshots = ids;
-            paths.extend(p.finding.paths.drain(..));
+            paths.append(&mut p.finding.paths);
             let (paths, more) = cap_paths(paths);
             p.finding.paths = paths;
             p.finding.more_paths += more;
