@@ -37,7 +37,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 /// Affected paths listed per finding; the rest are counted in `more_paths`.
@@ -295,14 +295,79 @@ struct Segment<T> {
     problem: Option<ListingProblem>,
 }
 
-type Visit<'v, T> = &'v (dyn Fn(&Entry, &mut Vec<T>) + Sync);
+/// (SHA-256 of the partial line carried in, or zeros; listing chunk id).
+type SegmentKey = ([u8; 32], ChunkId);
+
+type Visit<'v, T> = &'v (dyn Fn(&Listed, &mut Vec<T>) + Sync);
+
+/// What the listing walk needs of an entry, parsed straight from the line:
+/// `wire::parse_line` goes through serde's buffering of internally tagged
+/// enums, several times slower on listings of millions of chunk ids.
+#[derive(serde::Deserialize)]
+struct Listed<'a> {
+    #[serde(default = "version_1")]
+    v: u32,
+    #[serde(borrow)]
+    path: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    path_b64: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    chunks: Vec<ChunkId>,
+}
+
+fn version_1() -> u32 {
+    wire::VERSION
+}
+
+impl Listed<'_> {
+    fn path_bytes(&self) -> std::result::Result<Vec<u8>, String> {
+        use base64::Engine;
+        match &self.path_b64 {
+            Some(b) => base64::engine::general_purpose::STANDARD
+                .decode(b.as_bytes())
+                .map_err(|e| format!("invalid base64 name: {e}")),
+            None => Ok(self.path.as_bytes().to_vec()),
+        }
+    }
+}
+
+const ENTRY_PREFIX: &[u8] = br#"{"type":"entry","#;
+
+/// Parses one listing line: `Ok(None)` for records other than entries.
+fn parse_listed(line: &[u8]) -> std::result::Result<Option<Listed<'_>>, String> {
+    if line.starts_with(ENTRY_PREFIX) {
+        let e: Listed = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        if e.v > wire::VERSION {
+            return Err(format!(
+                "record version {} is newer than this bk understands",
+                e.v
+            ));
+        }
+        return Ok(Some(e));
+    }
+    match wire::parse_line(line, 0) {
+        // An entry written with another key order.
+        Ok(Record::Entry(e)) => Ok(Some(Listed {
+            v: e.v,
+            path: std::borrow::Cow::Owned(e.path),
+            path_b64: e.path_b64.map(std::borrow::Cow::Owned),
+            chunks: e.chunks,
+        })),
+        Ok(_) => Ok(None),
+        Err(Error::Stream { message, .. }) => Err(message),
+        Err(e) => Err(e.to_string()),
+    }
+}
 
 /// Walks snapshot listings. Successive snapshots share most listing chunks,
 /// and a chunk read after the same partial line yields the same records, so
 /// each (partial line, chunk) pair is read and parsed once.
 struct ListingWalker<'a, T> {
     reader: &'a ChunkReader<'a>,
-    memo: Mutex<HashMap<([u8; 32], ChunkId), Arc<Segment<T>>>>,
+    /// `None` while some thread is reading that segment: others wait for
+    /// it instead of reading the same chunk again.
+    memo: Mutex<HashMap<SegmentKey, Option<Arc<Segment<T>>>>>,
+    done: Condvar,
     chunks_read: AtomicU64,
 }
 
@@ -311,6 +376,7 @@ impl<'a, T: Clone + Send + Sync> ListingWalker<'a, T> {
         ListingWalker {
             reader,
             memo: Mutex::new(HashMap::new()),
+            done: Condvar::new(),
             chunks_read: AtomicU64::new(0),
         }
     }
@@ -325,24 +391,7 @@ impl<'a, T: Clone + Send + Sync> ListingWalker<'a, T> {
         let mut hash = [0u8; 32];
         for id in listing {
             crate::sys::check_interrupted()?;
-            let key = (hash, *id);
-            let cached = self
-                .memo
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .cloned();
-            let seg = match cached {
-                Some(s) => s,
-                None => {
-                    let s = Arc::new(self.segment(&carry, id, visit));
-                    self.memo
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key, s.clone());
-                    s
-                }
-            };
+            let seg = self.segment_cached((hash, *id), &carry, visit);
             found.extend_from_slice(&seg.found);
             if let Some(p) = &seg.problem {
                 return Ok((found, Some(p.clone())));
@@ -360,6 +409,47 @@ impl<'a, T: Clone + Send + Sync> ListingWalker<'a, T> {
             ));
         }
         Ok((found, None))
+    }
+
+    fn segment_cached(
+        &self,
+        key: ([u8; 32], ChunkId),
+        carry: &[u8],
+        visit: Visit<'_, T>,
+    ) -> Arc<Segment<T>> {
+        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match memo.get(&key) {
+                Some(Some(seg)) => return seg.clone(),
+                Some(None) => memo = self.done.wait(memo).unwrap_or_else(|p| p.into_inner()),
+                None => break,
+            }
+        }
+        memo.insert(key, None);
+        drop(memo);
+        // Should this thread unwind, the waiting ones must not hang.
+        struct Busy<'w, 'a, T>(&'w ListingWalker<'a, T>, Option<([u8; 32], ChunkId)>);
+        impl<T> Drop for Busy<'_, '_, T> {
+            fn drop(&mut self) {
+                if let Some(key) = self.1.take() {
+                    self.0
+                        .memo
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                    self.0.done.notify_all();
+                }
+            }
+        }
+        let mut busy = Busy(self, Some(key));
+        let seg = Arc::new(self.segment(carry, &key.1, visit));
+        busy.1 = None;
+        self.memo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Some(seg.clone()));
+        self.done.notify_all();
+        seg
     }
 
     fn segment(&self, carry: &[u8], id: &ChunkId, visit: Visit<'_, T>) -> Segment<T> {
@@ -397,14 +487,10 @@ impl<'a, T: Clone + Send + Sync> ListingWalker<'a, T> {
             if line.is_empty() {
                 continue;
             }
-            match wire::parse_line(line, 0) {
-                Ok(Record::Entry(e)) => visit(&e, &mut seg.found),
-                Ok(_) => {}
-                Err(e) => {
-                    let msg = match e {
-                        Error::Stream { message, .. } => message,
-                        e => e.to_string(),
-                    };
+            match parse_listed(line) {
+                Ok(Some(e)) => visit(&e, &mut seg.found),
+                Ok(None) => {}
+                Err(msg) => {
                     seg.problem = Some(ListingProblem {
                         message: format!("malformed listing record in chunk {id}: {msg}"),
                         unreadable: false,
@@ -472,7 +558,6 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
             )
         })
         .collect();
-
     v.check_config();
     summary.keys = v.check_keys(&listed[&ObjectKind::Key])?;
 
@@ -510,7 +595,6 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
         .collect();
     summary.packs = packs.len() as u64;
     v.check_pack_references(&packs, &index_objects, &index);
-
     let snapshots = v.load_snapshots(&listed[&ObjectKind::Snapshot])?;
     summary.snapshots = snapshots.len() as u64;
     let reader = ChunkReader::new(repo, &index);
@@ -933,18 +1017,17 @@ impl Verifier<'_> {
             Missing(String, ChunkId),
             UnsafePath(String, String),
         }
-        let visit = |e: &Entry, found: &mut Vec<Issue>| {
-            match e.path_bytes() {
-                Ok(p) => {
-                    if let Err(m) = wire::check_relative_path(&p) {
-                        found.push(Issue::UnsafePath(e.path.clone(), m));
-                    }
-                }
-                Err(m) => found.push(Issue::UnsafePath(e.path.clone(), m.to_string())),
+        let visit = |e: &Listed, found: &mut Vec<Issue>| {
+            let unsafe_path = match e.path_bytes() {
+                Ok(p) => wire::check_relative_path(&p).err(),
+                Err(m) => Some(m),
+            };
+            if let Some(m) = unsafe_path {
+                found.push(Issue::UnsafePath(e.path.to_string(), m));
             }
             for c in &e.chunks {
                 if !index.contains(c) {
-                    found.push(Issue::Missing(e.path.clone(), *c));
+                    found.push(Issue::Missing(e.path.to_string(), *c));
                 }
             }
         };
@@ -1248,10 +1331,10 @@ impl Verifier<'_> {
             }
         }
         // File chunks: walk the listings.
-        let visit = |e: &Entry, found: &mut Vec<(String, ChunkId)>| {
+        let visit = |e: &Listed, found: &mut Vec<(String, ChunkId)>| {
             for c in &e.chunks {
                 if wanted.contains(c) {
-                    found.push((e.path.clone(), *c));
+                    found.push((e.path.to_string(), *c));
                 }
             }
         };
@@ -1290,7 +1373,7 @@ impl Verifier<'_> {
             ids.sort();
             ids.dedup();
             p.finding.snapshots = ids;
-            paths.extend(p.finding.paths.drain(..));
+            paths.append(&mut p.finding.paths);
             let (paths, more) = cap_paths(paths);
             p.finding.paths = paths;
             p.finding.more_paths += more;
