@@ -158,7 +158,7 @@ pub struct VerifyOptions {
     pub read_data: Option<PackSelection>,
     /// Compare this snapshot (`latest`, an id or prefix) with a directory.
     pub against: Option<(PathBuf, String)>,
-    /// Threads downloading and checking packs (0: the CPU count, at least 2).
+    /// Threads downloading and checking packs (0: twice the CPUs, 2 to 8).
     pub threads: usize,
 }
 
@@ -1124,9 +1124,11 @@ impl Verifier<'_> {
             sel.select(packs).into_iter().map(|i| packs[i]).collect();
         let largest = chosen.iter().map(|p| p.1).max().unwrap_or(1).max(1);
         let threads = if threads == 0 {
+            // Twice the CPUs, like restores: reading a pack and checking
+            // the previous one overlap.
             std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
+                .map(|n| n.get() * 2)
+                .unwrap_or(4)
                 .clamp(2, 8)
         } else {
             threads
