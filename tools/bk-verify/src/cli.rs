@@ -24,7 +24,7 @@ pub struct Cli {
     /// Write Prometheus metrics to FILE (atomically), for node_exporter's textfile collector
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
-    /// Threads that download and check packs (default: the CPU count, 2 to 8)
+    /// Threads that download and check packs (default: twice the CPUs, 2 to 8)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
     /// Take no lock (for read-only access to the storage)
