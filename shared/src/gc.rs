@@ -39,7 +39,7 @@
 //! through [`Repository::load_index`], which includes the marks' entries,
 //! so a snapshot that raced a mark stays readable until it is recovered.
 
-use crate::backend::ObjectKind;
+use crate::backend::{ObjectKind, GC_ARM_PREFIX};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ObjectId};
@@ -47,7 +47,7 @@ use crate::index::{Index, IndexFile};
 use crate::locks::{list_lock_objects, storage_now, LockGuard};
 use crate::pack::{BlobEntry, BlobKind, PackBuilder};
 use crate::reader::ChunkReader;
-use crate::repo::{check_name, parallel_map, Repository, Snapshot};
+use crate::repo::{check_name, parallel_map, IndexFiles, Repository, Snapshot};
 use crate::wire::{GcRecord, PruneSummary, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -56,7 +56,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 const MARK_AAD: &[u8] = b"bk gc mark v1";
 const ARM_AAD: &[u8] = b"bk gc arm v1";
-const ARM_PREFIX: &str = "arm-";
 /// Compacted index objects hold at most this many blobs each, so loading
 /// stays parallel and no single object becomes huge.
 const INDEX_PART_BLOBS: usize = 250_000;
@@ -187,20 +186,15 @@ pub fn load_marks(repo: &Repository) -> Result<Vec<StoredMark>> {
 fn load_arms(repo: &Repository) -> Result<Vec<StoredArm>> {
     let mut out = Vec::new();
     for obj in repo.backend().list(ObjectKind::Gc)? {
-        let Some(hex) = obj.name.strip_prefix(ARM_PREFIX) else {
+        if !obj.name.starts_with(GC_ARM_PREFIX) {
             continue;
-        };
+        }
         let raw = match repo.backend().get(ObjectKind::Gc, &obj.name) {
             Ok(r) => r,
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
-        if ObjectId::digest(&raw).to_hex() != hex {
-            return Err(Error::integrity(
-                format!("gc/{}", obj.name),
-                "content does not match its name",
-            ));
-        }
+        check_name(ObjectKind::Gc, &obj.name, &raw)?;
         let arm: Arm = repo
             .keys()
             .open(ARM_AAD, &raw)
@@ -290,9 +284,6 @@ impl Default for GcOptions {
 }
 
 /// One thing garbage collection did (or, in a dry run, would do).
-pub type GcAction = GcRecord;
-pub type GcSummary = PruneSummary;
-
 fn action(action: &str, object: String, bytes: u64) -> GcRecord {
     GcRecord {
         v: crate::wire::VERSION,
@@ -303,21 +294,10 @@ fn action(action: &str, object: String, bytes: u64) -> GcRecord {
     }
 }
 
-trait Because {
-    fn because(self, r: impl Into<String>) -> Self;
-}
-
-impl Because for GcRecord {
-    fn because(mut self, r: impl Into<String>) -> Self {
-        self.reason = Some(r.into());
-        self
-    }
-}
-
 /// A pack and the blobs it holds.
 type PackEntries = (ObjectId, Vec<BlobEntry>);
 
-type Emit<'e> = dyn FnMut(&GcAction) -> Result<()> + 'e;
+type Emit<'e> = dyn FnMut(&GcRecord) -> Result<()> + 'e;
 
 /// Forgets `forget` (snapshot ids), sweeps marks that are due, and marks
 /// what is no longer needed. `lock` must be this process's prune lock.
@@ -327,7 +307,7 @@ pub fn collect(
     forget: &[ObjectId],
     opts: &GcOptions,
     emit: &mut Emit<'_>,
-) -> Result<GcSummary> {
+) -> Result<PruneSummary> {
     let started = Instant::now();
     let mut gc = Gc {
         repo,
@@ -335,24 +315,8 @@ pub fn collect(
         opts,
         forget: forget.iter().copied().collect(),
         scanner: RefScanner::default(),
-        summary: GcSummary {
-            v: crate::wire::VERSION,
-            dry_run: opts.dry_run,
-            ..Default::default()
-        },
+        summary: forget_only(repo, forget, opts, emit)?,
     };
-    for id in forget {
-        if !opts.dry_run {
-            repo.backend().delete(ObjectKind::Snapshot, &id.to_hex())?;
-        }
-        gc.summary.snapshots_forgotten += 1;
-        gc.summary.objects_deleted += u64::from(!opts.dry_run);
-        emit(&action(
-            "forget",
-            ObjectKind::Snapshot.path(&id.to_hex()),
-            0,
-        ))?;
-    }
     gc.sweep(emit)?;
     crate::sys::check_interrupted()?;
     let marked = gc.mark(emit)?;
@@ -375,8 +339,8 @@ pub fn forget_only(
     forget: &[ObjectId],
     opts: &GcOptions,
     emit: &mut Emit<'_>,
-) -> Result<GcSummary> {
-    let mut summary = GcSummary {
+) -> Result<PruneSummary> {
+    let mut summary = PruneSummary {
         v: crate::wire::VERSION,
         dry_run: opts.dry_run,
         ..Default::default()
@@ -402,7 +366,7 @@ struct Gc<'a> {
     opts: &'a GcOptions,
     forget: HashSet<ObjectId>,
     scanner: RefScanner,
-    summary: GcSummary,
+    summary: PruneSummary,
 }
 
 impl Gc<'_> {
@@ -416,11 +380,17 @@ impl Gc<'_> {
             .collect())
     }
 
-    /// Every chunk a remaining snapshot refers to.
-    fn referenced(&mut self) -> Result<HashSet<ChunkId>> {
+    /// Every chunk a remaining snapshot refers to, with the index objects
+    /// and marks it was resolved through (for the caller to reuse).
+    /// Snapshots are listed first: a snapshot is written after the index
+    /// objects and marks that name its data, so all of them are seen.
+    fn referenced(&mut self) -> Result<(HashSet<ChunkId>, IndexFiles, Vec<StoredMark>)> {
         let snaps = self.snapshots()?;
-        let index = self.repo.load_index()?;
-        self.scanner.referenced(self.repo, &index, &snaps)
+        let marks = load_marks(self.repo)?;
+        let files = self.repo.index_files()?;
+        let index = Repository::read_index(&files, &marks);
+        let referenced = self.scanner.referenced(self.repo, &index, &snaps)?;
+        Ok((referenced, files, marks))
     }
 
     /// Lock holders that are alive now, and the storage's clock.
@@ -452,14 +422,14 @@ impl Gc<'_> {
             &serde_json::to_vec(&arm).expect("serializable"),
             None,
         );
-        let name = format!("{ARM_PREFIX}{}", ObjectId::digest(&sealed).to_hex());
+        let name = format!("{GC_ARM_PREFIX}{}", ObjectId::digest(&sealed).to_hex());
         self.repo.backend().put(ObjectKind::Gc, &name, &sealed)?;
         let reason = if arm.waiting_for.is_empty() {
             "no backup was running".to_string()
         } else {
             format!("waiting for {} running writer(s)", arm.waiting_for.len())
         };
-        emit(&action("arm", format!("gc/{mark}"), 0).because(reason))
+        emit(&action("arm", format!("gc/{mark}"), 0).with_reason(reason))
     }
 
     /// Sweeps every armed mark that is due.
@@ -486,9 +456,11 @@ impl Gc<'_> {
         }
         let (live, now) = self.live_holders()?;
         let mut due = Vec::new();
-        for m in marks {
+        for m in &marks {
             let Some(arm) = arms.iter().find(|a| a.arm.mark == m.name) else {
-                emit(&action("postpone", format!("gc/{}", m.name), 0).because("not armed yet"))?;
+                emit(
+                    &action("postpone", format!("gc/{}", m.name), 0).with_reason("not armed yet"),
+                )?;
                 continue;
             };
             let age = arm
@@ -503,7 +475,7 @@ impl Gc<'_> {
                 .count();
             if age < self.opts.grace {
                 emit(
-                    &action("postpone", format!("gc/{}", m.name), 0).because(format!(
+                    &action("postpone", format!("gc/{}", m.name), 0).with_reason(format!(
                         "grace period: armed {}s ago, sweep after {}s",
                         age.as_secs(),
                         self.opts.grace.as_secs()
@@ -511,7 +483,7 @@ impl Gc<'_> {
                 )?;
             } else if waiting > 0 {
                 emit(
-                    &action("postpone", format!("gc/{}", m.name), 0).because(format!(
+                    &action("postpone", format!("gc/{}", m.name), 0).with_reason(format!(
                         "{waiting} writer(s) that were running when it was marked still hold locks"
                     )),
                 )?;
@@ -524,8 +496,7 @@ impl Gc<'_> {
         }
         // Only now, after the lock check, look at snapshots and index: every
         // snapshot that may use a marked pack is visible from here on.
-        let referenced = self.referenced()?;
-        let files = self.repo.index_files()?;
+        let (referenced, files, _) = self.referenced()?;
         let mut live_index = Index::default();
         let mut live_packs = HashSet::new();
         for (_, f) in &files.live {
@@ -534,7 +505,7 @@ impl Gc<'_> {
         }
         live_index.finish();
         for (m, arm) in due {
-            self.sweep_one(&m, &arm, &referenced, &live_index, &live_packs, emit)?;
+            self.sweep_one(m, &arm, &referenced, &live_index, &live_packs, emit)?;
         }
         Ok(())
     }
@@ -559,7 +530,7 @@ impl Gc<'_> {
             if live_packs.contains(&p.id) {
                 emit(
                     &action("keep", ObjectKind::Pack.path(&name), p.size)
-                        .because("a backup indexed it after it was marked"),
+                        .with_reason("a backup indexed it after it was marked"),
                 )?;
                 continue;
             }
@@ -578,7 +549,7 @@ impl Gc<'_> {
             if pack_entries.iter().any(needed) {
                 emit(
                     &action("recover", ObjectKind::Pack.path(&name), p.size)
-                        .because("a snapshot committed after the mark uses it"),
+                        .with_reason("a snapshot committed after the mark uses it"),
                 )?;
                 recovered.packs.push((p.id, pack_entries));
                 continue;
@@ -628,7 +599,7 @@ impl Gc<'_> {
                 backend.delete(ObjectKind::Index, &name)?;
                 emit(
                     &action("delete", ObjectKind::Index.path(&name), *size)
-                        .because("replaced by a compacted index"),
+                        .with_reason("replaced by a compacted index"),
                 )?;
                 self.summary.bytes_freed += size;
                 self.summary.objects_deleted += 1;
@@ -644,14 +615,12 @@ impl Gc<'_> {
     /// whether a mark was written (or, in a dry run, would be).
     fn mark(&mut self, emit: &mut Emit<'_>) -> Result<bool> {
         let backend = self.repo.backend().clone();
-        let files = self.repo.index_files()?;
+        let (referenced, files, pending_marks) = self.referenced()?;
         self.summary.index_objects_before = (files.live.len() + files.superseded.len()) as u64;
-        let pending_marks = load_marks(self.repo)?;
         let pending: HashSet<ObjectId> = pending_marks
             .iter()
             .flat_map(|m| m.mark.packs.iter().map(|p| p.id))
             .collect();
-        let referenced = self.referenced()?;
         let pack_sizes: HashMap<ObjectId, u64> = backend
             .list(ObjectKind::Pack)?
             .into_iter()
@@ -685,7 +654,7 @@ impl Gc<'_> {
             let Some(&size) = pack_sizes.get(pack) else {
                 emit(
                     &action("missing", ObjectKind::Pack.path(&pack.to_hex()), 0)
-                        .because("the index names a pack that is not stored; run bk-verify"),
+                        .with_reason("the index names a pack that is not stored; run bk-verify"),
                 )?;
                 continue;
             };
@@ -777,7 +746,9 @@ impl Gc<'_> {
                 MarkReason::Repacked => "its used chunks were repacked",
                 MarkReason::Unindexed => "no index names it",
             };
-            emit(&action("mark", ObjectKind::Pack.path(&p.id.to_hex()), p.size).because(reason))?;
+            emit(
+                &action("mark", ObjectKind::Pack.path(&p.id.to_hex()), p.size).with_reason(reason),
+            )?;
             self.summary.packs_marked += 1;
             self.summary.bytes_marked += p.size;
         }
@@ -829,7 +800,7 @@ impl Gc<'_> {
             self.summary.index_objects_written += 1;
             emit(
                 &action("write", ObjectKind::Index.path(&id.to_hex()), 0)
-                    .because("compacted index"),
+                    .with_reason("compacted index"),
             )?;
         }
         self.arm(&mark_name, emit)?;
@@ -871,7 +842,7 @@ impl Gc<'_> {
             if let Err(e) = check_name(ObjectKind::Pack, &name, &raw) {
                 emit(
                     &action("skip", ObjectKind::Pack.path(&name), sizes[pack])
-                        .because(format!("not repacked: {e}")),
+                        .with_reason(format!("not repacked: {e}")),
                 )?;
                 continue;
             }
@@ -893,8 +864,9 @@ impl Gc<'_> {
             }
             if !ok {
                 emit(
-                    &action("skip", ObjectKind::Pack.path(&name), sizes[pack])
-                        .because("not repacked: a blob in it fails authentication; run bk-verify"),
+                    &action("skip", ObjectKind::Pack.path(&name), sizes[pack]).with_reason(
+                        "not repacked: a blob in it fails authentication; run bk-verify",
+                    ),
                 )?;
                 continue;
             }
@@ -913,7 +885,7 @@ impl Gc<'_> {
             }
             emit(
                 &action("repack", ObjectKind::Pack.path(&name), sizes[pack])
-                    .because(format!("{kept} bytes still used are copied")),
+                    .with_reason(format!("{kept} bytes still used are copied")),
             )?;
             self.summary.packs_repacked += 1;
             self.summary.bytes_repacked += kept;
@@ -932,7 +904,8 @@ impl Gc<'_> {
     /// Temp files and multipart uploads of killed writers; stale locks.
     fn clean_incomplete(&mut self, emit: &mut Emit<'_>) -> Result<()> {
         let backend = self.repo.backend();
-        let (_, now) = self.live_holders()?;
+        let locks = list_lock_objects(&**backend, self.repo.keys())?;
+        let now = storage_now(&locks, &self.lock.name());
         let min_age = self.opts.grace.max(MIN_INCOMPLETE_AGE);
         for item in backend.incomplete()? {
             let old = item
@@ -947,17 +920,18 @@ impl Gc<'_> {
             self.summary.incomplete_removed += 1;
             emit(
                 &action("delete", format!("tmp/{}", item.name), item.size)
-                    .because("incomplete write abandoned by a killed writer"),
+                    .with_reason("incomplete write abandoned by a killed writer"),
             )?;
         }
-        let locks = list_lock_objects(&**backend, self.repo.keys())?;
         for l in locks {
             if l.is_stale_at(now) && l.name != self.lock.name() {
                 if !self.opts.dry_run {
                     backend.delete(ObjectKind::Lock, &l.name)?;
                 }
                 self.summary.locks_removed += 1;
-                emit(&action("delete", ObjectKind::Lock.path(&l.name), 0).because("stale lock"))?;
+                emit(
+                    &action("delete", ObjectKind::Lock.path(&l.name), 0).with_reason("stale lock"),
+                )?;
             }
         }
         Ok(())

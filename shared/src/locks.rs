@@ -191,14 +191,6 @@ pub fn list_lock_objects(backend: &dyn Backend, keys: &Keys) -> Result<Vec<LockO
     Ok(out)
 }
 
-/// Every lock in the repository; unreadable ones are reported as `None`.
-pub fn list_locks(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(String, Option<LockInfo>)>> {
-    Ok(list_lock_objects(backend, keys)?
-        .into_iter()
-        .map(|l| (l.name, l.info))
-        .collect())
-}
-
 /// The storage's current time, read off the listing entry of an object we
 /// just wrote (our own lock); the local clock if the storage gives none.
 pub fn storage_now(locks: &[LockObject], own_lock_name: &str) -> SystemTime {
@@ -386,9 +378,9 @@ mod tests {
         let err =
             LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Exclusive, "t").unwrap_err();
         assert!(matches!(err, Error::Locked(_)));
-        assert_eq!(list_locks(&*backend, &keys).unwrap().len(), 2);
+        assert_eq!(list_lock_objects(&*backend, &keys).unwrap().len(), 2);
         drop((a, b));
-        assert!(list_locks(&*backend, &keys).unwrap().is_empty());
+        assert!(list_lock_objects(&*backend, &keys).unwrap().is_empty());
         // A lock from a dead process on this host does not block.
         let dead = LockInfo {
             mode: LockMode::Exclusive,

@@ -356,28 +356,28 @@ impl Repository {
         // before deleting the mark, so one of the two names it.
         let marks = crate::gc::load_marks(self)?;
         let files = self.index_files()?;
-        let mut index = Index::default();
-        for (_, f) in &files.live {
-            index.add_file(f);
-        }
-        for m in &marks {
-            index.add_file(&m.mark.entries);
-        }
-        index.finish();
-        Ok(index)
+        Ok(Repository::read_index(&files, &marks))
     }
 
     /// The index a backup deduplicates against: live index objects only.
     /// Packs marked for deletion are not in it, so a backup started after
     /// a prune marked them never refers to them (gc.rs relies on this).
     pub fn load_index_for_write(&self) -> Result<Index> {
-        let files = self.index_files()?;
+        Ok(Repository::read_index(&self.index_files()?, &[]))
+    }
+
+    /// The merged index of the live index objects plus the entries of
+    /// `marks` (see [`Repository::load_index`]).
+    pub fn read_index(files: &IndexFiles, marks: &[crate::gc::StoredMark]) -> Index {
         let mut index = Index::default();
         for (_, f) in &files.live {
             index.add_file(f);
         }
+        for m in marks {
+            index.add_file(&m.mark.entries);
+        }
         index.finish();
-        Ok(index)
+        index
     }
 
     /// Reads every index object; those superseded by a compacted object
@@ -653,7 +653,10 @@ pub fn parallel_map<T: Sync, R: Send>(
 
 /// Objects are named by the SHA-256 of their stored bytes; check it.
 pub fn check_name(kind: ObjectKind, name: &str, raw: &[u8]) -> Result<()> {
-    if ObjectId::digest(raw).to_hex() != name {
+    if kind
+        .digest_name(name)
+        .is_some_and(|d| ObjectId::digest(raw).to_hex() != d)
+    {
         return Err(Error::integrity(
             kind.path(name),
             "content does not match its name (corrupt or replaced)",

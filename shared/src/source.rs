@@ -352,19 +352,7 @@ pub fn chunk_tree<W: Write>(root: &Path, opts: &ChunkOptions, out: &mut W) -> Re
         };
         let rel: Vec<u8> = match &single_name {
             Some(n) => n.clone(),
-            None => {
-                let r = item
-                    .path()
-                    .strip_prefix(root)
-                    .unwrap_or(item.path())
-                    .as_os_str()
-                    .as_bytes();
-                if r.is_empty() {
-                    b".".to_vec()
-                } else {
-                    r.to_vec()
-                }
-            }
+            None => listing_path(root, item.path()),
         };
         let md = match item.metadata() {
             Ok(m) => m,
@@ -443,4 +431,19 @@ pub fn chunk_stream<W: Write>(
     em.summary.bytes = n;
     em.trailer()?;
     Ok(em.summary)
+}
+
+/// A walked path as listings name it: relative to the walk's root, `.` for
+/// the root itself.
+pub(crate) fn listing_path(root: &Path, path: &Path) -> Vec<u8> {
+    let r = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .as_os_str()
+        .as_bytes();
+    if r.is_empty() {
+        b".".to_vec()
+    } else {
+        r.to_vec()
+    }
 }

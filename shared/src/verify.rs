@@ -820,10 +820,15 @@ impl Verifier<'_> {
         Ok(listed.len() as u64)
     }
 
-    /// Loads and authenticates every index object; names that are not ids
-    /// are reported and skipped (readers ignore them too).
-    fn load_index_objects(&self, listed: &[ObjectInfo]) -> Result<IndexObjects> {
-        let names: Vec<&str> = listed
+    /// The listed names that are object ids; others are reported (info)
+    /// and skipped, as every reader skips them.
+    fn object_names<'l>(
+        &self,
+        listed: &'l [ObjectInfo],
+        check: &str,
+        kind: ObjectKind,
+    ) -> Vec<&'l str> {
+        listed
             .iter()
             .map(|o| o.name.as_str())
             .filter(|n| {
@@ -831,14 +836,20 @@ impl Verifier<'_> {
                 if !ok {
                     self.report.add(
                         Severity::Info,
-                        "index",
-                        format!("index/{n}"),
+                        check,
+                        kind.path(n),
                         "not a bk object name; ignored by bk",
                     );
                 }
                 ok
             })
-            .collect();
+            .collect()
+    }
+
+    /// Loads and authenticates every index object; names that are not ids
+    /// are reported and skipped (readers ignore them too).
+    fn load_index_objects(&self, listed: &[ObjectInfo]) -> Result<IndexObjects> {
+        let names = self.object_names(listed, "index", ObjectKind::Index);
         let loaded = parallel_map(&names, self.meta_threads, |name| {
             crate::sys::check_interrupted()?;
             let r = self
@@ -964,22 +975,7 @@ impl Verifier<'_> {
 
     /// Loads every snapshot (authenticated, name checked), oldest first.
     fn load_snapshots(&self, listed: &[ObjectInfo]) -> Result<Vec<(ObjectId, Snapshot)>> {
-        let names: Vec<&str> = listed
-            .iter()
-            .map(|o| o.name.as_str())
-            .filter(|n| {
-                let ok = is_object_name(n);
-                if !ok {
-                    self.report.add(
-                        Severity::Info,
-                        "snapshot",
-                        format!("snapshots/{n}"),
-                        "not a bk object name; ignored by bk",
-                    );
-                }
-                ok
-            })
-            .collect();
+        let names = self.object_names(listed, "snapshot", ObjectKind::Snapshot);
         let loaded = parallel_map(&names, self.meta_threads, |name| {
             crate::sys::check_interrupted()?;
             let r = self
@@ -1491,19 +1487,7 @@ impl Verifier<'_> {
                     };
                     let rel: Vec<u8> = match &single {
                         Some(n) => n.clone(),
-                        None => {
-                            let r = item
-                                .path()
-                                .strip_prefix(dir)
-                                .unwrap_or(item.path())
-                                .as_os_str()
-                                .as_bytes();
-                            if r.is_empty() {
-                                b".".to_vec()
-                            } else {
-                                r.to_vec()
-                            }
-                        }
+                        None => crate::source::listing_path(dir, item.path()),
                     };
                     let shown = String::from_utf8_lossy(&rel).into_owned();
                     let md = match item.metadata() {

@@ -305,10 +305,13 @@ pub struct DecisionRecord {
     pub id: ObjectId,
     pub time: Timestamp,
     pub identity: String,
-    /// The retention group the policy was applied in.
+    /// The rendered group key, e.g. `identity=alice@db1:/var/lib/pg`.
     pub group: String,
     pub keep: bool,
-    /// Every rule that kept it (empty when forgotten).
+    /// Every rule that keeps the snapshot, in the order `last`, `hourly`,
+    /// `daily`, `weekly`, `monthly`, `yearly`, `within <D>`, then
+    /// `tag <K=V>` in policy order; `no policy` for an empty policy; empty
+    /// when the snapshot is forgotten.
     #[serde(default)]
     pub reasons: Vec<String>,
 }
@@ -327,6 +330,13 @@ pub struct GcRecord {
     pub bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl GcRecord {
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
 }
 
 /// bk-prune's last line: totals of the run.

@@ -29,6 +29,9 @@ pub mod s3;
 
 use crate::error::Result;
 
+/// Name prefix of the arm objects beside marks in gc/ (see gc.rs).
+pub const GC_ARM_PREFIX: &str = "arm-";
+
 /// The classes of repository objects; each lives in its own namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ObjectKind {
@@ -62,6 +65,18 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
             ObjectKind::Gc => "gc",
+        }
+    }
+
+    /// The part of an object's name that must equal the SHA-256 of its
+    /// bytes: the whole name, except `arm-<sha256>` in gc/ (an arm beside
+    /// the mark it names) and config and key files, which are not
+    /// content-addressed (`None`).
+    pub fn digest_name(self, name: &str) -> Option<&str> {
+        match self {
+            ObjectKind::Config | ObjectKind::Key => None,
+            ObjectKind::Gc => Some(name.strip_prefix(GC_ARM_PREFIX).unwrap_or(name)),
+            _ => Some(name),
         }
     }
 

@@ -541,12 +541,10 @@ impl Backend for S3Backend {
 
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let key = self.key(kind, name);
-        let content_addressed = !matches!(kind, ObjectKind::Config | ObjectKind::Key);
-        // gc/ holds marks (`<sha256>`) and arms (`arm-<sha256>`).
-        let digest_name = name.strip_prefix("arm-").unwrap_or(name);
+        let digest_name = kind.digest_name(name);
         self.retrying(|| {
             let data = self.rt.block_on(self.get_bytes(&key, None))?;
-            if content_addressed && crate::id::ObjectId::digest(&data).to_hex() != digest_name {
+            if digest_name.is_some_and(|d| crate::id::ObjectId::digest(&data).to_hex() != d) {
                 return Err(Error::integrity(
                     kind.path(name),
                     "content read back does not match its name",
