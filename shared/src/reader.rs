@@ -8,20 +8,184 @@
 //! pack starting at the blob and later reads are served from the windows
 //! kept in memory (bounded). Local reads go straight to the blob.
 //! Every blob is still authenticated and re-hashed when it is served.
+//!
+//! Speculative windows fetch more than is needed, and when several threads
+//! read different files they evict each other's windows (a restore from S3
+//! transferred three times the repository's size). A caller that knows what
+//! it will read next — a restore feeding files to its workers — announces
+//! those reads with [`ChunkReader::plan`]: announced blobs are grouped into
+//! exact ranges of neighbouring blobs, each range is fetched once by the
+//! first thread that needs it, shared by the others, and dropped as soon as
+//! every announced read of it has been served (or released with
+//! [`ChunkReader::release`]).
 
 use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ObjectId};
 use crate::index::{BlobLocation, Index};
 use crate::repo::Repository;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Blobs this small are read through windows; larger ones (most of a big
 /// file's chunks) are worth a request of their own, which keeps memory low.
 const SMALL_BLOB: u64 = 512 * 1024;
 /// Windows kept (memory bound: MAX_WINDOWS × the backend's window).
 const MAX_WINDOWS: usize = 8;
+/// A planned range grows to at most this many bytes: large enough that a
+/// request's fixed cost is small, small enough that many are in flight.
+const PLANNED_RANGE: u64 = 4 << 20;
+/// Unneeded bytes a planned range may span to join two needed blobs:
+/// cheaper to transfer than a second request.
+const PLANNED_GAP: u64 = 256 * 1024;
+/// Fetched-but-unread planned bytes the prefetchers may hold (memory bound;
+/// a reader that needs a range now fetches it regardless).
+const PREFETCH_BUDGET: u64 = 48 << 20;
+/// Announced-but-unread bytes [`ChunkReader::plan`] lets a caller run ahead
+/// by before it waits: enough for every prefetcher to have work.
+const PLAN_AHEAD: u64 = 128 << 20;
+/// An open range not extended while this many bytes were announced is
+/// complete: its pack's neighbouring blobs have passed.
+const OPEN_STALE: u64 = 4 << 20;
+
+enum RangeData {
+    /// Announced, not yet requested: it may still grow while it is the
+    /// open range.
+    Pending,
+    Fetching,
+    Ready(Arc<Vec<u8>>),
+    /// The fetch failed; readers fall back to direct reads, which retry and
+    /// report the object properly.
+    Failed,
+}
+
+struct PlannedRange {
+    pack: ObjectId,
+    start: u64,
+    end: u64,
+    /// Announced reads not yet served or released.
+    reads: usize,
+    data: RangeData,
+    /// Counted in `Plan::in_memory` (fetching or fetched).
+    resident: bool,
+    /// `Plan::cursor` when the range last grew.
+    touched: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Close {
+    All,
+    Pack(ObjectId),
+    Stale,
+}
+
+/// Reads announced with [`ChunkReader::plan`].
+#[derive(Default)]
+struct Plan {
+    ranges: HashMap<u64, PlannedRange>,
+    /// Blob → (range, announced reads of it not yet served).
+    blobs: HashMap<ChunkId, (u64, usize)>,
+    /// Per pack, the range the next announced blob of that pack may extend
+    /// (bk-put's workers seal in parallel, so a pack's blobs are in stream
+    /// order only roughly, and neighbouring files can alternate packs).
+    open: HashMap<ObjectId, u64>,
+    /// Bytes ever announced: ranges not extended for [`OPEN_STALE`] bytes
+    /// of announcements are complete.
+    cursor: u64,
+    next_range: u64,
+    /// Ranges complete and not yet requested, in announcement order: the
+    /// prefetchers' queue.
+    closed: BTreeSet<u64>,
+    /// Bytes of all live ranges (announced, not yet fully read).
+    announced: u64,
+    /// Bytes of ranges being fetched or held.
+    in_memory: u64,
+    /// No more announcements (the prefetchers finish the queue and stop).
+    finished: bool,
+    /// Stop now: nobody will read what is left.
+    stopped: bool,
+}
+
+impl Plan {
+    /// Queues open ranges for the prefetchers: those of `pack`, those
+    /// untouched for [`OPEN_STALE`] bytes, or all.
+    fn close_open(&mut self, which: Close) {
+        let cursor = self.cursor;
+        let ranges = &self.ranges;
+        let mut closing = Vec::new();
+        self.open.retain(|pack, rid| {
+            let close = match which {
+                Close::All => true,
+                Close::Pack(p) => p == *pack,
+                Close::Stale => ranges
+                    .get(rid)
+                    .is_none_or(|r| cursor - r.touched > OPEN_STALE),
+            };
+            if close {
+                closing.push(*rid);
+            }
+            !close
+        });
+        for rid in closing {
+            if matches!(
+                self.ranges.get(&rid).map(|r| &r.data),
+                Some(RangeData::Pending)
+            ) {
+                self.closed.insert(rid);
+            }
+        }
+    }
+
+    /// Counts one announced read of `id` as done; drops its range when it
+    /// was the range's last (then returns true: there is room).
+    fn consume(&mut self, id: &ChunkId) -> bool {
+        let Some((rid, n)) = self.blobs.get_mut(id) else {
+            return false;
+        };
+        let rid = *rid;
+        *n -= 1;
+        if *n == 0 {
+            self.blobs.remove(id);
+        }
+        let Some(r) = self.ranges.get_mut(&rid) else {
+            return false;
+        };
+        r.reads -= 1;
+        if r.reads != 0 {
+            return false;
+        }
+        {
+            let r = self.ranges.remove(&rid).expect("present");
+            self.announced -= r.end - r.start;
+            if r.resident {
+                self.in_memory -= r.end - r.start;
+            }
+            self.closed.remove(&rid);
+            self.open.retain(|_, open| *open != rid);
+        }
+        true
+    }
+
+    /// Marks `rid` as being fetched; returns what to fetch.
+    fn start_fetch(&mut self, rid: u64) -> (ObjectId, u64, u64) {
+        self.open.retain(|_, open| *open != rid);
+        self.closed.remove(&rid);
+        let r = self.ranges.get_mut(&rid).expect("present");
+        r.data = RangeData::Fetching;
+        r.resident = true;
+        self.in_memory += r.end - r.start;
+        (r.pack, r.start, r.end - r.start)
+    }
+}
+
+/// A sealed blob inside a buffer that may hold its neighbours too (a
+/// planned range is shared, not copied, by the blobs it serves).
+type SealedBlob = (Arc<Vec<u8>>, std::ops::Range<usize>);
+
+fn whole(v: Vec<u8>) -> SealedBlob {
+    let n = v.len();
+    (Arc::new(v), 0..n)
+}
 
 struct Window {
     pack: ObjectId,
@@ -34,6 +198,12 @@ pub struct ChunkReader<'a> {
     repo: &'a Repository,
     index: &'a Index,
     windows: Mutex<VecDeque<Window>>,
+    plan: Mutex<Plan>,
+    /// Signalled when a range's fetch ends (readers wait for it).
+    fetched: Condvar,
+    /// Signalled when there is room or work: a range fully read, a range
+    /// complete for the prefetchers, the plan finished or stopped.
+    room: Condvar,
 }
 
 impl std::fmt::Debug for ChunkReader<'_> {
@@ -48,6 +218,209 @@ impl<'a> ChunkReader<'a> {
             repo,
             index,
             windows: Mutex::new(VecDeque::new()),
+            plan: Mutex::new(Plan::default()),
+            fetched: Condvar::new(),
+            room: Condvar::new(),
+        }
+    }
+
+    /// Announces that `ids` will each be read once, in about this order,
+    /// waiting first while more than [`PLAN_AHEAD`] bytes are announced and
+    /// unread. Only backends with a read window (remote ones) use the plan;
+    /// local reads go straight to the blob anyway. Every announced read
+    /// must later be served by [`ChunkReader::read`] or given up with
+    /// [`ChunkReader::release`], and whoever plans must run
+    /// [`ChunkReader::prefetch`] threads and call
+    /// [`ChunkReader::finish_plan`] and [`ChunkReader::stop_prefetch`].
+    pub fn plan<'i>(&self, ids: impl IntoIterator<Item = &'i ChunkId>) {
+        if self.repo.backend().read_window().is_none() {
+            return;
+        }
+        let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        while plan.announced > PLAN_AHEAD && !plan.stopped {
+            plan = self.room.wait(plan).unwrap_or_else(|p| p.into_inner());
+        }
+        let queued = plan.closed.len();
+        for id in ids {
+            if let Some((rid, n)) = plan.blobs.get_mut(id) {
+                let rid = *rid;
+                *n += 1;
+                if let Some(r) = plan.ranges.get_mut(&rid) {
+                    r.reads += 1;
+                }
+                continue;
+            }
+            let Some(loc) = self.index.get(id) else {
+                continue; // the read will report the missing chunk
+            };
+            let (off, end) = (loc.offset as u64, loc.offset as u64 + loc.len as u64);
+            plan.cursor += end - off;
+            let cursor = plan.cursor;
+            let extend = plan.open.get(&loc.pack).copied().filter(|rid| {
+                plan.ranges.get(rid).is_some_and(|r| {
+                    matches!(r.data, RangeData::Pending)
+                        && off <= r.end + PLANNED_GAP
+                        && end + PLANNED_GAP >= r.start
+                        && end.max(r.end) - off.min(r.start) <= PLANNED_RANGE
+                })
+            });
+            let rid = match extend {
+                Some(rid) => {
+                    let r = plan.ranges.get_mut(&rid).expect("checked above");
+                    let before = r.end - r.start;
+                    r.start = r.start.min(off);
+                    r.end = r.end.max(end);
+                    r.reads += 1;
+                    r.touched = cursor;
+                    let grown = r.end - r.start - before;
+                    plan.announced += grown;
+                    rid
+                }
+                None => {
+                    plan.close_open(Close::Pack(loc.pack));
+                    let rid = plan.next_range;
+                    plan.next_range += 1;
+                    plan.ranges.insert(
+                        rid,
+                        PlannedRange {
+                            pack: loc.pack,
+                            start: off,
+                            end,
+                            reads: 1,
+                            data: RangeData::Pending,
+                            resident: false,
+                            touched: cursor,
+                        },
+                    );
+                    plan.announced += end - off;
+                    plan.open.insert(loc.pack, rid);
+                    rid
+                }
+            };
+            plan.blobs.insert(*id, (rid, 1));
+        }
+        plan.close_open(Close::Stale);
+        let more_work = plan.closed.len() > queued;
+        drop(plan);
+        if more_work {
+            self.room.notify_all();
+        }
+    }
+
+    /// No more announcements: the last range is complete.
+    pub fn finish_plan(&self) {
+        let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        plan.close_open(Close::All);
+        plan.finished = true;
+        drop(plan);
+        self.room.notify_all();
+    }
+
+    /// Stops the prefetchers and any waiting planner (the readers are gone).
+    pub fn stop_prefetch(&self) {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner()).stopped = true;
+        self.room.notify_all();
+        self.fetched.notify_all();
+    }
+
+    /// Body of a prefetch thread: fetches complete announced ranges in
+    /// order while the fetched-but-unread bytes stay within budget, so
+    /// requests overlap each other and the readers' decrypting and writing
+    /// (a request costs tens of milliseconds of latency on real S3).
+    /// Returns after [`ChunkReader::finish_plan`] once the queue is empty,
+    /// or at [`ChunkReader::stop_prefetch`].
+    pub fn prefetch(&self) {
+        let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if plan.stopped {
+                return;
+            }
+            let next = plan.closed.first().copied();
+            let Some(rid) = next else {
+                if plan.finished {
+                    return;
+                }
+                plan = self.room.wait(plan).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let len = plan.ranges.get(&rid).map_or(0, |r| r.end - r.start);
+            if plan.in_memory > 0 && plan.in_memory + len > PREFETCH_BUDGET {
+                plan = self.room.wait(plan).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let (pack, start, len) = plan.start_fetch(rid);
+            drop(plan);
+            self.fetch_range(rid, pack, start, len);
+            plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn fetch_range(&self, rid: u64, pack: ObjectId, start: u64, len: u64) {
+        let got = self
+            .repo
+            .backend()
+            .get_range(ObjectKind::Pack, &pack.to_hex(), start, len);
+        let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = plan.ranges.get_mut(&rid) {
+            r.data = match got {
+                Ok(d) => RangeData::Ready(Arc::new(d)),
+                Err(_) => RangeData::Failed,
+            };
+        }
+        drop(plan);
+        self.fetched.notify_all();
+    }
+
+    /// Gives up one announced read of `id` (the file it was for failed).
+    pub fn release(&self, id: &ChunkId) {
+        let freed = self
+            .plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .consume(id);
+        if freed {
+            self.room.notify_all();
+        }
+    }
+
+    /// The sealed blob from its planned range, fetching the range now if
+    /// no prefetcher has. None: `id` was not announced, or the range could
+    /// not be fetched (the caller reads directly).
+    fn planned(&self, id: &ChunkId, loc: &BlobLocation) -> Option<SealedBlob> {
+        let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        let (rid, _) = *plan.blobs.get(id)?;
+        loop {
+            let r = plan.ranges.get(&rid)?;
+            match &r.data {
+                RangeData::Ready(data) => {
+                    let s = (loc.offset as u64 - r.start) as usize;
+                    let e = s + loc.len as usize;
+                    let blob = (e <= data.len()).then(|| (Arc::clone(data), s..e));
+                    let freed = plan.consume(id);
+                    drop(plan);
+                    if freed {
+                        self.room.notify_all();
+                    }
+                    return blob;
+                }
+                RangeData::Failed => {
+                    let freed = plan.consume(id);
+                    drop(plan);
+                    if freed {
+                        self.room.notify_all();
+                    }
+                    return None;
+                }
+                RangeData::Fetching => {
+                    plan = self.fetched.wait(plan).unwrap_or_else(|p| p.into_inner());
+                }
+                RangeData::Pending => {
+                    let (pack, start, len) = plan.start_fetch(rid);
+                    drop(plan);
+                    self.fetch_range(rid, pack, start, len);
+                    plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+                }
+            }
         }
     }
 
@@ -79,37 +452,44 @@ impl<'a> ChunkReader<'a> {
             Error::integrity(format!("chunk {id}"), "not in any index (missing data)")
         })?;
         let window = match self.repo.backend().read_window() {
-            Some(w) if (loc.len as u64) < SMALL_BLOB => w,
-            _ => return self.repo.read_blob(id, &loc),
+            Some(w) => w,
+            None => return self.repo.read_blob(id, &loc),
         };
         let pack = loc.pack.to_hex();
-        let sealed = match self.cached(&loc) {
-            Some(s) => s,
-            None => {
-                let data = self.repo.backend().get_range_upto(
-                    ObjectKind::Pack,
-                    &pack,
-                    loc.offset as u64,
-                    window,
-                )?;
-                if data.len() < loc.len as usize {
-                    // Short pack: let the direct read report it properly.
-                    return self.repo.read_blob(id, &loc);
+        let sealed = match self.planned(id, &loc) {
+            Some(shared) => shared,
+            None if loc.len as u64 >= SMALL_BLOB => return self.repo.read_blob(id, &loc),
+            None => match self.cached(&loc) {
+                Some(s) => whole(s),
+                None => {
+                    let data = self.repo.backend().get_range_upto(
+                        ObjectKind::Pack,
+                        &pack,
+                        loc.offset as u64,
+                        window,
+                    )?;
+                    if data.len() < loc.len as usize {
+                        // Short pack: let the direct read report it properly.
+                        return self.repo.read_blob(id, &loc);
+                    }
+                    let blob = whole(data[..loc.len as usize].to_vec());
+                    let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+                    if w.len() >= MAX_WINDOWS {
+                        w.pop_front();
+                    }
+                    w.push_back(Window {
+                        pack: loc.pack,
+                        start: loc.offset as u64,
+                        data: Arc::new(data),
+                    });
+                    blob
                 }
-                let blob = data[..loc.len as usize].to_vec();
-                let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-                if w.len() >= MAX_WINDOWS {
-                    w.pop_front();
-                }
-                w.push_back(Window {
-                    pack: loc.pack,
-                    start: loc.offset as u64,
-                    data: Arc::new(data),
-                });
-                blob
-            }
+            },
         };
-        match self.repo.open_blob(id, loc.kind, &pack, &sealed) {
+        match self
+            .repo
+            .open_blob(id, loc.kind, &pack, &sealed.0[sealed.1.clone()])
+        {
             Ok(d) => Ok(d),
             // A damaged window (or transfer): read this blob directly, which
             // retries once and reports the object if it is really damaged.

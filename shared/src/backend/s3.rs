@@ -432,7 +432,8 @@ impl S3Backend {
                 ),
             )
         })?;
-        Ok(body.into_bytes().to_vec())
+        // Vec::from reuses the aggregated buffer when it is not shared.
+        Ok(Vec::from(body.into_bytes()))
     }
 }
 
