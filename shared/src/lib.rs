@@ -25,6 +25,7 @@ pub mod reader;
 pub mod repo;
 pub mod restore;
 pub mod source;
+pub mod speed;
 pub mod sys;
 pub mod verify;
 pub mod wire;

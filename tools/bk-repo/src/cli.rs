@@ -40,6 +40,19 @@ pub enum Command {
     },
     /// Object counts and sizes, and the index's memory use per chunk
     Stats,
+    /// Single-core speed of the chunker, SHA-256, zstd and AES-GCM on this
+    /// machine (needs no repository): the ceiling for backup throughput
+    Benchmark {
+        /// Seconds to spend on each building block
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// zstd level to measure (the repository default unless given)
+        #[arg(long, default_value_t = bk::repo::DEFAULT_COMPRESSION)]
+        compression: i32,
+        /// MiB of sample data (half text-like, half incompressible)
+        #[arg(long, default_value_t = 64)]
+        sample_mib: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -63,6 +63,25 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Command::Benchmark {
+            seconds,
+            compression,
+            sample_mib,
+        } => {
+            if !(seconds.is_finite() && seconds > 0.0) || sample_mib == 0 {
+                return Err(Error::Usage(
+                    "--seconds and --sample-mib must be positive".into(),
+                ));
+            }
+            let data = bk::speed::sample_data(sample_mib << 20);
+            let budget = std::time::Duration::from_secs_f64(seconds);
+            for b in bk::speed::measure(&data, budget, compression) {
+                emit(&json!({
+                    "type": "speed", "v": wire::VERSION, "block": b.block,
+                    "mb_per_s": (b.mb_per_s * 10.0).round() / 10.0, "detail": b.detail,
+                }))?;
+            }
+        }
         Command::Stats => {
             let repo = cli.repo.open()?;
             let b = repo.backend();
