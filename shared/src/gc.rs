@@ -556,28 +556,18 @@ impl Gc<'_> {
             }
             delete.push(p.clone());
         }
-        if self.opts.dry_run {
-            for p in &delete {
-                emit(&action(
-                    "delete",
-                    ObjectKind::Pack.path(&p.id.to_hex()),
-                    p.size,
-                ))?;
-                self.summary.packs_deleted += 1;
-                self.summary.bytes_freed += p.size;
+        if !self.opts.dry_run {
+            self.lock.ensure_held()?;
+            if !recovered.packs.is_empty() {
+                self.summary.packs_recovered += recovered.packs.len() as u64;
+                self.repo.write_index(&recovered)?;
+                self.summary.index_objects_written += 1;
             }
-            return Ok(());
+            let threads = backend.write_concurrency().max(2);
+            parallel_map(&delete, threads, |p| {
+                backend.delete(ObjectKind::Pack, &p.id.to_hex())
+            })?;
         }
-        self.lock.ensure_held()?;
-        if !recovered.packs.is_empty() {
-            self.summary.packs_recovered += recovered.packs.len() as u64;
-            self.repo.write_index(&recovered)?;
-            self.summary.index_objects_written += 1;
-        }
-        let threads = backend.write_concurrency().max(2);
-        parallel_map(&delete, threads, |p| {
-            backend.delete(ObjectKind::Pack, &p.id.to_hex())
-        })?;
         for p in &delete {
             emit(&action(
                 "delete",
@@ -586,7 +576,12 @@ impl Gc<'_> {
             ))?;
             self.summary.packs_deleted += 1;
             self.summary.bytes_freed += p.size;
-            self.summary.objects_deleted += 1;
+            if !self.opts.dry_run {
+                self.summary.objects_deleted += 1;
+            }
+        }
+        if self.opts.dry_run {
+            return Ok(());
         }
         let index_sizes: HashMap<String, u64> = backend
             .list(ObjectKind::Index)?

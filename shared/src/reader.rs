@@ -25,7 +25,7 @@ use crate::id::{ChunkId, ObjectId};
 use crate::index::{BlobLocation, Index};
 use crate::repo::Repository;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Blobs this small are read through windows; larger ones (most of a big
 /// file's chunks) are worth a request of their own, which keeps memory low.
@@ -373,11 +373,14 @@ impl<'a> ChunkReader<'a> {
 
     /// Gives up one announced read of `id` (the file it was for failed).
     pub fn release(&self, id: &ChunkId) {
-        let freed = self
-            .plan
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .consume(id);
+        self.served(self.plan.lock().unwrap_or_else(|p| p.into_inner()), id);
+    }
+
+    /// Counts one announced read of `id` as done and wakes whoever waits
+    /// for room when that freed a range.
+    fn served(&self, mut plan: MutexGuard<'_, Plan>, id: &ChunkId) {
+        let freed = plan.consume(id);
+        drop(plan);
         if freed {
             self.room.notify_all();
         }
@@ -392,24 +395,17 @@ impl<'a> ChunkReader<'a> {
         loop {
             let r = plan.ranges.get(&rid)?;
             match &r.data {
-                RangeData::Ready(data) => {
-                    let s = (loc.offset as u64 - r.start) as usize;
-                    let e = s + loc.len as usize;
-                    let blob = (e <= data.len()).then(|| (Arc::clone(data), s..e));
-                    let freed = plan.consume(id);
-                    drop(plan);
-                    if freed {
-                        self.room.notify_all();
-                    }
+                RangeData::Ready(_) | RangeData::Failed => {
+                    let blob = match &r.data {
+                        RangeData::Ready(data) => {
+                            let s = (loc.offset as u64 - r.start) as usize;
+                            let e = s + loc.len as usize;
+                            (e <= data.len()).then(|| (Arc::clone(data), s..e))
+                        }
+                        _ => None,
+                    };
+                    self.served(plan, id);
                     return blob;
-                }
-                RangeData::Failed => {
-                    let freed = plan.consume(id);
-                    drop(plan);
-                    if freed {
-                        self.room.notify_all();
-                    }
-                    return None;
                 }
                 RangeData::Fetching => {
                     plan = self.fetched.wait(plan).unwrap_or_else(|p| p.into_inner());
