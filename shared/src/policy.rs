@@ -646,6 +646,7 @@ mod tests {
             new_bytes: None,
             stored_bytes: None,
             new_chunks: None,
+            unmodified_files: None,
             duration_s: None,
         }
     }

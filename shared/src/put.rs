@@ -17,15 +17,18 @@ use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ObjectId};
 use crate::index::{Index, IndexFile};
+use crate::listing::ListingRecords;
 use crate::locks::{LockGuard, LockMode};
 use crate::pack::{blob_aad, BlobEntry, BlobKind, PackBuilder};
 use crate::repo::{Repository, Snapshot};
+use crate::source::{self, ChunkOptions, ParentListing, StreamSink};
 use crate::wire::{
     self, Entry, ErrorRecord, Header, Kind, Record, RecordReader, SnapshotRecord, Timestamp,
 };
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -98,17 +101,25 @@ fn first_error(slot: &Mutex<Option<Error>>, e: Error) {
     }
 }
 
+/// A chunk on its way to the workers; `line` locates it in a JSON stream.
+struct ChunkJob {
+    id: ChunkId,
+    data: Vec<u8>,
+    line: u64,
+}
+
 fn worker(
     repo: &Repository,
     dedup: &Dedup,
-    rx: Receiver<(ChunkId, Vec<u8>, u64)>,
+    rx: Receiver<ChunkJob>,
     tx: Sender<Sealed>,
     counters: &Counters,
     failed: &Mutex<Option<Error>>,
+    verify: bool,
 ) {
     let level = repo.compression();
-    for (id, data, line) in rx {
-        if ChunkId::digest(&data) != id {
+    for ChunkJob { id, data, line } in rx {
+        if verify && ChunkId::digest(&data) != id {
             first_error(
                 failed,
                 Error::Stream {
@@ -314,12 +325,118 @@ struct StreamState {
     bytes: u64,
     sizes: HashMap<ChunkId, u32>,
     reused: Vec<ChunkId>,
+    unmodified_files: u64,
     trailer_seen: bool,
 }
 
-/// Reads a chunk stream (or a listing with chunk ids) and commits one
-/// snapshot. Nothing is committed unless the stream ends with its trailer.
+/// Reads a chunk stream (or a listing with chunk ids) as JSON lines and
+/// commits one snapshot. Nothing is committed unless the stream ends with
+/// its trailer. The stream is not trusted: every chunk is hashed again.
 pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<PutOutcome> {
+    put_with(repo, opts, true, |_, consumer| {
+        let mut reader = RecordReader::new(input);
+        while let Some(rec) = reader.next_record()? {
+            consumer.line = reader.line();
+            match rec {
+                Record::Data(d) => consumer.data_owned(d.id, d.data)?,
+                rec => consumer.accept(rec)?,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Which earlier snapshot a tree backup may take unchanged files from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same identity, if there is one.
+    #[default]
+    Latest,
+    /// Read every file.
+    None,
+    /// This snapshot (an id or prefix, or `latest` of any identity).
+    Snapshot(String),
+}
+
+/// Backs up the tree at `root` in this process: the chunker feeds the
+/// workers directly, so nothing is serialized, base64-encoded or hashed
+/// twice, and one key unlock serves the whole backup. The snapshot is the
+/// same as `bk-chunk ROOT | bk-put` would commit.
+pub fn put_tree(
+    repo: &Repository,
+    root: &Path,
+    parent: &ParentChoice,
+    opts: &PutOptions,
+) -> Result<PutOutcome> {
+    let mut chunk_opts = ChunkOptions {
+        chunker: repo.chunker(),
+        chunker_name: repo.chunker_name(),
+        parent: None,
+        parent_name: None,
+    };
+    let identity = match &opts.identity {
+        Some(i) => i.clone(),
+        None => default_identity(&source::tree_header(root, &chunk_opts)?),
+    };
+    let opts = PutOptions {
+        identity: Some(identity.clone()),
+        ..opts.clone()
+    };
+    put_with(repo, &opts, false, |index, consumer| {
+        let found = match parent {
+            ParentChoice::None => None,
+            ParentChoice::Latest => match repo.find_snapshot("latest", Some(&identity)) {
+                Ok(found) => Some(found),
+                Err(Error::Usage(_)) => None, // the first backup of this identity
+                Err(e) => return Err(e),
+            },
+            ParentChoice::Snapshot(spec) => Some(repo.find_snapshot(spec, None)?),
+        };
+        if let Some((id, snap)) = found {
+            let records = ListingRecords::new(repo, index, &snap.listing);
+            match ParentListing::from_records(records) {
+                Ok(mut listing) => {
+                    // Files whose chunks a prune has marked are read again
+                    // rather than referred to.
+                    listing.retain_files(|chunks| chunks.iter().all(|c| index.contains(c)));
+                    chunk_opts.parent = Some(listing);
+                    chunk_opts.parent_name = Some(id.to_hex());
+                }
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => eprintln!("warning: parent snapshot {id}: {e}; reading every file"),
+            }
+        }
+        source::walk_tree(root, &chunk_opts, consumer).map(|_| ())
+    })
+}
+
+/// Backs up a byte stream (e.g. `pg_dump` output) as one file called
+/// `name`, in this process.
+pub fn put_stream(
+    repo: &Repository,
+    name: &str,
+    input: impl Read,
+    opts: &PutOptions,
+) -> Result<PutOutcome> {
+    let chunk_opts = ChunkOptions {
+        chunker: repo.chunker(),
+        chunker_name: repo.chunker_name(),
+        parent: None,
+        parent_name: None,
+    };
+    put_with(repo, opts, false, |_, consumer| {
+        source::walk_stream(name, input, &chunk_opts, consumer).map(|_| ())
+    })
+}
+
+/// The commit machinery shared by every put: `produce` feeds the stream
+/// to the consumer; `verify_chunks` re-hashes chunks from untrusted input.
+fn put_with(
+    repo: &Repository,
+    opts: &PutOptions,
+    verify_chunks: bool,
+    produce: impl FnOnce(&Index, &mut Consumer<'_>) -> Result<()>,
+) -> Result<PutOutcome> {
     let started = Instant::now();
     let lock = LockGuard::acquire(
         repo.backend().clone(),
@@ -343,14 +460,16 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
     };
 
     let (state, listing) = std::thread::scope(|scope| -> Result<_> {
-        let (chunk_tx, chunk_rx) = bounded::<(ChunkId, Vec<u8>, u64)>(threads * 2);
+        let (chunk_tx, chunk_rx) = bounded::<ChunkJob>(threads * 2);
         let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * 2);
         let packer = scope.spawn(|| packer(repo, sealed_rx, &counters));
         let mut workers = Vec::new();
         for _ in 0..threads {
             let (rx, tx) = (chunk_rx.clone(), sealed_tx.clone());
             let (dedup, counters, failed) = (&dedup, &counters, &failed);
-            workers.push(scope.spawn(move || worker(repo, dedup, rx, tx, counters, failed)));
+            workers.push(
+                scope.spawn(move || worker(repo, dedup, rx, tx, counters, failed, verify_chunks)),
+            );
         }
         drop(chunk_rx);
         let meta_tx = sealed_tx;
@@ -376,25 +495,31 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
             buf: Vec::new(),
             ids: Vec::new(),
         };
-        let parsed = read_stream(
-            &repo.chunker_name(),
-            input,
-            &chunk_tx,
-            &failed,
-            &mut listing,
-            &mut store_meta,
-        );
+        let parsed = {
+            let mut consumer = Consumer {
+                repo_chunker: repo.chunker_name(),
+                st: StreamState::default(),
+                pending: None,
+                listing: &mut listing,
+                store_meta: &mut store_meta,
+                chunk_tx: &chunk_tx,
+                failed: &failed,
+                line: 0,
+            };
+            produce(&index, &mut consumer).and_then(|()| consumer.finish())
+        };
         drop(chunk_tx);
         for w in workers {
             let _ = w.join();
         }
-        let result = parsed.and_then(|state| {
-            if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                return Err(e);
-            }
-            let ids = listing.finish(&mut store_meta)?;
-            Ok((state, ids))
-        });
+        let worker_failure = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let result = match (worker_failure, parsed) {
+            (Some(e), _) => Err(e),
+            (None, parsed) => parsed.and_then(|state| {
+                let ids = listing.finish(&mut store_meta)?;
+                Ok((state, ids))
+            }),
+        };
         drop(meta_tx);
         let packed = packer
             .join()
@@ -463,6 +588,7 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
     record.new_bytes = Some(counters.new_bytes.load(Ordering::Relaxed));
     record.new_chunks = Some(counters.new_chunks.load(Ordering::Relaxed));
     record.stored_bytes = Some(counters.stored_bytes.load(Ordering::Relaxed));
+    record.unmodified_files = Some(state.unmodified_files);
     record.duration_s = Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
     Ok(PutOutcome {
         snapshot: record,
@@ -503,134 +629,179 @@ pub fn snapshot_record(id: &ObjectId, s: &Snapshot) -> SnapshotRecord {
         new_bytes: None,
         stored_bytes: None,
         new_chunks: None,
+        unmodified_files: None,
         duration_s: None,
     }
 }
 
-fn read_stream(
-    repo_chunker: &str,
-    input: impl BufRead,
-    chunk_tx: &Sender<(ChunkId, Vec<u8>, u64)>,
-    failed: &Mutex<Option<Error>>,
-    listing: &mut ListingChunks,
-    store_meta: &mut impl FnMut(ChunkId, &[u8]) -> Result<()>,
-) -> Result<StreamState> {
-    let mut st = StreamState::default();
-    let mut reader = RecordReader::new(input);
-    let mut pending: Option<PendingFile> = None;
-    let finish_file = |pending: &mut Option<PendingFile>,
-                       st: &mut StreamState,
-                       listing: &mut ListingChunks,
-                       store_meta: &mut dyn FnMut(ChunkId, &[u8]) -> Result<()>|
-     -> Result<()> {
-        if let Some(p) = pending.take() {
-            let mut e = p.entry;
-            e.size = p.size;
-            st.bytes += e.size;
-            st.files += 1;
-            listing.push(&Record::Entry(e), &mut |id, b| store_meta(id, b))?;
+/// The receiving end of a chunk stream: checks its shape, builds the
+/// listing and hands chunk data to the workers. Fed by the JSON reader
+/// ([`put`]) or directly by the tree walker ([`put_tree`]).
+struct Consumer<'a> {
+    repo_chunker: String,
+    st: StreamState,
+    pending: Option<PendingFile>,
+    listing: &'a mut ListingChunks,
+    store_meta: &'a mut dyn FnMut(ChunkId, &[u8]) -> Result<()>,
+    chunk_tx: &'a Sender<ChunkJob>,
+    failed: &'a Mutex<Option<Error>>,
+    /// Line of the JSON stream being read (0 in process).
+    line: u64,
+}
+
+/// Returned to the producer when a worker or the packer has failed; the
+/// put reports that failure instead.
+fn pipeline_stopped() -> Error {
+    Error::Other("the backup pipeline stopped".into())
+}
+
+impl Consumer<'_> {
+    fn bad(&self, message: String) -> Error {
+        Error::Stream {
+            line: self.line,
+            message,
+        }
+    }
+
+    fn check_running(&self) -> Result<()> {
+        if self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return Err(pipeline_stopped());
         }
         Ok(())
-    };
-    while let Some(rec) = reader.next_record()? {
+    }
+
+    fn push_listing(&mut self, rec: &Record) -> Result<()> {
+        let store = &mut *self.store_meta;
+        self.listing.push(rec, &mut |id, b| store(id, b))
+    }
+
+    fn finish_file(&mut self) -> Result<()> {
+        if let Some(p) = self.pending.take() {
+            let mut e = p.entry;
+            e.size = p.size;
+            self.st.bytes += e.size;
+            self.st.files += 1;
+            self.push_listing(&Record::Entry(e))?;
+        }
+        Ok(())
+    }
+
+    fn data_owned(&mut self, id: ChunkId, data: Vec<u8>) -> Result<()> {
         crate::sys::check_interrupted()?;
-        let line = reader.line();
-        let bad = |m: String| Error::Stream { line, message: m };
-        if st.trailer_seen && !matches!(rec, Record::Unknown) {
-            return Err(bad("records after the trailer".into()));
+        if self.st.trailer_seen {
+            return Err(self.bad("records after the trailer".into()));
+        }
+        let Some(p) = self.pending.as_mut() else {
+            return Err(self.bad("data record without a preceding file entry".into()));
+        };
+        let len = data.len() as u32;
+        if len == 0 {
+            return Err(self.bad("empty chunk".into()));
+        }
+        p.entry.chunks.push(id);
+        p.size += len as u64;
+        self.st.sizes.insert(id, len);
+        let job = ChunkJob {
+            id,
+            data,
+            line: self.line,
+        };
+        if self.chunk_tx.send(job).is_err() {
+            return Err(pipeline_stopped());
+        }
+        self.check_running()
+    }
+
+    fn accept(&mut self, rec: Record) -> Result<()> {
+        crate::sys::check_interrupted()?;
+        if self.st.trailer_seen && !matches!(rec, Record::Unknown) {
+            return Err(self.bad("records after the trailer".into()));
         }
         match rec {
             Record::Header(h) => {
-                if st.header.is_some() || st.entries > 0 {
-                    return Err(bad("a second header, or a header after entries".into()));
+                if self.st.header.is_some() || self.st.entries > 0 {
+                    return Err(self.bad("a second header, or a header after entries".into()));
                 }
-                if h.chunker != repo_chunker {
+                if h.chunker != self.repo_chunker {
                     eprintln!(
                         "warning: the stream was chunked with the {:?} chunker, not this repository's; \
                          deduplication against earlier backups suffers (give bk-chunk -r or BK_REPO)",
                         h.chunker
                     );
                 }
-                st.header = Some(h);
+                self.st.header = Some(h);
             }
             Record::Entry(mut e) => {
-                finish_file(&mut pending, &mut st, listing, store_meta)?;
+                self.finish_file()?;
                 let path = e.path_bytes()?;
                 wire::check_relative_path(&path)
-                    .map_err(|m| bad(format!("unsafe path {:?}: {m}", e.path)))?;
-                st.entries += 1;
+                    .map_err(|m| self.bad(format!("unsafe path {:?}: {m}", e.path)))?;
+                self.st.entries += 1;
                 e.v = wire::VERSION;
                 match e.kind {
                     Kind::File if e.chunks.is_empty() => {
                         // Content follows as data records (or the file is empty).
-                        pending = Some(PendingFile { entry: e, size: 0 });
-                        continue;
+                        self.pending = Some(PendingFile { entry: e, size: 0 });
+                        return Ok(());
                     }
                     Kind::File => {
-                        st.files += 1;
-                        st.bytes += e.size;
-                        st.reused.extend_from_slice(&e.chunks);
+                        self.st.files += 1;
+                        self.st.unmodified_files += 1;
+                        self.st.bytes += e.size;
+                        self.st.reused.extend_from_slice(&e.chunks);
                     }
-                    Kind::Dir => st.dirs += 1,
+                    Kind::Dir => self.st.dirs += 1,
                     _ if !e.chunks.is_empty() => {
-                        return Err(bad(format!("{} entry with chunks", e.path)))
+                        return Err(self.bad(format!("{} entry with chunks", e.path)))
                     }
                     _ => {}
                 }
-                listing.push(&Record::Entry(e), &mut |id, b| store_meta(id, b))?;
+                self.push_listing(&Record::Entry(e))?;
             }
-            Record::Data(d) => {
-                let Some(p) = pending.as_mut() else {
-                    return Err(bad("data record without a preceding file entry".into()));
-                };
-                let len = d.data.len() as u32;
-                if len == 0 {
-                    return Err(bad("empty chunk".into()));
-                }
-                p.entry.chunks.push(d.id);
-                p.size += len as u64;
-                st.sizes.insert(d.id, len);
-                if chunk_tx.send((d.id, d.data, line)).is_err() {
-                    break;
-                }
-            }
+            Record::Data(d) => return self.data_owned(d.id, d.data),
             Record::ChunkRef(id) => {
-                let Some(p) = pending.as_mut() else {
-                    return Err(bad("data record without a preceding file entry".into()));
-                };
-                let len = *st.sizes.get(&id).ok_or_else(|| {
-                    bad(format!(
+                let Some(&len) = self.st.sizes.get(&id) else {
+                    return Err(self.bad(format!(
                         "reference to chunk {id} whose data was not sent earlier"
-                    ))
-                })?;
+                    )));
+                };
+                let Some(p) = self.pending.as_mut() else {
+                    return Err(self.bad("data record without a preceding file entry".into()));
+                };
                 p.entry.chunks.push(id);
                 p.size += len as u64;
             }
             Record::Error(er) => {
-                if pending.as_ref().is_some_and(|p| p.entry.path == er.path) {
-                    pending = None; // the file failed mid-read: keep only the error
+                if self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.entry.path == er.path)
+                {
+                    self.pending = None; // the file failed mid-read: keep only the error
                 } else {
-                    finish_file(&mut pending, &mut st, listing, store_meta)?;
+                    self.finish_file()?;
                 }
                 eprintln!("warning: {}: {}", er.path, er.message);
-                st.errors += 1;
-                listing.push(
-                    &Record::Error(ErrorRecord {
-                        v: wire::VERSION,
-                        ..er
-                    }),
-                    &mut |id, b| store_meta(id, b),
-                )?;
+                self.st.errors += 1;
+                self.push_listing(&Record::Error(ErrorRecord {
+                    v: wire::VERSION,
+                    ..er
+                }))?;
             }
             Record::Trailer(t) => {
-                finish_file(&mut pending, &mut st, listing, store_meta)?;
-                if t.entries != st.entries || t.errors != st.errors {
-                    return Err(bad(format!(
+                self.finish_file()?;
+                if t.entries != self.st.entries || t.errors != self.st.errors {
+                    return Err(self.bad(format!(
                         "trailer says {} entries and {} errors, the stream had {} and {}",
-                        t.entries, t.errors, st.entries, st.errors
+                        t.entries, t.errors, self.st.entries, self.st.errors
                     )));
                 }
-                st.trailer_seen = true;
+                self.st.trailer_seen = true;
             }
             Record::Snapshot(_)
             | Record::Decision(_)
@@ -640,17 +811,31 @@ fn read_stream(
             | Record::VerifySummary(_)
             | Record::Unknown => {}
         }
-        if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-            break;
+        self.check_running()
+    }
+
+    /// The stream has ended: it must have ended with its trailer.
+    fn finish(self) -> Result<StreamState> {
+        if !self.st.trailer_seen {
+            return Err(Error::IncompleteStream(format!(
+                "the stream ended after {} entries without its trailer (was the producer killed?); nothing was committed",
+                self.st.entries
+            )));
         }
+        Ok(self.st)
     }
-    if failed.lock().unwrap_or_else(|p| p.into_inner()).is_none() && !st.trailer_seen {
-        return Err(Error::IncompleteStream(format!(
-            "the stream ended after {} entries without its trailer (was the producer killed?); nothing was committed",
-            st.entries
-        )));
+}
+
+impl StreamSink for Consumer<'_> {
+    fn record(&mut self, rec: Record) -> Result<()> {
+        self.accept(rec)
     }
-    Ok(st)
+    fn data(&mut self, id: ChunkId, chunk: &[u8]) -> Result<()> {
+        self.data_owned(id, chunk.to_vec())
+    }
+    fn chunk_ref(&mut self, id: ChunkId) -> Result<()> {
+        self.accept(Record::ChunkRef(id))
+    }
 }
 
 #[cfg(test)]

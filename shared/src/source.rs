@@ -38,11 +38,18 @@ pub struct ParentListing {
 }
 
 impl ParentListing {
+    /// Reads a listing as JSON lines (`bk-ls SNAPSHOT` output).
     pub fn read(input: impl BufRead) -> Result<Self> {
         let mut r = RecordReader::new(input);
+        Self::from_records(std::iter::from_fn(|| r.next_record().transpose()))
+    }
+
+    /// Collects a listing's file entries, e.g. straight from a snapshot in
+    /// the repository (no JSON round trip through another process).
+    pub fn from_records(records: impl Iterator<Item = Result<Record>>) -> Result<Self> {
         let mut files = HashMap::new();
-        while let Some(rec) = r.next_record()? {
-            if let Record::Entry(e) = rec {
+        for rec in records {
+            if let Record::Entry(e) = rec? {
                 if e.kind == Kind::File && (!e.chunks.is_empty() || e.size == 0) {
                     files.insert(
                         e.path_bytes()?,
@@ -62,6 +69,11 @@ impl ParentListing {
 
     pub fn len(&self) -> usize {
         self.files.len()
+    }
+
+    /// Keeps only the files whose chunk list satisfies `keep`.
+    pub fn retain_files(&mut self, mut keep: impl FnMut(&[ChunkId]) -> bool) {
+        self.files.retain(|_, f| keep(&f.chunks));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,6 +109,42 @@ pub struct ChunkSummary {
     pub bytes_read: u64,
     pub files_reused: u64,
     pub chunks_sent: u64,
+}
+
+/// Where a chunk stream goes: serialized for a bk-put in another process
+/// ([`JsonLines`]), or straight into an in-process put, which skips the
+/// base64/JSON round trip and the second hash of every chunk.
+pub trait StreamSink {
+    /// Header, entry, error and trailer records, in stream order.
+    fn record(&mut self, rec: Record) -> Result<()>;
+    /// The content of the current file's next chunk, first time in this
+    /// stream; `id` is its [`ChunkId::digest`].
+    fn data(&mut self, id: ChunkId, chunk: &[u8]) -> Result<()>;
+    /// The current file's next chunk, whose data this stream already sent.
+    fn chunk_ref(&mut self, id: ChunkId) -> Result<()>;
+    /// Called once after the trailer.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The stream as JSON lines (`bk-stream(5)`), as bk-chunk writes it.
+#[derive(Debug)]
+pub struct JsonLines<W: Write>(pub W);
+
+impl<W: Write> StreamSink for JsonLines<W> {
+    fn record(&mut self, rec: Record) -> Result<()> {
+        wire::write_record(&mut self.0, &rec).map_err(out_err)
+    }
+    fn data(&mut self, id: ChunkId, chunk: &[u8]) -> Result<()> {
+        wire::write_data(&mut self.0, &id, chunk).map_err(out_err)
+    }
+    fn chunk_ref(&mut self, id: ChunkId) -> Result<()> {
+        wire::write_chunk_ref(&mut self.0, &id).map_err(out_err)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.0.flush().map_err(out_err)
+    }
 }
 
 fn ts(secs: i64, nanos: i64) -> Timestamp {
@@ -149,8 +197,8 @@ pub fn entry_from_metadata(rel: &[u8], md: &Metadata) -> Entry {
     e
 }
 
-struct Emitter<'a, W: Write> {
-    out: &'a mut W,
+struct Emitter<'a, S: StreamSink + ?Sized> {
+    out: &'a mut S,
     opts: &'a ChunkOptions,
     sent: HashSet<ChunkId>,
     hardlinks: HashMap<(u64, u64), Vec<ChunkId>>,
@@ -181,9 +229,9 @@ fn out_err(e: std::io::Error) -> Error {
     crate::error::stdout_error(e)
 }
 
-impl<W: Write> Emitter<'_, W> {
-    fn record(&mut self, rec: &Record) -> Result<()> {
-        wire::write_record(self.out, rec).map_err(out_err)
+impl<S: StreamSink + ?Sized> Emitter<'_, S> {
+    fn record(&mut self, rec: Record) -> Result<()> {
+        self.out.record(rec)
     }
 
     fn error(&mut self, path: &[u8], message: String) -> Result<()> {
@@ -194,7 +242,7 @@ impl<W: Write> Emitter<'_, W> {
             path: String::from_utf8_lossy(path).into_owned(),
             message,
         };
-        self.record(&Record::Error(rec))
+        self.record(Record::Error(rec))
     }
 
     /// Chunks `reader` into data records; returns chunk ids and bytes read.
@@ -213,9 +261,9 @@ impl<W: Write> Emitter<'_, W> {
                 let id = ChunkId::digest(chunk);
                 if sent.insert(id) {
                     chunks_sent += 1;
-                    wire::write_data(out, &id, chunk).map_err(out_err)?;
+                    out.data(id, chunk)?;
                 } else {
-                    wire::write_chunk_ref(out, &id).map_err(out_err)?;
+                    out.chunk_ref(id)?;
                 }
                 ids.push(id);
                 Ok(())
@@ -275,7 +323,7 @@ impl<W: Write> Emitter<'_, W> {
     fn emit_entry(&mut self, entry: Entry) -> Result<()> {
         self.summary.entries += 1;
         self.summary.bytes += entry.size;
-        self.record(&Record::Entry(entry))
+        self.record(Record::Entry(entry))
     }
 
     fn trailer(&mut self) -> Result<()> {
@@ -285,13 +333,20 @@ impl<W: Write> Emitter<'_, W> {
             errors: self.summary.errors,
             bytes: self.summary.bytes,
         };
-        self.record(&Record::Trailer(t))?;
-        self.out.flush().map_err(out_err)
+        self.record(Record::Trailer(t))?;
+        self.out.flush()
     }
 }
 
-fn header(source: String, name: Option<String>, opts: &ChunkOptions) -> Record {
-    Record::Header(Header {
+/// The header a stream of the tree at `root` starts with (its source is
+/// the absolute path), so a caller can learn the default identity first.
+pub fn tree_header(root: &Path, opts: &ChunkOptions) -> Result<Header> {
+    let abs = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
+    Ok(header(abs.to_string_lossy().into_owned(), None, opts))
+}
+
+fn header(source: String, name: Option<String>, opts: &ChunkOptions) -> Header {
+    Header {
         v: wire::VERSION,
         source,
         name,
@@ -299,10 +354,13 @@ fn header(source: String, name: Option<String>, opts: &ChunkOptions) -> Record {
         host: crate::sys::hostname(),
         user: crate::sys::username(),
         parent: opts.parent_name.clone(),
-    })
+    }
 }
 
-fn new_emitter<'a, W: Write>(out: &'a mut W, opts: &'a ChunkOptions) -> Emitter<'a, W> {
+fn new_emitter<'a, S: StreamSink + ?Sized>(
+    out: &'a mut S,
+    opts: &'a ChunkOptions,
+) -> Emitter<'a, S> {
     Emitter {
         out,
         opts,
@@ -313,12 +371,21 @@ fn new_emitter<'a, W: Write>(out: &'a mut W, opts: &'a ChunkOptions) -> Emitter<
     }
 }
 
-/// Walks `root` and writes its chunk stream to `out`.
+/// Walks `root` and writes its chunk stream to `out` as JSON lines.
 pub fn chunk_tree<W: Write>(root: &Path, opts: &ChunkOptions, out: &mut W) -> Result<ChunkSummary> {
+    walk_tree(root, opts, &mut JsonLines(out))
+}
+
+/// Walks `root` and feeds its chunk stream to `sink`.
+pub fn walk_tree<S: StreamSink + ?Sized>(
+    root: &Path,
+    opts: &ChunkOptions,
+    sink: &mut S,
+) -> Result<ChunkSummary> {
     let root_md = std::fs::symlink_metadata(root).map_err(|e| Error::io(root, e))?;
     let abs = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
-    let mut em = new_emitter(out, opts);
-    em.record(&header(abs.to_string_lossy().into_owned(), None, opts))?;
+    let mut em = new_emitter(sink, opts);
+    em.record(Record::Header(tree_header(root, opts)?))?;
     let single_name: Option<Vec<u8>> = (!root_md.is_dir()).then(|| {
         abs.file_name()
             .map(|n| n.as_bytes().to_vec())
@@ -378,12 +445,28 @@ pub fn chunk_tree<W: Write>(root: &Path, opts: &ChunkOptions, out: &mut W) -> Re
     Ok(em.summary)
 }
 
-/// Chunks a byte stream (e.g. `pg_dump` output) as one file called `name`.
+/// Chunks a byte stream (e.g. `pg_dump` output) as one file called `name`,
+/// written to `out` as JSON lines.
 pub fn chunk_stream<W: Write>(
     name: &str,
     input: impl Read,
     opts: &ChunkOptions,
     out: &mut W,
+) -> Result<ChunkSummary> {
+    walk_stream(name, input, opts, &mut JsonLines(out))
+}
+
+/// The byte-stream header's default identity source (`-`, named `name`).
+pub fn stream_header(name: &str, opts: &ChunkOptions) -> Header {
+    header("-".into(), Some(name.to_string()), opts)
+}
+
+/// Chunks a byte stream as one file called `name` into `sink`.
+pub fn walk_stream<S: StreamSink + ?Sized>(
+    name: &str,
+    input: impl Read,
+    opts: &ChunkOptions,
+    sink: &mut S,
 ) -> Result<ChunkSummary> {
     if name.is_empty()
         || name.starts_with('/')
@@ -395,8 +478,8 @@ pub fn chunk_stream<W: Write>(
             "--name {name:?} must be a relative path without '.' or '..' components"
         )));
     }
-    let mut em = new_emitter(out, opts);
-    em.record(&header("-".into(), Some(name.to_string()), opts))?;
+    let mut em = new_emitter(sink, opts);
+    em.record(Record::Header(stream_header(name, opts)))?;
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
     let mut entry = Entry {
@@ -422,7 +505,7 @@ pub fn chunk_stream<W: Write>(
     };
     entry.size = 0;
     em.summary.entries += 1;
-    em.record(&Record::Entry(entry))?;
+    em.record(Record::Entry(entry))?;
     let (_, n) = match em.content(input) {
         Ok(r) => r,
         Err(ContentError::Read(e)) => return Err(Error::io("<stdin>", e)),

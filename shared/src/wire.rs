@@ -293,6 +293,10 @@ pub struct SnapshotRecord {
     pub stored_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_chunks: Option<u64>,
+    /// Files whose entry came with its chunk ids (unchanged since the
+    /// parent snapshot, or another name of a hard link): not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmodified_files: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
 }

@@ -153,3 +153,82 @@ fn a_listing_recommits_without_data() {
         noise(50_000, 3)
     );
 }
+
+#[test]
+fn put_from_tree_commits_what_the_pipeline_commits_and_reads_only_changes() {
+    let env = Env::new();
+    let src = tree(&env, 200, 30_000);
+    std::fs::write(src.join("dir1/same-as-0000"), noise(30_000, 0)).unwrap();
+    std::os::unix::fs::symlink("file0001", src.join("dir1/link")).unwrap();
+    std::fs::hard_link(src.join("dir2/file0002"), src.join("dir2/hard")).unwrap();
+
+    let piped = env.backup(&src, "");
+    let direct = json_line(&env.ok(&format!(
+        "bk-put --from '{}' --parent none --tag via=from",
+        src.display()
+    )));
+    assert_eq!(direct["identity"], piped["identity"], "{direct}");
+    assert_eq!(
+        (direct["files"].clone(), direct["bytes"].clone()),
+        (piped["files"].clone(), piped["bytes"].clone())
+    );
+    assert_eq!(
+        direct["new_chunks"], 0,
+        "same chunks as the pipeline's: {direct}"
+    );
+    // Only the hard link's second name came with chunk ids.
+    assert_eq!(direct["unmodified_files"], 1, "{direct}");
+    let listing = |id: &serde_json::Value| env.ok(&format!("bk-ls {}", id.as_str().unwrap()));
+    assert_eq!(listing(&piped["id"]), listing(&direct["id"]));
+
+    // The default parent is the latest snapshot of this identity: an
+    // unchanged tree is not read, a changed file is.
+    let again = json_line(&env.ok(&format!("bk-put --from '{}'", src.display())));
+    assert_eq!(again["unmodified_files"], 202, "{again}");
+    assert_eq!(again["new_bytes"], 0, "{again}");
+    std::fs::write(src.join("dir7/file0007"), noise(30_000, 777)).unwrap();
+    std::fs::write(src.join("dir9/added"), noise(5_000, 778)).unwrap();
+    let changed = json_line(&env.ok(&format!("bk-put --from '{}'", src.display())));
+    assert_eq!(changed["unmodified_files"], 201, "{changed}");
+    assert_eq!(changed["new_bytes"], 35_000, "{changed}");
+
+    let out = env.path("restored");
+    env.ok(&format!("bk-get latest --into '{}'", out.display()));
+    for f in walk_files(&src) {
+        let rel = f.strip_prefix(&src).unwrap();
+        assert_eq!(
+            std::fs::read(out.join(rel)).unwrap(),
+            std::fs::read(&f).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(out.join("dir1/link")).unwrap(),
+        std::path::Path::new("file0001")
+    );
+}
+
+#[test]
+fn put_from_stdin_stores_one_named_file_and_bad_flags_are_usage_errors() {
+    let env = Env::new();
+    std::fs::write(env.path("dump.sql"), noise(3_000_000, 5)).unwrap();
+    let snap = json_line(&env.ok("bk-put --from - --name db/dump.sql < dump.sql"));
+    assert_eq!(snap["files"], 1);
+    assert!(
+        snap["identity"].as_str().unwrap().ends_with(":db/dump.sql"),
+        "{snap}"
+    );
+    let back = env.run("bk-get latest db/dump.sql");
+    assert!(back.status.success());
+    assert_eq!(back.stdout, std::fs::read(env.path("dump.sql")).unwrap());
+
+    let err = env.fails("bk-put --from - < dump.sql", 2);
+    assert!(err.contains("--name"), "{err}");
+    let err = env.fails("bk-put --from . --name x", 2);
+    assert!(err.contains("--name applies only"), "{err}");
+    let err = env.fails("bk-put --from . --parent 0000", 2);
+    assert!(err.contains("0000"), "{err}");
+    let err = env.fails("bk-put --from does-not-exist", 1);
+    assert!(err.contains("does-not-exist"), "{err}");
+}

@@ -1,7 +1,9 @@
 use clap::Parser;
+use std::path::PathBuf;
 
 /// Read a chunk stream (or a listing with chunk ids) on stdin and commit
-/// exactly one snapshot.
+/// exactly one snapshot; or, with --from, back up a tree or a byte stream
+/// in this one process.
 ///
 /// Nothing is committed unless the stream ends with its trailer record, so
 /// a producer killed mid-way never yields a snapshot. Prints one JSON line
@@ -9,6 +11,19 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "bk-put", version)]
 pub struct Cli {
+    /// Back up this directory or file (or - for stdin's bytes, with
+    /// --name) directly, as `bk-chunk PATH | bk-put` would, but without the
+    /// stream between two processes
+    #[arg(long, value_name = "PATH")]
+    pub from: Option<PathBuf>,
+    /// Name of the file when --from is - (e.g. db.sql)
+    #[arg(long, value_name = "NAME", requires = "from")]
+    pub name: Option<String>,
+    /// With --from DIR: the snapshot whose unchanged files (same size,
+    /// mtime, ctime, inode) are not read again; `none` reads every file
+    /// (default: the latest snapshot of the same identity)
+    #[arg(long, value_name = "SNAPSHOT", requires = "from")]
+    pub parent: Option<String>,
     /// Snapshot identity (default: the stream's user@host:/path)
     #[arg(long, value_name = "USER@HOST:/PATH")]
     pub identity: Option<String>,

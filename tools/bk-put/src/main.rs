@@ -1,6 +1,6 @@
 mod cli;
 
-use bk::put::{self, PutOptions};
+use bk::put::{self, ParentChoice, PutOptions};
 use bk::wire::{self, Record, Timestamp};
 use bk::{Error, ExitCode, Result};
 use std::io::BufReader;
@@ -31,10 +31,35 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         time,
         threads: cli.threads,
     };
+    let from_stdin = cli.from.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if from_stdin && cli.name.is_none() {
+        return Err(Error::Usage(
+            "--from - needs --name NAME (the file name to store)".into(),
+        ));
+    }
+    if cli.name.is_some() && !from_stdin {
+        return Err(Error::Usage("--name applies only with --from -".into()));
+    }
+    if cli.parent.is_some() && from_stdin {
+        return Err(Error::Usage("--parent applies only with --from DIR".into()));
+    }
     let repo = cli.repo.open()?;
     bk::sys::widen_pipe(&std::io::stdin());
-    let stdin = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
-    let outcome = put::put(&repo, stdin, &opts)?;
+    let outcome = match (&cli.from, &cli.name) {
+        (Some(_), Some(name)) => put::put_stream(&repo, name, std::io::stdin().lock(), &opts)?,
+        (Some(path), None) => {
+            let parent = match cli.parent.as_deref() {
+                None => ParentChoice::Latest,
+                Some("none") => ParentChoice::None,
+                Some(spec) => ParentChoice::Snapshot(spec.to_string()),
+            };
+            put::put_tree(&repo, path, &parent, &opts)?
+        }
+        (None, _) => {
+            let stdin = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+            put::put(&repo, stdin, &opts)?
+        }
+    };
     let mut out = std::io::stdout().lock();
     wire::write_record(&mut out, &Record::Snapshot(outcome.snapshot))
         .map_err(bk::error::stdout_error)?;
