@@ -108,17 +108,47 @@ struct ChunkJob {
     line: u64,
 }
 
+/// Chunks travel to the workers, and sealed blobs to the packer, in
+/// batches of up to this many bytes (or [`BATCH_CHUNKS`] chunks): a tree of
+/// small files is mostly one small chunk per file, and a channel hand-off
+/// per chunk spent ~12% of a backup's CPU in wakeups and context switches
+/// (perf, 52k-file tree).
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_CHUNKS: usize = 64;
+
 fn worker(
     repo: &Repository,
     dedup: &Dedup,
-    rx: Receiver<ChunkJob>,
-    tx: Sender<Sealed>,
+    rx: Receiver<Vec<ChunkJob>>,
+    tx: Sender<Vec<Sealed>>,
     counters: &Counters,
     failed: &Mutex<Option<Error>>,
     verify: bool,
 ) {
+    for batch in rx {
+        let mut out = Vec::with_capacity(batch.len());
+        if !seal_batch(repo, dedup, batch, &mut out, counters, failed, verify) {
+            return;
+        }
+        if !out.is_empty() && tx.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Seals the chunks of one batch nobody has stored yet; false after a
+/// failure (recorded in `failed`).
+fn seal_batch(
+    repo: &Repository,
+    dedup: &Dedup,
+    batch: Vec<ChunkJob>,
+    out: &mut Vec<Sealed>,
+    counters: &Counters,
+    failed: &Mutex<Option<Error>>,
+    verify: bool,
+) -> bool {
     let level = repo.compression();
-    for ChunkJob { id, data, line } in rx {
+    for ChunkJob { id, data, line } in batch {
         if verify && ChunkId::digest(&data) != id {
             first_error(
                 failed,
@@ -127,7 +157,7 @@ fn worker(
                     message: format!("chunk data does not match its id {id}"),
                 },
             );
-            return;
+            return false;
         }
         if !dedup.claim(&id) {
             continue;
@@ -139,18 +169,14 @@ fn worker(
             .new_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         counters.new_chunks.fetch_add(1, Ordering::Relaxed);
-        if tx
-            .send(Sealed {
-                kind: BlobKind::Data,
-                id,
-                sealed,
-                raw_len: data.len() as u32,
-            })
-            .is_err()
-        {
-            return;
-        }
+        out.push(Sealed {
+            kind: BlobKind::Data,
+            id,
+            sealed,
+            raw_len: data.len() as u32,
+        });
     }
+    true
 }
 
 /// Fills packs (data and metadata separately) and hands each full pack to
@@ -158,7 +184,7 @@ fn worker(
 /// most 4, so memory stays bounded). Index objects name only packs whose
 /// upload has completed; one is written every few packs and one at the end.
 /// Returns after the channel closes and everything is durable.
-fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Result<()> {
+fn packer(repo: &Repository, rx: Receiver<Vec<Sealed>>, counters: &Counters) -> Result<()> {
     let target = repo.config().pack_size as usize;
     let uploaders = repo.backend().write_concurrency().clamp(1, 4);
     std::thread::scope(|scope| {
@@ -225,7 +251,7 @@ fn packer(repo: &Repository, rx: Receiver<Sealed>, counters: &Counters) -> Resul
                     .map_err(|_| Error::Other("pack uploaders stopped".into()))
             };
         let result = (|| -> Result<()> {
-            for s in rx {
+            for s in rx.iter().flatten() {
                 let b = if s.kind == BlobKind::Meta {
                     &mut meta
                 } else {
@@ -460,8 +486,8 @@ fn put_with(
     };
 
     let (state, listing) = std::thread::scope(|scope| -> Result<_> {
-        let (chunk_tx, chunk_rx) = bounded::<ChunkJob>(threads * 2);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * 2);
+        let (chunk_tx, chunk_rx) = bounded::<Vec<ChunkJob>>(threads * 2);
+        let (sealed_tx, sealed_rx) = bounded::<Vec<Sealed>>(threads * 2);
         let packer = scope.spawn(|| packer(repo, sealed_rx, &counters));
         let mut workers = Vec::new();
         for _ in 0..threads {
@@ -480,12 +506,12 @@ fn put_with(
                     .keys()
                     .seal(&blob_aad(BlobKind::Meta, &id), bytes, level);
                 meta_tx
-                    .send(Sealed {
+                    .send(vec![Sealed {
                         kind: BlobKind::Meta,
                         id,
                         sealed,
                         raw_len: bytes.len() as u32,
-                    })
+                    }])
                     .map_err(|_| Error::Other("packer stopped".into()))?;
             }
             Ok(())
@@ -503,6 +529,8 @@ fn put_with(
                 listing: &mut listing,
                 store_meta: &mut store_meta,
                 chunk_tx: &chunk_tx,
+                batch: Vec::new(),
+                batch_bytes: 0,
                 failed: &failed,
                 line: 0,
             };
@@ -643,7 +671,10 @@ struct Consumer<'a> {
     pending: Option<PendingFile>,
     listing: &'a mut ListingChunks,
     store_meta: &'a mut dyn FnMut(ChunkId, &[u8]) -> Result<()>,
-    chunk_tx: &'a Sender<ChunkJob>,
+    chunk_tx: &'a Sender<Vec<ChunkJob>>,
+    /// Chunks not yet handed to the workers, and their bytes.
+    batch: Vec<ChunkJob>,
+    batch_bytes: usize,
     failed: &'a Mutex<Option<Error>>,
     /// Line of the JSON stream being read (0 in process).
     line: u64,
@@ -706,12 +737,25 @@ impl Consumer<'_> {
         p.entry.chunks.push(id);
         p.size += len as u64;
         self.st.sizes.insert(id, len);
-        let job = ChunkJob {
+        self.batch_bytes += data.len();
+        self.batch.push(ChunkJob {
             id,
             data,
             line: self.line,
-        };
-        if self.chunk_tx.send(job).is_err() {
+        });
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_CHUNKS {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        if self.chunk_tx.send(batch).is_err() {
             return Err(pipeline_stopped());
         }
         self.check_running()
@@ -815,7 +859,8 @@ impl Consumer<'_> {
     }
 
     /// The stream has ended: it must have ended with its trailer.
-    fn finish(self) -> Result<StreamState> {
+    fn finish(mut self) -> Result<StreamState> {
+        self.send_batch()?;
         if !self.st.trailer_seen {
             return Err(Error::IncompleteStream(format!(
                 "the stream ended after {} entries without its trailer (was the producer killed?); nothing was committed",
@@ -951,6 +996,45 @@ mod tests {
         let err = put(&repo, &stream[..], &PutOptions::default()).unwrap_err();
         assert!(err.to_string().contains("injected: no space left"), "{err}");
         assert!(repo.snapshots().unwrap().is_empty());
+    }
+
+    /// A parent whose data packs left the write index (as when a prune has
+    /// marked them) must not be referred to: its files are read again
+    /// instead of failing the backup or naming data that may be deleted.
+    #[test]
+    fn regression_put_tree_rereads_parent_files_whose_data_left_the_index() {
+        let (dir, repo, _) = setup(usize::MAX);
+        let src = dir.path().join("src");
+        let opts = PutOptions::default();
+        let first = put_tree(&repo, &src, &ParentChoice::Latest, &opts).unwrap();
+        assert_eq!(first.snapshot.unmodified_files, Some(0));
+        let again = put_tree(&repo, &src, &ParentChoice::Latest, &opts).unwrap();
+        assert_eq!(again.snapshot.unmodified_files, Some(6));
+        assert_eq!(again.snapshot.new_chunks, Some(0));
+
+        // Keep only the packs holding listing (meta) blobs in the index.
+        let files = repo.index_files().unwrap();
+        let packs = files
+            .live
+            .iter()
+            .flat_map(|(_, f)| f.packs.iter().cloned())
+            .filter(|(_, entries)| entries.iter().all(|e| e.kind == BlobKind::Meta))
+            .collect();
+        repo.write_index(&IndexFile {
+            supersedes: files.live.iter().map(|(id, _)| *id).collect(),
+            packs,
+        })
+        .unwrap();
+
+        let third = put_tree(&repo, &src, &ParentChoice::Latest, &opts).unwrap();
+        assert_eq!(
+            third.snapshot.unmodified_files,
+            Some(0),
+            "{:?}",
+            third.snapshot
+        );
+        assert_eq!(third.snapshot.new_bytes, Some(6 * 1_500_000));
+        assert_eq!(third.snapshot.files, 6);
     }
 
     #[test]
