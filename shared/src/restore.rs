@@ -29,7 +29,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 /// Zero blocks of this size inside a chunk become holes.
 const HOLE_BLOCK: usize = 64 * 1024;
@@ -131,25 +131,125 @@ fn is_zero(b: &[u8]) -> bool {
         && rest.iter().all(|&x| x == 0)
 }
 
+/// Files of at least this many chunks are decoded (read, decrypted,
+/// decompressed and hashed) by helper threads while the worker writes.
+/// One 2 GiB file restored at 643 MB/s on one core before, SHA-256 alone
+/// taking 35% of it (perf); a tree of small files never gets here.
+const PARALLEL_FILE_CHUNKS: usize = 8;
+/// Decoded chunks a file's helpers may hold ahead of its writer.
+const DECODE_AHEAD: usize = 4;
+
+/// Writes `data` at `off` with positional writes, skipping zero blocks.
+fn write_blocks(f: &File, e: &Entry, data: &[u8], mut off: u64) -> Result<u64> {
+    for block in data.chunks(HOLE_BLOCK) {
+        if !is_zero(block) {
+            f.write_all_at(block, off)
+                .map_err(|err| Error::io(&e.path, err))?;
+        }
+        off += block.len() as u64;
+    }
+    Ok(off)
+}
+
 /// Writes a file's content with positional writes, skipping zero blocks.
 /// Returns the bytes of content. `read` counts the chunks asked of the
 /// reader, so a failed file can release the reads announced for the rest.
 fn write_content(reader: &ChunkReader, e: &Entry, f: &File, read: &mut usize) -> Result<u64> {
+    if e.chunks.len() >= PARALLEL_FILE_CHUNKS {
+        return write_content_parallel(reader, e, f, read);
+    }
     let mut off = 0u64;
     for id in &e.chunks {
         crate::sys::check_interrupted()?;
         *read += 1;
         let data = reader.read(id)?;
-        for block in data.chunks(HOLE_BLOCK) {
-            if !is_zero(block) {
-                f.write_all_at(block, off)
-                    .map_err(|err| Error::io(&e.path, err))?;
-            }
-            off += block.len() as u64;
-        }
+        off = write_blocks(f, e, &data, off)?;
     }
     f.set_len(off).map_err(|err| Error::io(&e.path, err))?;
     Ok(off)
+}
+
+/// Decoding state of one large file: the next chunk a helper may take,
+/// how far the writer got, and decoded chunks waiting for it.
+struct Ahead {
+    next: usize,
+    written: usize,
+    ready: HashMap<usize, Result<Vec<u8>>>,
+    stop: bool,
+}
+
+/// [`write_content`] for large files: one helper per CPU decodes chunks in
+/// order, at most [`DECODE_AHEAD`] ahead of this thread, which writes them.
+fn write_content_parallel(
+    reader: &ChunkReader,
+    e: &Entry,
+    f: &File,
+    read: &mut usize,
+) -> Result<u64> {
+    let n = e.chunks.len();
+    let helpers = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(2)
+        .min(n);
+    let state = Mutex::new(Ahead {
+        next: 0,
+        written: 0,
+        ready: HashMap::new(),
+        stop: false,
+    });
+    let changed = Condvar::new();
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    std::thread::scope(|scope| {
+        for _ in 0..helpers {
+            scope.spawn(|| loop {
+                let i = {
+                    let mut st = lock();
+                    loop {
+                        if st.stop || st.next >= n {
+                            return;
+                        }
+                        if st.next < st.written + DECODE_AHEAD {
+                            break;
+                        }
+                        st = changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                    st.next += 1;
+                    st.next - 1
+                };
+                let decoded = reader.read(&e.chunks[i]);
+                lock().ready.insert(i, decoded);
+                changed.notify_all();
+            });
+        }
+        let result = (|| -> Result<u64> {
+            let mut off = 0u64;
+            for i in 0..n {
+                crate::sys::check_interrupted()?;
+                let decoded = {
+                    let mut st = lock();
+                    loop {
+                        if let Some(r) = st.ready.remove(&i) {
+                            st.written = i + 1;
+                            break r;
+                        }
+                        st = changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                };
+                changed.notify_all();
+                off = write_blocks(f, e, &decoded?, off)?;
+            }
+            f.set_len(off).map_err(|err| Error::io(&e.path, err))?;
+            Ok(off)
+        })();
+        let mut st = lock();
+        st.stop = true;
+        // Chunks a helper took were asked of the reader; the caller
+        // releases the announced reads of the rest.
+        *read = st.next;
+        drop(st);
+        changed.notify_all();
+        result
+    })
 }
 
 fn apply_owner(path: &Path, e: &Entry, follow: bool) {
@@ -722,5 +822,113 @@ mod tests {
             (1504, 0, 0)
         );
         assert_same_tree(&dir.path().join("src"), &dir.path().join("out"));
+    }
+}
+
+#[cfg(test)]
+mod large_file_tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::keys::Secret;
+    use crate::repo::InitOptions;
+    use std::sync::Arc;
+
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Large files are decoded by helper threads: their content must come
+    /// out in order, and a damaged chunk in the middle must fail only that
+    /// file, leave no temporary file and release the rest of its reads.
+    #[test]
+    fn large_files_decode_in_parallel_and_a_damaged_chunk_fails_only_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let (good, bad) = (noise(1, 24 << 20), noise(2, 24 << 20));
+        std::fs::write(src.join("good"), &good).unwrap();
+        std::fs::write(src.join("bad"), &bad).unwrap();
+        let secret = Secret::Identities(vec![age::x25519::Identity::generate()]);
+        let repo_dir = dir.path().join("repo");
+        let opts = InitOptions {
+            compression: 0,
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(Arc::new(LocalBackend::new(&repo_dir)), &secret, opts).unwrap();
+        let put = crate::put::put_tree(
+            &repo,
+            &src,
+            &crate::put::ParentChoice::None,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(put.snapshot.files, 2);
+
+        let index = repo.load_index().unwrap();
+        let (_, snap) = repo.find_snapshot("latest", None).unwrap();
+        let entries: Vec<Entry> = crate::listing::entries(crate::listing::ListingRecords::new(
+            &repo,
+            &index,
+            &snap.listing,
+        ))
+        .collect::<Result<_>>()
+        .unwrap();
+        let bad_entry = entries.iter().find(|e| e.path == "bad").unwrap();
+        assert!(bad_entry.chunks.len() >= 2 * PARALLEL_FILE_CHUNKS);
+        let victim = index
+            .get(&bad_entry.chunks[bad_entry.chunks.len() / 2])
+            .unwrap();
+        let pack_name = victim.pack.to_hex();
+        let pack_path = walk(&repo_dir)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == pack_name.as_str()))
+            .unwrap();
+        let mut bytes = std::fs::read(&pack_path).unwrap();
+        bytes[victim.offset as usize + victim.len as usize / 2] ^= 0x40;
+        std::fs::write(&pack_path, bytes).unwrap();
+
+        let into = dir.path().join("out");
+        let summary = restore(
+            &repo,
+            &index,
+            entries.into_iter().map(Ok),
+            &RestoreOptions {
+                into: into.clone(),
+                filters: vec![],
+                threads: 2,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (summary.files, summary.errors, summary.integrity_errors),
+            (1, 1, 1)
+        );
+        assert_eq!(std::fs::read(into.join("good")).unwrap(), good);
+        let left: Vec<_> = std::fs::read_dir(&into)
+            .unwrap()
+            .map(|d| d.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("good")]);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for d in std::fs::read_dir(dir).unwrap() {
+            let p = d.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 }
