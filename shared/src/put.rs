@@ -363,10 +363,7 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
         let mut reader = RecordReader::new(input);
         while let Some(rec) = reader.next_record()? {
             consumer.line = reader.line();
-            match rec {
-                Record::Data(d) => consumer.data_owned(d.id, d.data)?,
-                rec => consumer.accept(rec)?,
-            }
+            consumer.accept(rec)?;
         }
         Ok(())
     })
@@ -394,12 +391,7 @@ pub fn put_tree(
     parent: &ParentChoice,
     opts: &PutOptions,
 ) -> Result<PutOutcome> {
-    let mut chunk_opts = ChunkOptions {
-        chunker: repo.chunker(),
-        chunker_name: repo.chunker_name(),
-        parent: None,
-        parent_name: None,
-    };
+    let mut chunk_opts = ChunkOptions::for_repo(repo);
     let identity = match &opts.identity {
         Some(i) => i.clone(),
         None => default_identity(&source::tree_header(root, &chunk_opts)?),
@@ -444,12 +436,7 @@ pub fn put_stream(
     input: impl Read,
     opts: &PutOptions,
 ) -> Result<PutOutcome> {
-    let chunk_opts = ChunkOptions {
-        chunker: repo.chunker(),
-        chunker_name: repo.chunker_name(),
-        parent: None,
-        parent_name: None,
-    };
+    let chunk_opts = ChunkOptions::for_repo(repo);
     put_with(repo, opts, false, |_, consumer| {
         source::walk_stream(name, input, &chunk_opts, consumer).map(|_| ())
     })
@@ -979,12 +966,7 @@ mod tests {
             ..InitOptions::default()
         };
         let repo = Repository::init(backend, &secret, opts).unwrap();
-        let copts = ChunkOptions {
-            chunker: repo.chunker(),
-            chunker_name: repo.chunker_name(),
-            parent: None,
-            parent_name: None,
-        };
+        let copts = ChunkOptions::for_repo(&repo);
         let mut stream = Vec::new();
         chunk_tree(&src, &copts, &mut stream).unwrap();
         (dir, repo, stream)

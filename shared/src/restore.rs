@@ -733,12 +733,7 @@ mod tests {
             ..InitOptions::default()
         };
         let repo = Repository::init(backend.clone(), &secret, opts).unwrap();
-        let copts = ChunkOptions {
-            chunker: repo.chunker(),
-            chunker_name: repo.chunker_name(),
-            parent: None,
-            parent_name: None,
-        };
+        let copts = ChunkOptions::for_repo(&repo);
         let mut stream = Vec::new();
         chunk_tree(&src, &copts, &mut stream).unwrap();
         crate::put::put(&repo, &stream[..], &crate::put::PutOptions::default()).unwrap();
@@ -823,27 +818,6 @@ mod tests {
         );
         assert_same_tree(&dir.path().join("src"), &dir.path().join("out"));
     }
-}
-
-#[cfg(test)]
-mod large_file_tests {
-    use super::*;
-    use crate::backend::local::LocalBackend;
-    use crate::keys::Secret;
-    use crate::repo::InitOptions;
-    use std::sync::Arc;
-
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
 
     /// Large files are decoded by helper threads: their content must come
     /// out in order, and a damaged chunk in the middle must fail only that
@@ -887,8 +861,9 @@ mod large_file_tests {
             .get(&bad_entry.chunks[bad_entry.chunks.len() / 2])
             .unwrap();
         let pack_name = victim.pack.to_hex();
-        let pack_path = walk(&repo_dir)
+        let pack_path = walkdir::WalkDir::new(&repo_dir)
             .into_iter()
+            .map(|d| d.unwrap().into_path())
             .find(|p| p.file_name().is_some_and(|n| n == pack_name.as_str()))
             .unwrap();
         let mut bytes = std::fs::read(&pack_path).unwrap();
@@ -917,18 +892,5 @@ mod large_file_tests {
             .map(|d| d.unwrap().file_name())
             .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("good")]);
-    }
-
-    fn walk(dir: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for d in std::fs::read_dir(dir).unwrap() {
-            let p = d.unwrap().path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-        out
     }
 }

@@ -95,6 +95,18 @@ pub struct ChunkOptions {
     pub parent_name: Option<String>,
 }
 
+impl ChunkOptions {
+    /// The repository's keyed chunker, no parent.
+    pub fn for_repo(repo: &crate::repo::Repository) -> Self {
+        ChunkOptions {
+            chunker: repo.chunker(),
+            chunker_name: repo.chunker_name(),
+            parent: None,
+            parent_name: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for ChunkOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ChunkOptions({})", self.chunker_name)
