@@ -133,6 +133,13 @@ pub fn parse_tag(t: &str) -> Result<(String, String)> {
 /// Runs a tool's body: prints a one-line error (and a hint) on stderr and
 /// exits with the documented code. A closed stdout ends the tool quietly.
 pub fn run(tool: &str, body: impl FnOnce() -> Result<ExitCode>) -> ! {
+    // bk-put recycles its large buffers and wants everything else mapped
+    // and returned at once; the readers want few arenas (see sys.rs).
+    crate::sys::tune_allocator(if tool == "bk-put" {
+        crate::sys::AllocatorProfile::MapLarge
+    } else {
+        crate::sys::AllocatorProfile::FewArenas
+    });
     crate::sys::install_signal_handlers();
     let code = match body() {
         Ok(code) => code,

@@ -159,6 +159,15 @@ impl Keys {
     /// first plaintext byte says whether the rest is zstd.
     pub fn seal(&self, aad: &[u8], payload: &[u8], level: Option<i32>) -> Vec<u8> {
         let mut out = Vec::with_capacity(payload.len() + SEAL_OVERHEAD);
+        self.seal_into(aad, payload, level, &mut out);
+        out
+    }
+
+    /// [`Keys::seal`] into a buffer the caller recycles (its contents are
+    /// replaced): a backup seals a chunk per megabyte, and fresh buffers
+    /// that size cost a page fault per 4 KiB.
+    pub fn seal_into(&self, aad: &[u8], payload: &[u8], level: Option<i32>, out: &mut Vec<u8>) {
+        out.clear();
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         out.extend_from_slice(&nonce);
@@ -189,7 +198,6 @@ impl Keys {
             )
             .expect("AES-GCM accepts messages below 64 GiB");
         out.extend_from_slice(tag.as_ref());
-        out
     }
 
     /// Reverses [`Keys::seal`].

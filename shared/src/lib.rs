@@ -3,7 +3,7 @@
 //! This crate holds everything the `bk-*` binaries share; the binaries only
 //! parse arguments and call into it. Start with docs/ARCHITECTURE.md for the
 //! repository format, the stream format and the invariants.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod chunker;

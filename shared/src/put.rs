@@ -13,13 +13,14 @@
 //! A crash or interruption at any point leaves a valid repository plus
 //! unreferenced packs that garbage collection removes later.
 
+use crate::backend::{ObjectKind, Staged};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ObjectId};
 use crate::index::{Index, IndexFile};
 use crate::listing::ListingRecords;
 use crate::locks::{LockGuard, LockMode};
-use crate::pack::{blob_aad, BlobEntry, BlobKind, PackBuilder};
+use crate::pack::{blob_aad, BlobEntry, BlobKind, PackBuilder, PackStream};
 use crate::repo::{Repository, Snapshot};
 use crate::source::{self, ChunkOptions, ParentListing, StreamSink};
 use crate::wire::{
@@ -101,6 +102,52 @@ fn first_error(slot: &Mutex<Option<Error>>, e: Error) {
     }
 }
 
+/// Recycled chunk and sealed-blob buffers. A backup moves every byte
+/// through two buffers of about a chunk's size (the chunk, then its sealed
+/// blob); allocating them afresh either faults in new pages for each
+/// (glibc maps allocations this large) or, once glibc raises its mapping
+/// threshold, leaves freed megabytes in every thread's arena. Measured on a
+/// 2 GiB file, recycling kept peak RSS at the in-flight working set.
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    /// Buffers smaller than this are cheap to allocate and not kept.
+    const MIN_CAPACITY: usize = 64 << 10;
+    /// Nor are buffers grown past this by a rare large chunk: kept, they
+    /// would each hold that much for the rest of the run.
+    const MAX_CAPACITY: usize = 2 << 20;
+    /// At most this many idle buffers are kept (the pipeline's channels
+    /// bound how many are in flight, so more would only sit idle).
+    const MAX_IDLE: usize = 8;
+
+    fn new() -> Self {
+        BufferPool {
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        if !(Self::MIN_CAPACITY..=Self::MAX_CAPACITY).contains(&buf.capacity()) {
+            return;
+        }
+        buf.clear();
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < Self::MAX_IDLE {
+            free.push(buf);
+        }
+    }
+}
+
 /// A chunk on its way to the workers; `line` locates it in a JSON stream.
 struct ChunkJob {
     id: ChunkId,
@@ -116,18 +163,20 @@ struct ChunkJob {
 const BATCH_BYTES: usize = 1 << 20;
 const BATCH_CHUNKS: usize = 64;
 
-fn worker(
-    repo: &Repository,
-    dedup: &Dedup,
-    rx: Receiver<Vec<ChunkJob>>,
-    tx: Sender<Vec<Sealed>>,
-    counters: &Counters,
-    failed: &Mutex<Option<Error>>,
+struct WorkerShared<'a> {
+    repo: &'a Repository,
+    dedup: &'a Dedup<'a>,
+    pool: &'a BufferPool,
+    counters: &'a Counters,
+    failed: &'a Mutex<Option<Error>>,
+    /// Re-hash chunks: their ids came from outside the process.
     verify: bool,
-) {
+}
+
+fn worker(w: &WorkerShared<'_>, rx: Receiver<Vec<ChunkJob>>, tx: Sender<Vec<Sealed>>) {
     for batch in rx {
         let mut out = Vec::with_capacity(batch.len());
-        if !seal_batch(repo, dedup, batch, &mut out, counters, failed, verify) {
+        if !seal_batch(w, batch, &mut out) {
             return;
         }
         if !out.is_empty() && tx.send(out).is_err() {
@@ -138,20 +187,12 @@ fn worker(
 
 /// Seals the chunks of one batch nobody has stored yet; false after a
 /// failure (recorded in `failed`).
-fn seal_batch(
-    repo: &Repository,
-    dedup: &Dedup,
-    batch: Vec<ChunkJob>,
-    out: &mut Vec<Sealed>,
-    counters: &Counters,
-    failed: &Mutex<Option<Error>>,
-    verify: bool,
-) -> bool {
-    let level = repo.compression();
+fn seal_batch(w: &WorkerShared<'_>, batch: Vec<ChunkJob>, out: &mut Vec<Sealed>) -> bool {
+    let level = w.repo.compression();
     for ChunkJob { id, data, line } in batch {
-        if verify && ChunkId::digest(&data) != id {
+        if w.verify && ChunkId::digest(&data) != id {
             first_error(
-                failed,
+                w.failed,
                 Error::Stream {
                     line,
                     message: format!("chunk data does not match its id {id}"),
@@ -159,22 +200,23 @@ fn seal_batch(
             );
             return false;
         }
-        if !dedup.claim(&id) {
-            continue;
+        if w.dedup.claim(&id) {
+            let mut sealed = w.pool.take();
+            w.repo
+                .keys()
+                .seal_into(&blob_aad(BlobKind::Data, &id), &data, level, &mut sealed);
+            w.counters
+                .new_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            w.counters.new_chunks.fetch_add(1, Ordering::Relaxed);
+            out.push(Sealed {
+                kind: BlobKind::Data,
+                id,
+                sealed,
+                raw_len: data.len() as u32,
+            });
         }
-        let sealed = repo
-            .keys()
-            .seal(&blob_aad(BlobKind::Data, &id), &data, level);
-        counters
-            .new_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        counters.new_chunks.fetch_add(1, Ordering::Relaxed);
-        out.push(Sealed {
-            kind: BlobKind::Data,
-            id,
-            sealed,
-            raw_len: data.len() as u32,
-        });
+        w.pool.give(data);
     }
     true
 }
@@ -184,22 +226,30 @@ fn seal_batch(
 /// most 4, so memory stays bounded). Index objects name only packs whose
 /// upload has completed; one is written every few packs and one at the end.
 /// Returns after the channel closes and everything is durable.
-fn packer(repo: &Repository, rx: Receiver<Vec<Sealed>>, counters: &Counters) -> Result<()> {
+fn packer(
+    repo: &Repository,
+    rx: Receiver<Vec<Sealed>>,
+    pool: &BufferPool,
+    counters: &Counters,
+) -> Result<()> {
     let target = repo.config().pack_size as usize;
     let uploaders = repo.backend().write_concurrency().clamp(1, 4);
     std::thread::scope(|scope| {
-        let (up_tx, up_rx) = bounded::<(ObjectId, Vec<u8>)>(1);
+        let (up_tx, up_rx) = bounded::<(ObjectId, PackBody)>(1);
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<ObjectId>>();
         for _ in 0..uploaders {
             let (up_rx, done_tx) = (up_rx.clone(), done_tx.clone());
             scope.spawn(move || {
-                for (id, bytes) in up_rx {
-                    let len = bytes.len() as u64;
-                    let r = repo.backend().put_owned(
-                        crate::backend::ObjectKind::Pack,
-                        &id.to_hex(),
-                        bytes,
-                    );
+                for (id, body) in up_rx {
+                    let name = id.to_hex();
+                    let (r, len) = match body {
+                        PackBody::Memory(bytes) => {
+                            let len = bytes.len() as u64;
+                            let r = repo.backend().put_owned(ObjectKind::Pack, &name, bytes);
+                            (r, len)
+                        }
+                        PackBody::Staged(staged, len) => (staged.publish(&name), len as u64),
+                    };
                     if r.is_ok() {
                         counters.stored_bytes.fetch_add(len, Ordering::Relaxed);
                     }
@@ -240,26 +290,30 @@ fn packer(repo: &Repository, rx: Receiver<Vec<Sealed>>, counters: &Counters) -> 
             }
             Ok(())
         };
-        let mut data = PackBuilder::with_capacity(target + (1 << 20));
-        let mut meta = PackBuilder::default();
         let send =
-            |b: PackBuilder, waiting: &mut HashMap<ObjectId, Vec<BlobEntry>>| -> Result<()> {
-                let (id, bytes, entries) = b.finish(repo.keys());
+            |p: FillingPack, waiting: &mut HashMap<ObjectId, Vec<BlobEntry>>| -> Result<()> {
+                let (id, body, entries) = p.finish(repo)?;
                 waiting.insert(id, entries);
                 up_tx
-                    .send((id, bytes))
+                    .send((id, body))
                     .map_err(|_| Error::Other("pack uploaders stopped".into()))
             };
         let result = (|| -> Result<()> {
+            let (mut data, mut meta) = (None::<FillingPack>, None::<FillingPack>);
             for s in rx.iter().flatten() {
-                let b = if s.kind == BlobKind::Meta {
+                let slot = if s.kind == BlobKind::Meta {
                     &mut meta
                 } else {
                     &mut data
                 };
-                b.add(s.kind, s.id, &s.sealed, s.raw_len);
-                if b.len() >= target {
-                    let full = std::mem::replace(b, PackBuilder::with_capacity(target + (1 << 20)));
+                let pack = match slot {
+                    Some(p) => p,
+                    None => slot.insert(FillingPack::start(repo, target)?),
+                };
+                pack.add(&s)?;
+                pool.give(s.sealed);
+                if pack.len() >= target {
+                    let full = slot.take().expect("a pack is filling");
                     if let Err(e) = send(full, &mut waiting) {
                         // An uploader failed; its error is in the done channel.
                         settle(&mut waiting, true, false)?;
@@ -268,9 +322,9 @@ fn packer(repo: &Repository, rx: Receiver<Vec<Sealed>>, counters: &Counters) -> 
                     settle(&mut waiting, false, false)?;
                 }
             }
-            for b in [std::mem::take(&mut data), std::mem::take(&mut meta)] {
-                if !b.is_empty() {
-                    send(b, &mut waiting)?;
+            for p in [data.take(), meta.take()].into_iter().flatten() {
+                if !p.is_empty() {
+                    send(p, &mut waiting)?;
                 }
             }
             Ok(())
@@ -289,6 +343,65 @@ fn packer(repo: &Repository, rx: Receiver<Vec<Sealed>>, counters: &Counters) -> 
         settle(&mut waiting, false, true)?;
         Ok(())
     })
+}
+
+/// A pack being filled: written out as it fills where the backend can
+/// stage objects (local), else built in memory (S3).
+enum FillingPack {
+    Memory(PackBuilder),
+    Streamed(PackStream),
+}
+
+/// A finished pack on its way to an uploader.
+enum PackBody {
+    Memory(Vec<u8>),
+    Staged(Box<dyn Staged>, usize),
+}
+
+impl FillingPack {
+    fn start(repo: &Repository, target: usize) -> Result<Self> {
+        Ok(match repo.backend().stage(ObjectKind::Pack)? {
+            Some(staged) => FillingPack::Streamed(PackStream::new(staged)),
+            None => FillingPack::Memory(PackBuilder::with_capacity(target + (1 << 20))),
+        })
+    }
+
+    fn add(&mut self, s: &Sealed) -> Result<()> {
+        match self {
+            FillingPack::Memory(b) => {
+                b.add(s.kind, s.id, &s.sealed, s.raw_len);
+                Ok(())
+            }
+            FillingPack::Streamed(p) => p.add(s.kind, s.id, &s.sealed, s.raw_len),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            FillingPack::Memory(b) => b.len(),
+            FillingPack::Streamed(p) => p.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            FillingPack::Memory(b) => b.is_empty(),
+            FillingPack::Streamed(p) => p.is_empty(),
+        }
+    }
+
+    fn finish(self, repo: &Repository) -> Result<(ObjectId, PackBody, Vec<BlobEntry>)> {
+        Ok(match self {
+            FillingPack::Memory(b) => {
+                let (id, bytes, entries) = b.finish(repo.keys());
+                (id, PackBody::Memory(bytes), entries)
+            }
+            FillingPack::Streamed(p) => {
+                let p = p.finish(repo.keys())?;
+                (p.id, PackBody::Staged(p.object, p.len), p.entries)
+            }
+        })
+    }
 }
 
 /// Cuts the listing bytes into metadata chunks as they are produced.
@@ -464,6 +577,15 @@ fn put_with(
     };
     let counters = Counters::default();
     let failed = Mutex::new(None);
+    let pool = BufferPool::new();
+    let shared = WorkerShared {
+        repo,
+        dedup: &dedup,
+        pool: &pool,
+        counters: &counters,
+        failed: &failed,
+        verify: verify_chunks,
+    };
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -475,14 +597,11 @@ fn put_with(
     let (state, listing) = std::thread::scope(|scope| -> Result<_> {
         let (chunk_tx, chunk_rx) = bounded::<Vec<ChunkJob>>(threads * 2);
         let (sealed_tx, sealed_rx) = bounded::<Vec<Sealed>>(threads * 2);
-        let packer = scope.spawn(|| packer(repo, sealed_rx, &counters));
+        let packer = scope.spawn(|| packer(repo, sealed_rx, &pool, &counters));
         let mut workers = Vec::new();
         for _ in 0..threads {
-            let (rx, tx) = (chunk_rx.clone(), sealed_tx.clone());
-            let (dedup, counters, failed) = (&dedup, &counters, &failed);
-            workers.push(
-                scope.spawn(move || worker(repo, dedup, rx, tx, counters, failed, verify_chunks)),
-            );
+            let (rx, tx, shared) = (chunk_rx.clone(), sealed_tx.clone(), &shared);
+            workers.push(scope.spawn(move || worker(shared, rx, tx)));
         }
         drop(chunk_rx);
         let meta_tx = sealed_tx;
@@ -516,6 +635,7 @@ fn put_with(
                 listing: &mut listing,
                 store_meta: &mut store_meta,
                 chunk_tx: &chunk_tx,
+                pool: &pool,
                 batch: Vec::new(),
                 batch_bytes: 0,
                 failed: &failed,
@@ -659,6 +779,7 @@ struct Consumer<'a> {
     listing: &'a mut ListingChunks,
     store_meta: &'a mut dyn FnMut(ChunkId, &[u8]) -> Result<()>,
     chunk_tx: &'a Sender<Vec<ChunkJob>>,
+    pool: &'a BufferPool,
     /// Chunks not yet handed to the workers, and their bytes.
     batch: Vec<ChunkJob>,
     batch_bytes: usize,
@@ -863,7 +984,9 @@ impl StreamSink for Consumer<'_> {
         self.accept(rec)
     }
     fn data(&mut self, id: ChunkId, chunk: &[u8]) -> Result<()> {
-        self.data_owned(id, chunk.to_vec())
+        let mut data = self.pool.take();
+        data.extend_from_slice(chunk);
+        self.data_owned(id, data)
     }
     fn chunk_ref(&mut self, id: ChunkId) -> Result<()> {
         self.accept(Record::ChunkRef(id))

@@ -4,6 +4,48 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// How glibc's malloc should treat a tool's memory. Peak RSS is a figure
+/// users size containers by, and glibc's defaults inflate it for bk's
+/// pattern (megabyte buffers freed by threads other than the one that
+/// allocated them): after the first large free, glibc raises its mapping
+/// threshold to that size, and from then on every thread's arena keeps up
+/// to twice that much freed memory. Measured with `/usr/bin/time -v` on the
+/// 1.3 GB toolchain tree and a 2 GiB file (identity key, release build).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocatorProfile {
+    /// Map every allocation from 128 KiB up and unmap it when freed (the
+    /// threshold stays fixed). For bk-put, which recycles its chunk-sized
+    /// buffers itself: first backup peaks fell 70 -> 58 MiB (tree) and
+    /// 55 -> 42 MiB (2 GiB file) at unchanged speed.
+    MapLarge,
+    /// At most two arenas. For the restore and read paths, which allocate
+    /// decoded chunks on several threads: the tree restore peak fell
+    /// 80-95 -> 52-56 MiB at unchanged speed. (Mapping as above slowed it
+    /// by 15%, a page fault per 4 KiB of every fresh buffer.)
+    FewArenas,
+}
+
+/// Applies an [`AllocatorProfile`]; call before any thread starts. Does
+/// nothing where the allocator is not glibc's.
+#[allow(unsafe_code)]
+pub fn tune_allocator(profile: AllocatorProfile) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let (param, value) = match profile {
+            AllocatorProfile::MapLarge => (libc::M_MMAP_THRESHOLD, 128 << 10),
+            AllocatorProfile::FewArenas => (libc::M_ARENA_MAX, 2),
+        };
+        // SAFETY: mallopt(3) only changes allocator parameters; it takes
+        // plain integers, touches no memory of ours, and is documented as
+        // safe to call at any time (we call it before threads start).
+        unsafe {
+            libc::mallopt(param, value);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = profile;
+}
+
 pub fn hostname() -> Option<String> {
     nix::unistd::gethostname()
         .ok()

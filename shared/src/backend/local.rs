@@ -1,10 +1,10 @@
 //! A repository in a local (or network-mounted) directory.
 
-use super::{Backend, ObjectInfo, ObjectKind};
+use super::{Backend, ObjectInfo, ObjectKind, Staged};
 use crate::error::{Error, Result};
 use rand::RngCore;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
@@ -23,6 +23,117 @@ impl LocalBackend {
 
     fn err(&self, kind: ObjectKind, name: &str, e: std::io::Error) -> Error {
         Error::storage(format!("{} ({})", kind.path(name), self.root.display()), e)
+    }
+
+    /// A fresh name under tmp/, where writes are assembled; what a killed
+    /// writer leaves there is listed by [`Backend::incomplete`].
+    fn tmp_path(&self, stem: &str) -> PathBuf {
+        let mut rnd = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut rnd);
+        self.root
+            .join("tmp")
+            .join(format!("{}.{}.tmp", stem, hex::encode(rnd)))
+    }
+
+    /// Publishes a complete, synced temp file under its final name and
+    /// removes the temp name.
+    fn publish(&self, kind: ObjectKind, name: &str, tmp: &Path) -> Result<()> {
+        let final_path = self.path(kind, name);
+        // link(2) publishes atomically and refuses to replace an existing
+        // object: write-once is enforced by the filesystem, not by care.
+        if kind == ObjectKind::Gc {
+            // Repositories made before gc/ existed lack the directory.
+            let dir = final_path.parent().unwrap_or(&self.root);
+            if !dir.exists() {
+                let _ = fs::create_dir_all(dir);
+            }
+        }
+        let linked = fs::hard_link(tmp, &final_path);
+        let _ = fs::remove_file(tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if kind == ObjectKind::Config || kind == ObjectKind::Key || kind == ObjectKind::Lock
+                {
+                    return Err(self.err(kind, name, e));
+                }
+            }
+            Err(e) => return Err(self.err(kind, name, e)),
+        }
+        let dir = final_path.parent().unwrap_or(&self.root);
+        sync_dir(dir).map_err(|e| self.err(kind, name, e))
+    }
+}
+
+/// Write buffer of a staged object: sealed data blobs are mostly larger and
+/// pass straight through; metadata blobs are small and gather here.
+const STAGE_BUFFER: usize = 256 << 10;
+
+/// An object written into tmp/ as it is produced, published by link(2)
+/// like [`Backend::put`]; dropped unpublished, its temp file is removed.
+#[derive(Debug)]
+struct LocalStaged {
+    backend: LocalBackend,
+    kind: ObjectKind,
+    file: Option<BufWriter<File>>,
+    tmp: PathBuf,
+}
+
+impl LocalStaged {
+    /// Names the temp file in a failed write's message.
+    fn context(&self, e: std::io::Error) -> std::io::Error {
+        std::io::Error::new(e.kind(), format!("{}: {e}", self.tmp.display()))
+    }
+}
+
+impl Write for LocalStaged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = match &mut self.file {
+            Some(f) => f.write(buf),
+            None => Err(std::io::Error::other("staged object already published")),
+        };
+        r.map_err(|e| self.context(e))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let r = match &mut self.file {
+            Some(f) => f.write_all(buf),
+            None => Err(std::io::Error::other("staged object already published")),
+        };
+        r.map_err(|e| self.context(e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Staged for LocalStaged {
+    fn publish(mut self: Box<Self>, name: &str) -> Result<()> {
+        let (kind, file) = (self.kind, self.file.take());
+        let sync = || -> std::io::Result<()> {
+            let file = file
+                .ok_or_else(|| std::io::Error::other("staged object already published"))?
+                .into_inner()
+                .map_err(|e| e.into_error())?;
+            file.sync_all()
+        };
+        if let Err(e) = sync() {
+            return Err(self.backend.err(kind, name, e));
+        }
+        self.backend.publish(kind, name, &self.tmp)
+    }
+}
+
+impl Drop for LocalStaged {
+    fn drop(&mut self) {
+        // After publish the temp name is gone already; this only cleans up
+        // after a write that failed or was abandoned.
+        self.file = None;
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 
@@ -61,13 +172,7 @@ impl Backend for LocalBackend {
     }
 
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
-        let final_path = self.path(kind, name);
-        let mut rnd = [0u8; 8];
-        rand::thread_rng().fill_bytes(&mut rnd);
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.{}.tmp", name, hex::encode(rnd)));
+        let tmp = self.tmp_path(name);
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
@@ -78,29 +183,22 @@ impl Backend for LocalBackend {
             let _ = fs::remove_file(&tmp);
             return Err(self.err(kind, name, e));
         }
-        // link(2) publishes atomically and refuses to replace an existing
-        // object: write-once is enforced by the filesystem, not by care.
-        if kind == ObjectKind::Gc {
-            // Repositories made before gc/ existed lack the directory.
-            let dir = final_path.parent().unwrap_or(&self.root);
-            if !dir.exists() {
-                let _ = fs::create_dir_all(dir);
-            }
-        }
-        let linked = fs::hard_link(&tmp, &final_path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if kind == ObjectKind::Config || kind == ObjectKind::Key || kind == ObjectKind::Lock
-                {
-                    return Err(self.err(kind, name, e));
-                }
-            }
-            Err(e) => return Err(self.err(kind, name, e)),
-        }
-        let dir = final_path.parent().unwrap_or(&self.root);
-        sync_dir(dir).map_err(|e| self.err(kind, name, e))
+        self.publish(kind, name, &tmp)
+    }
+
+    fn stage(&self, kind: ObjectKind) -> Result<Option<Box<dyn Staged>>> {
+        let tmp = self.tmp_path(kind.dir());
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::storage(tmp.display(), e))?;
+        Ok(Some(Box::new(LocalStaged {
+            backend: LocalBackend::new(self.root.clone()),
+            kind,
+            file: Some(BufWriter::with_capacity(STAGE_BUFFER, file)),
+            tmp,
+        })))
     }
 
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {

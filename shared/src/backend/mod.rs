@@ -136,6 +136,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn read_window(&self) -> Option<u64> {
         None
     }
+    /// Starts an object that is written as it is produced, on the storage
+    /// medium itself, so a writer need not hold a whole pack in memory.
+    /// `None` (the default) means the backend has no such path and callers
+    /// build the object in memory for [`Backend::put_owned`].
+    fn stage(&self, _kind: ObjectKind) -> Result<Option<Box<dyn Staged>>> {
+        Ok(None)
+    }
     /// How many object writes are worth running at once.
     fn write_concurrency(&self) -> usize {
         2
@@ -151,6 +158,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn remove_incomplete(&self, _name: &str) -> Result<()> {
         Ok(())
     }
+}
+
+/// An object being written by [`Backend::stage`]. Nothing is visible under
+/// any name until [`Staged::publish`], which keeps [`Backend::put`]'s
+/// contract (atomic, durable on return, write-once). Dropping it
+/// unpublished discards what was written.
+pub trait Staged: std::io::Write + Send {
+    fn publish(self: Box<Self>, name: &str) -> Result<()>;
 }
 
 /// Opens the backend for a repository address: a path, a `file://` URL or
