@@ -1009,7 +1009,44 @@ mod tests {
     #[derive(Debug)]
     struct FailingPacks {
         inner: LocalBackend,
-        allowed: AtomicUsize,
+        allowed: Arc<AtomicUsize>,
+        /// Stage packs in the local backend's tmp/ (the path local backups
+        /// take) instead of building them in memory for `put`.
+        staged: bool,
+    }
+
+    /// Spends one pack of the allowance, or fails like a full disk.
+    fn take_one(allowed: &AtomicUsize, name: &str) -> Result<()> {
+        match allowed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::storage(
+                name,
+                std::io::Error::other("injected: no space left on device"),
+            )),
+        }
+    }
+
+    /// A staged pack whose publication fails once the allowance is spent
+    /// (as fsync(2) does on a full disk).
+    struct FailingStaged {
+        inner: Box<dyn Staged>,
+        allowed: Arc<AtomicUsize>,
+    }
+
+    impl std::io::Write for FailingStaged {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    impl Staged for FailingStaged {
+        fn publish(self: Box<Self>, name: &str) -> Result<()> {
+            take_one(&self.allowed, name)?;
+            self.inner.publish(name)
+        }
     }
 
     impl Backend for FailingPacks {
@@ -1020,18 +1057,20 @@ mod tests {
             self.inner.create()
         }
         fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
-            if kind == ObjectKind::Pack
-                && self
-                    .allowed
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_err()
-            {
-                return Err(Error::storage(
-                    name,
-                    std::io::Error::other("injected: no space left on device"),
-                ));
+            if kind == ObjectKind::Pack {
+                take_one(&self.allowed, name)?;
             }
             self.inner.put(kind, name, data)
+        }
+        fn stage(&self, kind: ObjectKind) -> Result<Option<Box<dyn Staged>>> {
+            if !self.staged {
+                return Ok(None);
+            }
+            let inner = self.inner.stage(kind)?.expect("local backends stage");
+            Ok(Some(Box::new(FailingStaged {
+                inner,
+                allowed: self.allowed.clone(),
+            })))
         }
         fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
             self.inner.get(kind, name)
@@ -1062,7 +1101,7 @@ mod tests {
         }
     }
 
-    fn setup(allowed: usize) -> (tempfile::TempDir, Repository, Vec<u8>) {
+    fn setup(allowed: usize, staged: bool) -> (tempfile::TempDir, Repository, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir(&src).unwrap();
@@ -1080,7 +1119,8 @@ mod tests {
         }
         let backend = Arc::new(FailingPacks {
             inner: LocalBackend::new(dir.path().join("repo")),
-            allowed: AtomicUsize::new(allowed),
+            allowed: Arc::new(AtomicUsize::new(allowed)),
+            staged,
         });
         let secret = Secret::Identities(vec![age::x25519::Identity::generate()]);
         let opts = InitOptions {
@@ -1097,10 +1137,17 @@ mod tests {
 
     #[test]
     fn storage_failure_is_reported_as_the_cause_and_nothing_is_committed() {
-        let (_dir, repo, stream) = setup(2);
-        let err = put(&repo, &stream[..], &PutOptions::default()).unwrap_err();
-        assert!(err.to_string().contains("injected: no space left"), "{err}");
-        assert!(repo.snapshots().unwrap().is_empty());
+        for staged in [false, true] {
+            let (_dir, repo, stream) = setup(2, staged);
+            let err = put(&repo, &stream[..], &PutOptions::default()).unwrap_err();
+            assert!(err.to_string().contains("injected: no space left"), "{err}");
+            assert!(repo.snapshots().unwrap().is_empty());
+            // Staged packs that were never published leave no temp file.
+            assert!(
+                repo.backend().incomplete().unwrap().is_empty(),
+                "staged {staged}"
+            );
+        }
     }
 
     /// A parent whose data packs left the write index (as when a prune has
@@ -1108,7 +1155,7 @@ mod tests {
     /// instead of failing the backup or naming data that may be deleted.
     #[test]
     fn regression_put_tree_rereads_parent_files_whose_data_left_the_index() {
-        let (dir, repo, _) = setup(usize::MAX);
+        let (dir, repo, _) = setup(usize::MAX, true);
         let src = dir.path().join("src");
         let opts = PutOptions::default();
         let first = put_tree(&repo, &src, &ParentChoice::Latest, &opts).unwrap();
@@ -1144,7 +1191,7 @@ mod tests {
 
     #[test]
     fn put_and_restore_in_process() {
-        let (dir, repo, stream) = setup(usize::MAX);
+        let (dir, repo, stream) = setup(usize::MAX, true);
         let out = put(
             &repo,
             &stream[..],

@@ -423,17 +423,34 @@ impl S3Backend {
             }
             self.map_err(key.to_string(), e)
         })?;
-        let body = out.body.collect().await.map_err(|e| {
-            Error::storage(
-                key,
-                std::io::Error::new(
-                    std::io::ErrorKind::Interrupted,
-                    format!("reading the body failed: {e}"),
-                ),
-            )
-        })?;
-        // Vec::from reuses the aggregated buffer when it is not shared.
-        Ok(Vec::from(body.into_bytes()))
+        // Frames are appended to one buffer sized from the response, so the
+        // body is copied once (collecting it and flattening the aggregate
+        // copied a ranged read twice).
+        // (A ranged read trusts its own length; a whole object the server's
+        // Content-Length, capped at the largest pack a repository allows.)
+        let expected = match range {
+            Some((_, len)) => len as usize,
+            None => out
+                .content_length()
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0)
+                .min(1 << 30),
+        };
+        let mut data = Vec::with_capacity(expected);
+        let mut body = out.body;
+        while let Some(frame) = body.next().await {
+            let frame = frame.map_err(|e| {
+                Error::storage(
+                    key,
+                    std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        format!("reading the body failed: {e}"),
+                    ),
+                )
+            })?;
+            data.extend_from_slice(&frame);
+        }
+        Ok(data)
     }
 }
 
