@@ -7,6 +7,7 @@
 use crate::error::{Error, ExitCode, Result};
 use crate::keys::Secret;
 use crate::repo::Repository;
+use crate::sys::AllocatorProfile;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -132,14 +133,19 @@ pub fn parse_tag(t: &str) -> Result<(String, String)> {
 
 /// Runs a tool's body: prints a one-line error (and a hint) on stderr and
 /// exits with the documented code. A closed stdout ends the tool quietly.
+/// The allocator gets the readers' profile ([`AllocatorProfile::FewArenas`]).
 pub fn run(tool: &str, body: impl FnOnce() -> Result<ExitCode>) -> ! {
-    // bk-put recycles its large buffers and wants everything else mapped
-    // and returned at once; the readers want few arenas (see sys.rs).
-    crate::sys::tune_allocator(if tool == "bk-put" {
-        crate::sys::AllocatorProfile::MapLarge
-    } else {
-        crate::sys::AllocatorProfile::FewArenas
-    });
+    run_with_allocator(tool, AllocatorProfile::FewArenas, body)
+}
+
+/// [`run`] for a tool whose memory wants another allocator profile
+/// (bk-put, which recycles its large buffers: see sys.rs).
+pub fn run_with_allocator(
+    tool: &str,
+    profile: AllocatorProfile,
+    body: impl FnOnce() -> Result<ExitCode>,
+) -> ! {
+    crate::sys::tune_allocator(profile);
     crate::sys::install_signal_handlers();
     let code = match body() {
         Ok(code) => code,

@@ -144,18 +144,18 @@ fn trailer(keys: &Keys, entries: &[BlobEntry]) -> Vec<u8> {
 }
 
 /// A pack written out blob by blob as it fills, to an object the backend
-/// stages on its own medium ([`crate::backend::Backend::stage`]): the same
-/// bytes as [`PackBuilder`] produces, without holding them in memory (a
-/// writer used to keep three 16 MiB packs alive: one filling, two
-/// uploading). The name is hashed as the bytes go out.
-pub struct PackStream {
-    out: Box<dyn Staged>,
+/// stages ([`crate::backend::Backend::stage`]): the same bytes as
+/// [`PackBuilder`] produces, and on a local repository without holding them
+/// in memory (a writer used to keep three 16 MiB packs alive: one filling,
+/// two uploading). The name is hashed as the bytes go out.
+pub struct PackStream<'a> {
+    out: Box<dyn Staged + 'a>,
     hasher: Sha256,
     len: usize,
     entries: Vec<BlobEntry>,
 }
 
-impl std::fmt::Debug for PackStream {
+impl std::fmt::Debug for PackStream<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackStream")
             .field("len", &self.len)
@@ -164,8 +164,8 @@ impl std::fmt::Debug for PackStream {
     }
 }
 
-impl PackStream {
-    pub fn new(out: Box<dyn Staged>) -> Self {
+impl<'a> PackStream<'a> {
+    pub fn new(out: Box<dyn Staged + 'a>) -> Self {
         PackStream {
             out,
             hasher: Sha256::new(),
@@ -205,7 +205,7 @@ impl PackStream {
 
     /// Writes the sealed header; the pack is then ready to publish under
     /// its name.
-    pub fn finish(mut self, keys: &Keys) -> Result<StreamedPack> {
+    pub fn finish(mut self, keys: &Keys) -> Result<StreamedPack<'a>> {
         let trailer = trailer(keys, &self.entries);
         self.write(&trailer)?;
         Ok(StreamedPack {
@@ -218,9 +218,9 @@ impl PackStream {
 }
 
 /// A finished [`PackStream`]: `object` is still to be published as `id`.
-pub struct StreamedPack {
+pub struct StreamedPack<'a> {
     pub id: ObjectId,
-    pub object: Box<dyn Staged>,
+    pub object: Box<dyn Staged + 'a>,
     pub len: usize,
     pub entries: Vec<BlobEntry>,
 }
@@ -300,7 +300,7 @@ mod tests {
         let backend = LocalBackend::new(dir.path().join("repo"));
         backend.create().unwrap();
         let keys = MasterKey::generate().derive();
-        let mut p = PackStream::new(backend.stage(ObjectKind::Pack).unwrap().unwrap());
+        let mut p = PackStream::new(backend.stage(ObjectKind::Pack, 0).unwrap());
         let mut blobs = Vec::new();
         for i in 0..5u32 {
             let data = vec![i as u8; 300_000 + i as usize];
@@ -331,7 +331,7 @@ mod tests {
         }
         // A pack dropped before publication (a failed backup) leaves no
         // temp file behind, and tmp/ is empty after a publication too.
-        let mut abandoned = PackStream::new(backend.stage(ObjectKind::Pack).unwrap().unwrap());
+        let mut abandoned = PackStream::new(backend.stage(ObjectKind::Pack, 0).unwrap());
         abandoned
             .add(BlobKind::Data, blobs[0].0, &[1, 2, 3], 3)
             .unwrap();

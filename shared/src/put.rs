@@ -13,14 +13,14 @@
 //! A crash or interruption at any point leaves a valid repository plus
 //! unreferenced packs that garbage collection removes later.
 
-use crate::backend::{ObjectKind, Staged};
+use crate::backend::ObjectKind;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ObjectId};
 use crate::index::{Index, IndexFile};
 use crate::listing::ListingRecords;
 use crate::locks::{LockGuard, LockMode};
-use crate::pack::{blob_aad, BlobEntry, BlobKind, PackBuilder, PackStream};
+use crate::pack::{blob_aad, BlobEntry, BlobKind, PackStream, StreamedPack};
 use crate::repo::{Repository, Snapshot};
 use crate::source::{self, ChunkOptions, ParentListing, StreamSink};
 use crate::wire::{
@@ -226,8 +226,8 @@ fn seal_batch(w: &WorkerShared<'_>, batch: Vec<ChunkJob>, out: &mut Vec<Sealed>)
 /// most 4, so memory stays bounded). Index objects name only packs whose
 /// upload has completed; one is written every few packs and one at the end.
 /// Returns after the channel closes and everything is durable.
-fn packer(
-    repo: &Repository,
+fn packer<'r>(
+    repo: &'r Repository,
     rx: Receiver<Vec<Sealed>>,
     pool: &BufferPool,
     counters: &Counters,
@@ -235,21 +235,14 @@ fn packer(
     let target = repo.config().pack_size as usize;
     let uploaders = repo.backend().write_concurrency().clamp(1, 4);
     std::thread::scope(|scope| {
-        let (up_tx, up_rx) = bounded::<(ObjectId, PackBody)>(1);
+        let (up_tx, up_rx) = bounded::<StreamedPack<'r>>(1);
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<ObjectId>>();
         for _ in 0..uploaders {
             let (up_rx, done_tx) = (up_rx.clone(), done_tx.clone());
             scope.spawn(move || {
-                for (id, body) in up_rx {
-                    let name = id.to_hex();
-                    let (r, len) = match body {
-                        PackBody::Memory(bytes) => {
-                            let len = bytes.len() as u64;
-                            let r = repo.backend().put_owned(ObjectKind::Pack, &name, bytes);
-                            (r, len)
-                        }
-                        PackBody::Staged(staged, len) => (staged.publish(&name), len as u64),
-                    };
+                for pack in up_rx {
+                    let (id, len) = (pack.id, pack.len as u64);
+                    let r = pack.object.publish(&id.to_hex());
                     if r.is_ok() {
                         counters.stored_bytes.fetch_add(len, Ordering::Relaxed);
                     }
@@ -291,15 +284,15 @@ fn packer(
             Ok(())
         };
         let send =
-            |p: FillingPack, waiting: &mut HashMap<ObjectId, Vec<BlobEntry>>| -> Result<()> {
-                let (id, body, entries) = p.finish(repo)?;
-                waiting.insert(id, entries);
+            |p: PackStream<'r>, waiting: &mut HashMap<ObjectId, Vec<BlobEntry>>| -> Result<()> {
+                let mut p = p.finish(repo.keys())?;
+                waiting.insert(p.id, std::mem::take(&mut p.entries));
                 up_tx
-                    .send((id, body))
+                    .send(p)
                     .map_err(|_| Error::Other("pack uploaders stopped".into()))
             };
         let result = (|| -> Result<()> {
-            let (mut data, mut meta) = (None::<FillingPack>, None::<FillingPack>);
+            let (mut data, mut meta) = (None::<PackStream<'r>>, None::<PackStream<'r>>);
             for s in rx.iter().flatten() {
                 let slot = if s.kind == BlobKind::Meta {
                     &mut meta
@@ -308,9 +301,18 @@ fn packer(
                 };
                 let pack = match slot {
                     Some(p) => p,
-                    None => slot.insert(FillingPack::start(repo, target)?),
+                    None => {
+                        // In-memory staging (S3) holds a data pack whole;
+                        // metadata packs stay small.
+                        let hint = match s.kind {
+                            BlobKind::Data => target + (1 << 20),
+                            BlobKind::Meta => 0,
+                        };
+                        let out = repo.backend().stage(ObjectKind::Pack, hint)?;
+                        slot.insert(PackStream::new(out))
+                    }
                 };
-                pack.add(&s)?;
+                pack.add(s.kind, s.id, &s.sealed, s.raw_len)?;
                 pool.give(s.sealed);
                 if pack.len() >= target {
                     let full = slot.take().expect("a pack is filling");
@@ -343,65 +345,6 @@ fn packer(
         settle(&mut waiting, false, true)?;
         Ok(())
     })
-}
-
-/// A pack being filled: written out as it fills where the backend can
-/// stage objects (local), else built in memory (S3).
-enum FillingPack {
-    Memory(PackBuilder),
-    Streamed(PackStream),
-}
-
-/// A finished pack on its way to an uploader.
-enum PackBody {
-    Memory(Vec<u8>),
-    Staged(Box<dyn Staged>, usize),
-}
-
-impl FillingPack {
-    fn start(repo: &Repository, target: usize) -> Result<Self> {
-        Ok(match repo.backend().stage(ObjectKind::Pack)? {
-            Some(staged) => FillingPack::Streamed(PackStream::new(staged)),
-            None => FillingPack::Memory(PackBuilder::with_capacity(target + (1 << 20))),
-        })
-    }
-
-    fn add(&mut self, s: &Sealed) -> Result<()> {
-        match self {
-            FillingPack::Memory(b) => {
-                b.add(s.kind, s.id, &s.sealed, s.raw_len);
-                Ok(())
-            }
-            FillingPack::Streamed(p) => p.add(s.kind, s.id, &s.sealed, s.raw_len),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            FillingPack::Memory(b) => b.len(),
-            FillingPack::Streamed(p) => p.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        match self {
-            FillingPack::Memory(b) => b.is_empty(),
-            FillingPack::Streamed(p) => p.is_empty(),
-        }
-    }
-
-    fn finish(self, repo: &Repository) -> Result<(ObjectId, PackBody, Vec<BlobEntry>)> {
-        Ok(match self {
-            FillingPack::Memory(b) => {
-                let (id, bytes, entries) = b.finish(repo.keys());
-                (id, PackBody::Memory(bytes), entries)
-            }
-            FillingPack::Streamed(p) => {
-                let p = p.finish(repo.keys())?;
-                (p.id, PackBody::Staged(p.object, p.len), p.entries)
-            }
-        })
-    }
 }
 
 /// Cuts the listing bytes into metadata chunks as they are produced.
@@ -997,7 +940,7 @@ impl StreamSink for Consumer<'_> {
 mod tests {
     use super::*;
     use crate::backend::local::LocalBackend;
-    use crate::backend::{Backend, ObjectInfo, ObjectKind};
+    use crate::backend::{stage_in_memory, Backend, ObjectInfo, ObjectKind, Staged};
     use crate::keys::Secret;
     use crate::repo::InitOptions;
     use crate::source::{chunk_tree, ChunkOptions};
@@ -1028,12 +971,12 @@ mod tests {
 
     /// A staged pack whose publication fails once the allowance is spent
     /// (as fsync(2) does on a full disk).
-    struct FailingStaged {
-        inner: Box<dyn Staged>,
+    struct FailingStaged<'a> {
+        inner: Box<dyn Staged + 'a>,
         allowed: Arc<AtomicUsize>,
     }
 
-    impl std::io::Write for FailingStaged {
+    impl std::io::Write for FailingStaged<'_> {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.inner.write(buf)
         }
@@ -1042,7 +985,7 @@ mod tests {
         }
     }
 
-    impl Staged for FailingStaged {
+    impl Staged for FailingStaged<'_> {
         fn publish(self: Box<Self>, name: &str) -> Result<()> {
             take_one(&self.allowed, name)?;
             self.inner.publish(name)
@@ -1062,15 +1005,14 @@ mod tests {
             }
             self.inner.put(kind, name, data)
         }
-        fn stage(&self, kind: ObjectKind) -> Result<Option<Box<dyn Staged>>> {
+        fn stage(&self, kind: ObjectKind, size_hint: usize) -> Result<Box<dyn Staged + '_>> {
             if !self.staged {
-                return Ok(None);
+                return Ok(stage_in_memory(self, kind, size_hint));
             }
-            let inner = self.inner.stage(kind)?.expect("local backends stage");
-            Ok(Some(Box::new(FailingStaged {
-                inner,
+            Ok(Box::new(FailingStaged {
+                inner: self.inner.stage(kind, size_hint)?,
                 allowed: self.allowed.clone(),
-            })))
+            }))
         }
         fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
             self.inner.get(kind, name)

@@ -72,32 +72,24 @@ const STAGE_BUFFER: usize = 256 << 10;
 /// An object written into tmp/ as it is produced, published by link(2)
 /// like [`Backend::put`]; dropped unpublished, its temp file is removed.
 #[derive(Debug)]
-struct LocalStaged {
-    backend: LocalBackend,
+struct LocalStaged<'a> {
+    backend: &'a LocalBackend,
     kind: ObjectKind,
     file: Option<BufWriter<File>>,
     tmp: PathBuf,
 }
 
-impl LocalStaged {
+impl LocalStaged<'_> {
     /// Names the temp file in a failed write's message.
     fn context(&self, e: std::io::Error) -> std::io::Error {
         std::io::Error::new(e.kind(), format!("{}: {e}", self.tmp.display()))
     }
 }
 
-impl Write for LocalStaged {
+impl Write for LocalStaged<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let r = match &mut self.file {
             Some(f) => f.write(buf),
-            None => Err(std::io::Error::other("staged object already published")),
-        };
-        r.map_err(|e| self.context(e))
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let r = match &mut self.file {
-            Some(f) => f.write_all(buf),
             None => Err(std::io::Error::other("staged object already published")),
         };
         r.map_err(|e| self.context(e))
@@ -111,7 +103,7 @@ impl Write for LocalStaged {
     }
 }
 
-impl Staged for LocalStaged {
+impl Staged for LocalStaged<'_> {
     fn publish(mut self: Box<Self>, name: &str) -> Result<()> {
         let (kind, file) = (self.kind, self.file.take());
         let sync = || -> std::io::Result<()> {
@@ -128,7 +120,7 @@ impl Staged for LocalStaged {
     }
 }
 
-impl Drop for LocalStaged {
+impl Drop for LocalStaged<'_> {
     fn drop(&mut self) {
         // After publish the temp name is gone already; this only cleans up
         // after a write that failed or was abandoned.
@@ -186,19 +178,19 @@ impl Backend for LocalBackend {
         self.publish(kind, name, &tmp)
     }
 
-    fn stage(&self, kind: ObjectKind) -> Result<Option<Box<dyn Staged>>> {
+    fn stage(&self, kind: ObjectKind, _size_hint: usize) -> Result<Box<dyn Staged + '_>> {
         let tmp = self.tmp_path(kind.dir());
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
             .map_err(|e| Error::storage(tmp.display(), e))?;
-        Ok(Some(Box::new(LocalStaged {
-            backend: LocalBackend::new(self.root.clone()),
+        Ok(Box::new(LocalStaged {
+            backend: self,
             kind,
             file: Some(BufWriter::with_capacity(STAGE_BUFFER, file)),
             tmp,
-        })))
+        }))
     }
 
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {

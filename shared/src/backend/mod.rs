@@ -136,12 +136,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn read_window(&self) -> Option<u64> {
         None
     }
-    /// Starts an object that is written as it is produced, on the storage
-    /// medium itself, so a writer need not hold a whole pack in memory.
-    /// `None` (the default) means the backend has no such path and callers
-    /// build the object in memory for [`Backend::put_owned`].
-    fn stage(&self, _kind: ObjectKind) -> Result<Option<Box<dyn Staged>>> {
-        Ok(None)
+    /// Starts an object that is written as it is produced. Backends that
+    /// can write to the storage medium itself (local: a file in tmp/) do,
+    /// so a writer need not hold a whole pack in memory; the default
+    /// gathers the bytes in memory (`size_hint` sizes that buffer) and
+    /// publishes them with [`Backend::put_owned`].
+    fn stage(&self, kind: ObjectKind, size_hint: usize) -> Result<Box<dyn Staged + '_>> {
+        Ok(stage_in_memory(self, kind, size_hint))
     }
     /// How many object writes are worth running at once.
     fn write_concurrency(&self) -> usize {
@@ -166,6 +167,44 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 /// unpublished discards what was written.
 pub trait Staged: std::io::Write + Send {
     fn publish(self: Box<Self>, name: &str) -> Result<()>;
+}
+
+/// [`Backend::stage`]'s default: the object gathers in memory and is
+/// published with one [`Backend::put_owned`] (which backends that wrap
+/// another and override `put` keep using).
+pub fn stage_in_memory<B: Backend + ?Sized>(
+    backend: &B,
+    kind: ObjectKind,
+    size_hint: usize,
+) -> Box<dyn Staged + '_> {
+    Box::new(InMemory {
+        backend,
+        kind,
+        buf: Vec::with_capacity(size_hint),
+    })
+}
+
+struct InMemory<'a, B: ?Sized> {
+    backend: &'a B,
+    kind: ObjectKind,
+    buf: Vec<u8>,
+}
+
+impl<B: ?Sized> std::io::Write for InMemory<'_, B> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<B: Backend + ?Sized> Staged for InMemory<'_, B> {
+    fn publish(self: Box<Self>, name: &str) -> Result<()> {
+        self.backend.put_owned(self.kind, name, self.buf)
+    }
 }
 
 /// Opens the backend for a repository address: a path, a `file://` URL or

@@ -423,11 +423,10 @@ impl S3Backend {
             }
             self.map_err(key.to_string(), e)
         })?;
-        // Frames are appended to one buffer sized from the response, so the
-        // body is copied once (collecting it and flattening the aggregate
-        // copied a ranged read twice).
-        // (A ranged read trusts its own length; a whole object the server's
-        // Content-Length, capped at the largest pack a repository allows.)
+        // Frames are appended to one buffer, so the body is copied once
+        // (collecting and flattening it copied a ranged read twice). It is
+        // sized from the range asked for, else from Content-Length capped
+        // at the largest pack a repository allows.
         let expected = match range {
             Some((_, len)) => len as usize,
             None => out

@@ -1,13 +1,14 @@
 mod cli;
 
 use bk::put::{self, ParentChoice, PutOptions};
+use bk::sys::AllocatorProfile;
 use bk::wire::{self, Record, Timestamp};
 use bk::{Error, ExitCode, Result};
 use std::io::BufReader;
 
 fn main() {
     let cli: cli::Cli = bk::cli::parse();
-    bk::cli::run("bk-put", || run(cli));
+    bk::cli::run_with_allocator("bk-put", AllocatorProfile::MapLarge, || run(cli));
 }
 
 fn run(cli: cli::Cli) -> Result<ExitCode> {
