@@ -16,8 +16,14 @@
 //! * objects are published by a single PUT (or a completed multipart
 //!   upload), which S3 makes visible atomically; no conditional PUT is
 //!   relied on (Garage accepts `If-None-Match` and overwrites anyway);
-//! * every upload carries `Content-MD5`, so the server rejects a body
-//!   damaged in transit;
+//! * every upload carries a checksum the server verifies, so it rejects a
+//!   body damaged in transit: `x-amz-checksum-sha256` (free: a
+//!   content-addressed object's name is that digest) once the server has
+//!   shown it verifies it by echoing the value, `Content-MD5` until then,
+//!   on servers that do not echo it, and for multipart parts. Both are
+//!   signed headers, so the payload itself is sent unsigned
+//!   (`UNSIGNED-PAYLOAD`): hashing every body a second time for SigV4
+//!   would add nothing but CPU;
 //! * whole-object reads are checked against the object's name (the SHA-256
 //!   of its bytes) and retried once on mismatch before an integrity error;
 //!   ranged reads are authenticated by the caller (AEAD + chunk hash);
@@ -40,6 +46,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use md5::{Digest, Md5};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,7 +149,17 @@ pub struct S3Backend {
     endpoint: Option<String>,
     opts: S3Options,
     limit: Arc<tokio::sync::Semaphore>,
+    /// What the server does with `x-amz-checksum-sha256`: one of
+    /// `CHECKSUM_UNKNOWN`, `CHECKSUM_VERIFIED`, `CHECKSUM_IGNORED`.
+    /// Servers that verify it echo it in the PUT response (AWS, Garage
+    /// 2.x, s3s); one that ignores it would leave uploads unchecked, so
+    /// `Content-MD5` goes along until an echo has been seen.
+    sha256_checksums: AtomicU8,
 }
+
+const CHECKSUM_UNKNOWN: u8 = 0;
+const CHECKSUM_VERIFIED: u8 = 1;
+const CHECKSUM_IGNORED: u8 = 2;
 
 impl S3Backend {
     pub fn open(location: &str) -> Result<Self> {
@@ -199,6 +216,7 @@ impl S3Backend {
             endpoint,
             opts,
             limit,
+            sha256_checksums: AtomicU8::new(CHECKSUM_UNKNOWN),
         })
     }
 
@@ -243,10 +261,13 @@ impl S3Backend {
                 }
             }
             (SdkError::TimeoutError(_), _, _) => std::io::ErrorKind::TimedOut,
-            // A body damaged in transit: the server refused it; send again.
-            (_, _, Some("BadDigest" | "XAmzContentSHA256Mismatch" | "RequestTimeout" | "SlowDown" | "InternalError")) => {
-                std::io::ErrorKind::TimedOut
+            // A body damaged in transit: the server refused it. The SDK
+            // does not resend a 400, so it is classed with bodies broken
+            // mid-transfer, which `retrying` sends again.
+            (_, _, Some("BadDigest" | "XAmzContentSHA256Mismatch" | "InvalidDigest")) => {
+                std::io::ErrorKind::Interrupted
             }
+            (_, _, Some("RequestTimeout" | "SlowDown" | "InternalError")) => std::io::ErrorKind::TimedOut,
             (SdkError::DispatchFailure(_), _, _) | (SdkError::ResponseError(_), _, _) => std::io::ErrorKind::ConnectionReset,
             (_, Some(s), _) if s >= 500 || s == 429 || s == 408 => std::io::ErrorKind::TimedOut,
             _ => std::io::ErrorKind::Other,
@@ -272,7 +293,8 @@ impl S3Backend {
     }
 
     /// Retries what the SDK could not retry itself: a transient failure
-    /// after the headers (a body cut or stalled mid-way) up to twice, and a
+    /// after the headers (a body cut or stalled mid-way, or an upload the
+    /// server refused as damaged) up to twice, and a
     /// read whose content fails its check once, with backoff and jitter.
     fn retrying<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
         let mut delay = Duration::from_millis(200);
@@ -298,24 +320,44 @@ impl S3Backend {
         }
     }
 
-    async fn put_single(&self, key: &str, data: bytes::Bytes) -> Result<()> {
-        let md5 = B64.encode(Md5::digest(&data));
+    /// One PUT carrying `sha256` (the body's digest) as its checksum, and
+    /// `Content-MD5` as well unless the server is known to verify the
+    /// former.
+    async fn put_single(&self, key: &str, data: bytes::Bytes, sha256: &[u8; 32]) -> Result<()> {
+        let sha256 = B64.encode(sha256);
+        let verified = self.sha256_checksums.load(Ordering::Relaxed) == CHECKSUM_VERIFIED;
+        let md5 = (!verified).then(|| B64.encode(Md5::digest(&data)));
         let _permit = self
             .limit
             .acquire()
             .await
             .map_err(|_| Error::Other("S3 closed".into()))?;
-        self.client
+        let out = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_md5(md5)
+            .checksum_sha256(&sha256)
+            .set_content_md5(md5)
             .content_length(data.len() as i64)
             .body(ByteStream::from(data))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| self.map_err(key.to_string(), e))
+            .map_err(|e| self.map_err(key.to_string(), e))?;
+        if !verified {
+            let echoed = out.checksum_sha256() == Some(sha256.as_str());
+            self.sha256_checksums.store(
+                if echoed {
+                    CHECKSUM_VERIFIED
+                } else {
+                    CHECKSUM_IGNORED
+                },
+                Ordering::Relaxed,
+            );
+        }
+        Ok(())
     }
 
     async fn put_multipart(&self, key: &str, data: bytes::Bytes) -> Result<()> {
@@ -353,6 +395,8 @@ impl S3Backend {
                     .content_md5(B64.encode(Md5::digest(&part)))
                     .content_length(part.len() as i64)
                     .body(ByteStream::from(part))
+                    .customize()
+                    .disable_payload_signing()
                     .send()
                     .await
                     .map_err(|e| self.map_err(format!("{what} part {n}"), e))?;
@@ -531,6 +575,14 @@ impl Backend for S3Backend {
     }
 
     fn put_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<()> {
+        // A content-addressed object's name is the SHA-256 of its bytes
+        // (the packer hashed the pack as it wrote it; reads check it), so
+        // the upload checksum costs nothing; config and keys are small.
+        let sha256 = kind
+            .digest_name(name)
+            .and_then(crate::id::ObjectId::from_hex)
+            .unwrap_or_else(|| crate::id::ObjectId::digest(&data));
+        let sha256 = *sha256.as_bytes();
         let data = bytes::Bytes::from(data);
         let key = self.key(kind, name);
         if kind == ObjectKind::Config {
@@ -550,7 +602,7 @@ impl Backend for S3Backend {
                 if data.len() > self.opts.multipart_threshold {
                     self.put_multipart(&key, data.clone()).await
                 } else {
-                    self.put_single(&key, data.clone()).await
+                    self.put_single(&key, data.clone(), &sha256).await
                 }
             })
         })

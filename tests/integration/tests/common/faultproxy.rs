@@ -1,7 +1,9 @@
 //! A fault-injecting HTTP proxy for one-request-per-connection S3 traffic:
 //! it answers some requests with 500/503 SlowDown, resets or stalls the
-//! connection, truncates a response or flips a byte in its body, and
-//! forwards the rest to the real server unchanged.
+//! connection, truncates a response or flips a byte in its body, flips a
+//! byte in an upload's body on its way to the server, and forwards the rest
+//! to the real server unchanged. It can also hide the server's echo of an
+//! upload checksum (a server that ignores `x-amz-checksum-sha256`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,18 +18,33 @@ pub enum Fault {
     SlowDown,
     Reset,
     FlipByte,
+    /// A byte of the request body flipped before it reaches the server
+    /// (nothing happens to requests without a body).
+    FlipRequestByte,
     Truncate,
     Stall,
 }
 
-const FAULTS: [Fault; 6] = [
+pub const FAULTS: [Fault; 7] = [
     Fault::InternalError,
     Fault::SlowDown,
     Fault::Reset,
     Fault::FlipByte,
+    Fault::FlipRequestByte,
     Fault::Truncate,
     Fault::Stall,
 ];
+
+/// What the proxy saw of uploads (requests with a body).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Uploads {
+    pub total: u64,
+    pub with_content_md5: u64,
+    pub with_sha256_checksum: u64,
+    pub unsigned_payload: u64,
+    /// Uploads whose body the proxy damaged.
+    pub flipped: u64,
+}
 
 pub struct FaultProxy {
     pub addr: SocketAddr,
@@ -35,6 +52,13 @@ pub struct FaultProxy {
     pub counts: Arc<Mutex<std::collections::HashMap<Fault, u64>>>,
     /// Percent of requests that get a fault (changeable while running).
     pub rate: Arc<AtomicU64>,
+    /// The faults drawn from (changeable while running).
+    pub faults: Arc<Mutex<Vec<Fault>>>,
+    /// Remove `x-amz-checksum-*` headers from responses.
+    pub hide_checksum_echo: Arc<AtomicBool>,
+    /// Upload bodies the proxy may still damage (unlimited by default).
+    pub request_flips_left: Arc<AtomicU64>,
+    pub uploads: Arc<Mutex<Uploads>>,
 }
 
 impl Drop for FaultProxy {
@@ -51,7 +75,14 @@ impl FaultProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Mutex::new(std::collections::HashMap::new()));
         let rate = Arc::new(AtomicU64::new(rate_percent));
+        let faults = Arc::new(Mutex::new(FAULTS.to_vec()));
+        let hide_checksum_echo = Arc::new(AtomicBool::new(false));
+        let uploads = Arc::new(Mutex::new(Uploads::default()));
+        let request_flips_left = Arc::new(AtomicU64::new(u64::MAX));
         let (stop2, counts2, rate2) = (stop.clone(), counts.clone(), rate.clone());
+        let (faults2, hide2, uploads2) =
+            (faults.clone(), hide_checksum_echo.clone(), uploads.clone());
+        let flips2 = request_flips_left.clone();
         std::thread::spawn(move || {
             let rng = Arc::new(Mutex::new(seed | 1));
             for conn in listener.incoming() {
@@ -64,15 +95,21 @@ impl FaultProxy {
                     *x ^= *x << 13;
                     *x ^= *x >> 7;
                     *x ^= *x << 17;
-                    if *x % 100 < rate2.load(Ordering::SeqCst) {
-                        FAULTS[((*x >> 8) % FAULTS.len() as u64) as usize]
+                    let faults = faults2.lock().unwrap();
+                    if *x % 100 < rate2.load(Ordering::SeqCst) && !faults.is_empty() {
+                        faults[((*x >> 8) % faults.len() as u64) as usize]
                     } else {
                         Fault::None
                     }
                 };
                 *counts2.lock().unwrap().entry(fault).or_insert(0) += 1;
+                let (hide, uploads, flips) = (
+                    hide2.load(Ordering::SeqCst),
+                    uploads2.clone(),
+                    flips2.clone(),
+                );
                 std::thread::spawn(move || {
-                    let _ = handle(conn, upstream, fault);
+                    let _ = handle(conn, upstream, fault, hide, &uploads, &flips);
                 });
             }
         });
@@ -81,6 +118,10 @@ impl FaultProxy {
             stop,
             counts,
             rate,
+            faults,
+            hide_checksum_echo,
+            request_flips_left,
+            uploads,
         }
     }
 
@@ -156,8 +197,32 @@ fn error_response(status: &str, code: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn handle(mut client: TcpStream, upstream: SocketAddr, fault: Fault) -> std::io::Result<()> {
-    let (head, body) = read_request(&mut client)?;
+fn handle(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    fault: Fault,
+    hide_checksum_echo: bool,
+    uploads: &Mutex<Uploads>,
+    request_flips_left: &AtomicU64,
+) -> std::io::Result<()> {
+    let (head, mut body) = read_request(&mut client)?;
+    if !body.is_empty() {
+        let head = head.to_ascii_lowercase();
+        let flip = fault == Fault::FlipRequestByte
+            && request_flips_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if flip {
+            let i = body.len() / 3;
+            body[i] ^= 0x40;
+        }
+        let mut u = uploads.lock().unwrap();
+        u.total += 1;
+        u.flipped += u64::from(flip);
+        u.with_content_md5 += u64::from(head.contains("\r\ncontent-md5:"));
+        u.with_sha256_checksum += u64::from(head.contains("\r\nx-amz-checksum-sha256:"));
+        u.unsigned_payload += u64::from(head.contains("x-amz-content-sha256: unsigned-payload"));
+    }
     match fault {
         Fault::InternalError => {
             return client.write_all(&error_response(
@@ -177,9 +242,20 @@ fn handle(mut client: TcpStream, upstream: SocketAddr, fault: Fault) -> std::io:
     up.write_all(&body)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
-    let body_start = find(&resp, b"\r\n\r\n")
+    let mut body_start = find(&resp, b"\r\n\r\n")
         .map(|p| p + 4)
         .unwrap_or(resp.len());
+    if hide_checksum_echo {
+        let head = String::from_utf8_lossy(&resp[..body_start]).to_string();
+        let kept: String = head
+            .split_inclusive("\r\n")
+            .filter(|l| !l.to_ascii_lowercase().starts_with("x-amz-checksum-"))
+            .collect();
+        resp.splice(..body_start, kept.into_bytes());
+        body_start = find(&resp, b"\r\n\r\n")
+            .map(|p| p + 4)
+            .unwrap_or(resp.len());
+    }
     match fault {
         Fault::Reset => {
             // The request reached the server; the client never hears back.
