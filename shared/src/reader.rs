@@ -34,7 +34,7 @@ const SMALL_BLOB: u64 = 512 * 1024;
 const MAX_WINDOWS: usize = 8;
 /// A planned range grows to at most this many bytes: large enough that a
 /// request's fixed cost is small, small enough that many are in flight.
-const PLANNED_RANGE: u64 = 4 << 20;
+const PLANNED_RANGE: u64 = 8 << 20;
 /// Unneeded bytes a planned range may span to join two needed blobs:
 /// cheaper to transfer than a second request.
 const PLANNED_GAP: u64 = 256 * 1024;
@@ -46,7 +46,13 @@ const PREFETCH_BUDGET: u64 = 48 << 20;
 const PLAN_AHEAD: u64 = 128 << 20;
 /// An open range not extended while this many bytes were announced is
 /// complete: its pack's neighbouring blobs have passed.
-const OPEN_STALE: u64 = 4 << 20;
+const OPEN_STALE: u64 = 16 << 20;
+/// Ranges of one pack kept open at once. bk-put's workers seal in
+/// parallel, so a pack holds stretches of several files side by side and a
+/// restore, which goes file by file, meets them in a different order: with
+/// one open range per pack, each jump closed it, and a restore of a 1.3 GB
+/// tree made 264 requests of 1.3 MiB on average from 22 packs of 16 MiB.
+const OPEN_PER_PACK: usize = 8;
 
 enum RangeData {
     /// Announced, not yet requested: it may still grow while it is the
@@ -65,6 +71,8 @@ struct PlannedRange {
     end: u64,
     /// Announced reads not yet served or released.
     reads: usize,
+    /// The distinct blobs it serves (re-pointed when it absorbs another).
+    blobs: Vec<ChunkId>,
     data: RangeData,
     /// Counted in `Plan::in_memory` (fetching or fetched).
     resident: bool,
@@ -75,7 +83,7 @@ struct PlannedRange {
 #[derive(Clone, Copy)]
 enum Close {
     All,
-    Pack(ObjectId),
+    Range(u64),
     Stale,
 }
 
@@ -85,10 +93,11 @@ struct Plan {
     ranges: HashMap<u64, PlannedRange>,
     /// Blob → (range, announced reads of it not yet served).
     blobs: HashMap<ChunkId, (u64, usize)>,
-    /// Per pack, the range the next announced blob of that pack may extend
-    /// (bk-put's workers seal in parallel, so a pack's blobs are in stream
-    /// order only roughly, and neighbouring files can alternate packs).
-    open: HashMap<ObjectId, u64>,
+    /// Per pack, the ranges the next announced blobs of that pack may
+    /// extend, least recently extended first (bk-put's workers seal in
+    /// parallel, so a pack's blobs are in stream order only roughly, and
+    /// neighbouring files can alternate packs).
+    open: HashMap<ObjectId, Vec<u64>>,
     /// Bytes ever announced: ranges not extended for [`OPEN_STALE`] bytes
     /// of announcements are complete.
     cursor: u64,
@@ -107,24 +116,28 @@ struct Plan {
 }
 
 impl Plan {
-    /// Queues open ranges for the prefetchers: those of `pack`, those
-    /// untouched for [`OPEN_STALE`] bytes, or all.
+    /// Queues open ranges for the prefetchers: those untouched for
+    /// [`OPEN_STALE`] bytes, those too full to grow much, or all.
     fn close_open(&mut self, which: Close) {
         let cursor = self.cursor;
         let ranges = &self.ranges;
         let mut closing = Vec::new();
-        self.open.retain(|pack, rid| {
-            let close = match which {
-                Close::All => true,
-                Close::Pack(p) => p == *pack,
-                Close::Stale => ranges
-                    .get(rid)
-                    .is_none_or(|r| cursor - r.touched > OPEN_STALE),
-            };
-            if close {
-                closing.push(*rid);
-            }
-            !close
+        self.open.retain(|_, rids| {
+            rids.retain(|rid| {
+                let close = match which {
+                    Close::All => true,
+                    Close::Range(r) => r == *rid,
+                    Close::Stale => ranges.get(rid).is_none_or(|r| {
+                        cursor - r.touched > OPEN_STALE
+                            || r.end - r.start + PLANNED_GAP > PLANNED_RANGE
+                    }),
+                };
+                if close {
+                    closing.push(*rid);
+                }
+                !close
+            });
+            !rids.is_empty()
         });
         for rid in closing {
             if matches!(
@@ -161,14 +174,127 @@ impl Plan {
                 self.in_memory -= r.end - r.start;
             }
             self.closed.remove(&rid);
-            self.open.retain(|_, open| *open != rid);
+            self.forget_open(rid);
         }
         true
     }
 
+    fn forget_open(&mut self, rid: u64) {
+        self.open.retain(|_, rids| {
+            rids.retain(|r| *r != rid);
+            !rids.is_empty()
+        });
+    }
+
+    /// Joins `from` into `into` (two open ranges of one pack that a blob
+    /// between them has brought within reach of each other).
+    fn absorb(&mut self, into: u64, from: u64) {
+        self.forget_open(from);
+        let Some(f) = self.ranges.remove(&from) else {
+            return;
+        };
+        for id in &f.blobs {
+            if let Some(b) = self.blobs.get_mut(id) {
+                b.0 = into;
+            }
+        }
+        let r = self.ranges.get_mut(&into).expect("open range");
+        let before = (r.end - r.start) + (f.end - f.start);
+        r.start = r.start.min(f.start);
+        r.end = r.end.max(f.end);
+        r.reads += f.reads;
+        r.touched = r.touched.max(f.touched);
+        r.blobs.extend(f.blobs);
+        self.announced = self.announced + (r.end - r.start) - before;
+    }
+
+    /// The open range of `pack` that a blob at `off..end` may join.
+    fn joinable(&self, pack: &ObjectId, off: u64, end: u64, except: Option<u64>) -> Option<u64> {
+        self.open.get(pack)?.iter().rev().copied().find(|rid| {
+            Some(*rid) != except
+                && self.ranges.get(rid).is_some_and(|r| {
+                    matches!(r.data, RangeData::Pending)
+                        && off <= r.end + PLANNED_GAP
+                        && end + PLANNED_GAP >= r.start
+                        && end.max(r.end) - off.min(r.start) <= PLANNED_RANGE
+                })
+        })
+    }
+
+    /// Counts one more announced read of a blob already in the plan.
+    fn announce_again(&mut self, id: &ChunkId) -> bool {
+        let Some((rid, n)) = self.blobs.get_mut(id) else {
+            return false;
+        };
+        let rid = *rid;
+        *n += 1;
+        if let Some(r) = self.ranges.get_mut(&rid) {
+            r.reads += 1;
+        }
+        true
+    }
+
+    /// Adds a blob's first announced read: it joins an open range of its
+    /// pack within reach, which may then absorb another open range it now
+    /// touches, or starts a new open range (closing the pack's least
+    /// recently extended one if the pack has too many).
+    fn announce(&mut self, id: ChunkId, loc: &BlobLocation) {
+        let (off, end) = (loc.offset as u64, loc.offset as u64 + loc.len as u64);
+        self.cursor += end - off;
+        let cursor = self.cursor;
+        let rid = match self.joinable(&loc.pack, off, end, None) {
+            Some(rid) => {
+                let r = self.ranges.get_mut(&rid).expect("open range");
+                let before = r.end - r.start;
+                r.start = r.start.min(off);
+                r.end = r.end.max(end);
+                r.reads += 1;
+                r.touched = cursor;
+                r.blobs.push(id);
+                let (start, end, grown) = (r.start, r.end, r.end - r.start - before);
+                self.announced += grown;
+                // Most recently extended last.
+                if let Some(rids) = self.open.get_mut(&loc.pack) {
+                    rids.retain(|r| *r != rid);
+                    rids.push(rid);
+                }
+                if let Some(other) = self.joinable(&loc.pack, start, end, Some(rid)) {
+                    self.absorb(rid, other);
+                }
+                rid
+            }
+            None => {
+                let rids = self.open.entry(loc.pack).or_default();
+                let evict = (rids.len() >= OPEN_PER_PACK).then(|| rids[0]);
+                if let Some(oldest) = evict {
+                    self.close_open(Close::Range(oldest));
+                }
+                let rid = self.next_range;
+                self.next_range += 1;
+                self.ranges.insert(
+                    rid,
+                    PlannedRange {
+                        pack: loc.pack,
+                        start: off,
+                        end,
+                        reads: 1,
+                        blobs: vec![id],
+                        data: RangeData::Pending,
+                        resident: false,
+                        touched: cursor,
+                    },
+                );
+                self.announced += end - off;
+                self.open.entry(loc.pack).or_default().push(rid);
+                rid
+            }
+        };
+        self.blobs.insert(id, (rid, 1));
+    }
+
     /// Marks `rid` as being fetched; returns what to fetch.
     fn start_fetch(&mut self, rid: u64) -> (ObjectId, u64, u64) {
-        self.open.retain(|_, open| *open != rid);
+        self.forget_open(rid);
         self.closed.remove(&rid);
         let r = self.ranges.get_mut(&rid).expect("present");
         r.data = RangeData::Fetching;
@@ -242,62 +368,11 @@ impl<'a> ChunkReader<'a> {
         }
         let queued = plan.closed.len();
         for id in ids {
-            if let Some((rid, n)) = plan.blobs.get_mut(id) {
-                let rid = *rid;
-                *n += 1;
-                if let Some(r) = plan.ranges.get_mut(&rid) {
-                    r.reads += 1;
-                }
-                continue;
+            if !plan.announce_again(id) {
+                if let Some(loc) = self.index.get(id) {
+                    plan.announce(*id, &loc);
+                } // else the read will report the missing chunk
             }
-            let Some(loc) = self.index.get(id) else {
-                continue; // the read will report the missing chunk
-            };
-            let (off, end) = (loc.offset as u64, loc.offset as u64 + loc.len as u64);
-            plan.cursor += end - off;
-            let cursor = plan.cursor;
-            let extend = plan.open.get(&loc.pack).copied().filter(|rid| {
-                plan.ranges.get(rid).is_some_and(|r| {
-                    matches!(r.data, RangeData::Pending)
-                        && off <= r.end + PLANNED_GAP
-                        && end + PLANNED_GAP >= r.start
-                        && end.max(r.end) - off.min(r.start) <= PLANNED_RANGE
-                })
-            });
-            let rid = match extend {
-                Some(rid) => {
-                    let r = plan.ranges.get_mut(&rid).expect("checked above");
-                    let before = r.end - r.start;
-                    r.start = r.start.min(off);
-                    r.end = r.end.max(end);
-                    r.reads += 1;
-                    r.touched = cursor;
-                    let grown = r.end - r.start - before;
-                    plan.announced += grown;
-                    rid
-                }
-                None => {
-                    plan.close_open(Close::Pack(loc.pack));
-                    let rid = plan.next_range;
-                    plan.next_range += 1;
-                    plan.ranges.insert(
-                        rid,
-                        PlannedRange {
-                            pack: loc.pack,
-                            start: off,
-                            end,
-                            reads: 1,
-                            data: RangeData::Pending,
-                            resident: false,
-                            touched: cursor,
-                        },
-                    );
-                    plan.announced += end - off;
-                    plan.open.insert(loc.pack, rid);
-                    rid
-                }
-            };
-            plan.blobs.insert(*id, (rid, 1));
         }
         plan.close_open(Close::Stale);
         let more_work = plan.closed.len() > queued;
@@ -502,5 +577,93 @@ impl<'a> ChunkReader<'a> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|w| w.pack != *pack);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::BlobKind;
+
+    const BLOB: u64 = 256 * 1024;
+
+    fn id(n: u64) -> ChunkId {
+        ChunkId::digest(&n.to_le_bytes())
+    }
+
+    fn at(pack: u8, offset: u64) -> BlobLocation {
+        BlobLocation {
+            pack: ObjectId([pack; 32]),
+            kind: BlobKind::Data,
+            offset: offset as u32,
+            len: BLOB as u32,
+        }
+    }
+
+    /// Every announced blob belongs to a range of its pack that covers it,
+    /// and the byte count matches the ranges.
+    fn assert_consistent(plan: &Plan, blobs: &[(ChunkId, BlobLocation)]) {
+        for (id, loc) in blobs {
+            let (rid, _) = plan.blobs[id];
+            let r = &plan.ranges[&rid];
+            assert!(r.pack == loc.pack && r.start <= loc.offset as u64);
+            assert!(loc.offset as u64 + loc.len as u64 <= r.end);
+            assert!(r.blobs.contains(id));
+        }
+        let bytes: u64 = plan.ranges.values().map(|r| r.end - r.start).sum();
+        assert_eq!(plan.announced, bytes);
+        let reads: usize = plan.ranges.values().map(|r| r.reads).sum();
+        assert_eq!(reads, blobs.len());
+    }
+
+    /// Regression: bk-put's workers seal in parallel, so a pack holds
+    /// stretches of several files side by side, and a restore announces
+    /// them file by file, alternating between the stretches. With one open
+    /// range per pack every jump closed it: a 1.3 GB tree was fetched in
+    /// 264 requests of 1.3 MiB from 22 packs of 16 MiB.
+    #[test]
+    fn interleaved_stretches_of_a_pack_become_few_ranges() {
+        let mut plan = Plan::default();
+        let mut blobs = Vec::new();
+        let stretch = PLANNED_RANGE / 2;
+        for i in 0..stretch / BLOB {
+            for (n, base) in [(0, 0), (1_000, stretch)] {
+                let (id, loc) = (id(n + i), at(1, base + i * BLOB));
+                plan.announce(id, &loc);
+                blobs.push((id, loc));
+            }
+        }
+        assert_consistent(&plan, &blobs);
+        plan.close_open(Close::All);
+        assert_eq!(plan.ranges.len(), 1, "the two stretches meet and join");
+        assert_eq!(plan.closed.len(), 1);
+        assert_eq!(plan.announced, PLANNED_RANGE);
+    }
+
+    /// More interleaved stretches of one pack than may stay open: the
+    /// least recently extended ones are queued for fetching, nothing is
+    /// lost, and a second announcement of a blob counts another read.
+    #[test]
+    fn a_pack_with_many_stretches_closes_the_oldest() {
+        let mut plan = Plan::default();
+        let mut blobs = Vec::new();
+        let streams = OPEN_PER_PACK as u64 + 4;
+        for i in 0..4 {
+            for s in 0..streams {
+                // Stretches far enough apart that they never join.
+                let (id, loc) = (id(s * 100 + i), at(7, s * 2 * PLANNED_RANGE + i * BLOB));
+                plan.announce(id, &loc);
+                blobs.push((id, loc));
+            }
+        }
+        assert_consistent(&plan, &blobs);
+        assert!(plan.open[&ObjectId([7; 32])].len() <= OPEN_PER_PACK);
+        assert!(!plan.closed.is_empty());
+        assert!(plan.announce_again(&blobs[0].0));
+        assert!(!plan.announce_again(&id(999_999)));
+        plan.close_open(Close::All);
+        let reads: usize = plan.ranges.values().map(|r| r.reads).sum();
+        assert_eq!(reads, blobs.len() + 1);
+        assert_eq!(plan.closed.len(), plan.ranges.len());
     }
 }
