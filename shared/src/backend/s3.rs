@@ -281,6 +281,11 @@ impl S3Backend {
                     "no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)".to_string()
                 } else if matches!(e, SdkError::DispatchFailure(_)) {
                     format!("cannot reach the server: {chain}")
+                } else if status == Some(400) {
+                    // A HEAD answer has no body to name the error.
+                    "HTTP 400 Bad Request with no error code; a region other than the server's is the usual cause (set AWS_REGION, e.g. to \"garage\")".to_string()
+                } else if let Some(s) = status {
+                    format!("HTTP {s} with no error code: {chain}")
                 } else {
                     chain
                 }
@@ -530,21 +535,8 @@ impl Backend for S3Backend {
 
     fn create(&self) -> Result<()> {
         self.rt.block_on(async {
-            self.client
-                .head_bucket()
-                .bucket(&self.bucket)
-                .send()
-                .await
-                .map_err(|e| {
-                    let st = http_status(&e);
-                    if st == Some(404) {
-                        return Error::Usage(format!(
-                            "{} does not exist: create the bucket first",
-                            self.where_()
-                        ));
-                    }
-                    self.map_err(format!("bucket {}", self.bucket), e)
-                })?;
+            // A listing, not HeadBucket: its error body names the problem
+            // (a wrong region, a missing bucket), where a HEAD has none.
             let existing = self
                 .client
                 .list_objects_v2()
@@ -553,7 +545,15 @@ impl Backend for S3Backend {
                 .max_keys(2)
                 .send()
                 .await
-                .map_err(|e| self.map_err(format!("list {}", self.prefix), e))?;
+                .map_err(|e| {
+                    if http_status(&e) == Some(404) || e.code() == Some("NoSuchBucket") {
+                        return Error::Usage(format!(
+                            "{} does not exist: create the bucket first",
+                            self.where_()
+                        ));
+                    }
+                    self.map_err(format!("list {}", self.prefix), e)
+                })?;
             let keys: Vec<&str> = existing.contents().iter().filter_map(|o| o.key()).collect();
             if keys.contains(&format!("{}config", self.prefix).as_str()) {
                 return Err(Error::RepositoryExists {

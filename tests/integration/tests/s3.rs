@@ -111,6 +111,18 @@ fn auth_and_bucket_errors_are_clear_and_leak_no_secret() {
     );
     let err = env.fails("bk-ls -r s3://no-such-bucket-here/x", 10);
     assert!(err.contains("no-such-bucket-here"), "{err}");
+    // init: a missing bucket is the user's to create; a refusal is named.
+    let err = env.fails("bk-repo init -r s3://no-such-bucket-here/x", 2);
+    assert!(err.contains("create the bucket first"), "{err}");
+    let err = env.fails(
+        &format!("AWS_SECRET_ACCESS_KEY=wrong-secret-value bk-repo init -r s3://{bucket}/denied"),
+        1,
+    );
+    assert!(err.contains("access denied"), "{err}");
+    assert!(
+        !err.contains("wrong-secret-value") && !err.contains(&secret),
+        "{err}"
+    );
     // An endpoint written with credentials in it is redacted when printed.
     let with_user = endpoint.replacen("http://", "http://someuser:hunter2@", 1);
     let out = env.run(&format!(

@@ -1,0 +1,68 @@
+# A single-node Garage on loopback, as the seeds run it (region "garage",
+# plain HTTP, path-style, metadata_fsync and data_fsync on). Sourced by
+# scripts/garage-interop and scripts/bench-s3.
+#
+#   garage_install              builds Garage $GARAGE_VERSION with cargo if
+#                               missing (about 10 minutes here)
+#   garage_start DIR BUCKET     configures and starts it under DIR, creates
+#                               BUCKET and a key allowed on it, and exports
+#                               AWS_* for that key and endpoint; the server's
+#                               pid is in GARAGE_PID
+#
+# GARAGE_COMPRESSION sets compression_level (Garage's default is 1; bk's
+# packs are compressed and encrypted already, so "none" saves the server
+# a zstd pass over every block).
+
+GARAGE_VERSION=2.5.0
+
+garage_install() {
+  if ! command -v garage >/dev/null || ! garage --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
+    echo "building Garage $GARAGE_VERSION from crates.io (about 10 minutes)" >&2
+    cargo install --locked --quiet garage --version "$GARAGE_VERSION"
+  fi
+}
+
+garage_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+garage_start() {
+  local dir="$1" bucket="$2" s3_port rpc_port admin_port node key_id secret
+  s3_port=$(garage_free_port); rpc_port=$(garage_free_port); admin_port=$(garage_free_port)
+  mkdir -p "$dir"
+  cat > "$dir/garage.toml" <<TOML
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+metadata_fsync = true
+data_fsync = true
+replication_factor = 1
+${GARAGE_COMPRESSION:+compression_level = \"$GARAGE_COMPRESSION\"}
+rpc_bind_addr = "127.0.0.1:$rpc_port"
+rpc_public_addr = "127.0.0.1:$rpc_port"
+rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3_port"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$admin_port"
+TOML
+  garage -c "$dir/garage.toml" server >"$dir/garage.log" 2>&1 &
+  GARAGE_PID=$!
+  for _ in $(seq 1 100); do garage -c "$dir/garage.toml" status >/dev/null 2>&1 && break; sleep 0.2; done
+  node=$(garage -c "$dir/garage.toml" status 2>/dev/null | grep -oE '^[0-9a-f]{16}' | head -n 1 || true)
+  [ -n "$node" ] || { echo "garage did not start:" >&2; cat "$dir/garage.log" >&2; return 1; }
+  garage -c "$dir/garage.toml" layout assign -z dc1 -c 10GB "$node" >/dev/null
+  garage -c "$dir/garage.toml" layout apply --version 1 >/dev/null
+  garage -c "$dir/garage.toml" bucket create "$bucket" >/dev/null
+  key_id="GK$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  garage -c "$dir/garage.toml" key import --yes -n bk "$key_id" "$secret" >/dev/null
+  garage -c "$dir/garage.toml" bucket allow --read --write --owner "$bucket" --key "$key_id" >/dev/null
+  # The seeds' Kubernetes Secret, as environment variables.
+  export AWS_ACCESS_KEY_ID="$key_id" AWS_SECRET_ACCESS_KEY="$secret"
+  export AWS_DEFAULT_REGION=garage AWS_REGION=garage AWS_ENDPOINT_URL="http://127.0.0.1:$s3_port"
+}
