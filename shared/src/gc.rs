@@ -39,13 +39,13 @@
 //! through [`Repository::load_index`], which includes the marks' entries,
 //! so a snapshot that raced a mark stays readable until it is recovered.
 
-use crate::backend::{ObjectKind, GC_ARM_PREFIX};
+use crate::backend::{ObjectKind, Staged, GC_ARM_PREFIX};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ObjectId};
 use crate::index::{Index, IndexFile};
 use crate::locks::{list_lock_objects, storage_now, LockGuard};
-use crate::pack::{BlobEntry, BlobKind, PackBuilder};
+use crate::pack::{BlobEntry, BlobKind, PackStream};
 use crate::reader::ChunkReader;
 use crate::repo::{check_name, parallel_map, IndexFiles, Repository, Snapshot};
 use crate::wire::{GcRecord, PruneSummary, Timestamp};
@@ -814,20 +814,34 @@ impl Gc<'_> {
     ) -> Result<(Vec<PackEntries>, Vec<ObjectId>)> {
         let repo = self.repo;
         let pack_size = repo.config().pack_size as usize;
-        let mut builders: HashMap<u8, PackBuilder> = HashMap::new();
+        // New packs stream out as they fill, through the backend's staging
+        // (a file in tmp/ locally), as bk-put writes them; a dry run writes
+        // them nowhere but still counts their bytes.
+        let mut filling: HashMap<u8, PackStream<'_>> = HashMap::new();
         let mut written = Vec::new();
         let mut done = Vec::new();
         let mut copied: HashSet<ChunkId> = HashSet::new();
         let dry_run = self.opts.dry_run;
-        let flush = |b: PackBuilder, written: &mut Vec<PackEntries>| {
-            let (id, bytes, entries) = b.finish(repo.keys());
-            let n = bytes.len() as u64;
+        let start = |kind: BlobKind| -> Result<PackStream<'_>> {
+            let out: Box<dyn Staged> = if dry_run {
+                Box::new(Discard)
+            } else {
+                let hint = match kind {
+                    BlobKind::Data => pack_size + (1 << 20),
+                    BlobKind::Meta => 0,
+                };
+                repo.backend().stage(ObjectKind::Pack, hint)?
+            };
+            Ok(PackStream::new(out))
+        };
+        let flush = |p: PackStream<'_>, written: &mut Vec<PackEntries>| {
+            let pack = p.finish(repo.keys())?;
+            let n = pack.len as u64;
             if dry_run {
                 return Ok::<u64, Error>(n);
             }
-            repo.backend()
-                .put_owned(ObjectKind::Pack, &id.to_hex(), bytes)?;
-            written.push((id, entries));
+            pack.object.publish(&pack.id.to_hex())?;
+            written.push((pack.id, pack.entries));
             Ok(n)
         };
         for pack in packs {
@@ -867,14 +881,16 @@ impl Gc<'_> {
             }
             let mut kept = 0u64;
             for (e, sealed) in staged {
-                let b = builders
-                    .entry(e.kind as u8)
-                    .or_insert_with(|| PackBuilder::with_capacity(pack_size + (1 << 20)));
-                b.add(e.kind, e.id, sealed, e.raw_len);
+                let slot = e.kind as u8;
+                let p = match filling.entry(slot) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(start(e.kind)?),
+                };
+                p.add(e.kind, e.id, sealed, e.raw_len)?;
                 copied.insert(e.id);
                 kept += u64::from(e.len);
-                if b.len() >= pack_size {
-                    let full = std::mem::take(b);
+                if p.len() >= pack_size {
+                    let full = filling.remove(&slot).expect("filling");
                     flush(full, &mut written)?;
                 }
             }
@@ -887,9 +903,9 @@ impl Gc<'_> {
             done.push(*pack);
         }
         for kind in [BlobKind::Data as u8, BlobKind::Meta as u8] {
-            if let Some(b) = builders.remove(&kind) {
-                if !b.is_empty() {
-                    flush(b, &mut written)?;
+            if let Some(p) = filling.remove(&kind) {
+                if !p.is_empty() {
+                    flush(p, &mut written)?;
                 }
             }
         }
@@ -1028,6 +1044,25 @@ fn scan_ids(buf: &[u8], out: &mut Vec<ChunkId>) {
         } else {
             i = start + 1;
         }
+    }
+}
+
+/// Where a dry run's repacked packs go: nowhere (their size is counted).
+struct Discard;
+
+impl std::io::Write for Discard {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Staged for Discard {
+    fn publish(self: Box<Self>, _name: &str) -> Result<()> {
+        Ok(())
     }
 }
 

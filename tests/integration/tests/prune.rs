@@ -196,9 +196,19 @@ fn partly_used_packs_are_repacked_beyond_max_unused() {
     assert_eq!(sum["packs_repacked"], 0, "{lax}");
     let before = repo_bytes(&env);
 
+    // A dry run plans the same repacking and writes nothing, not even a
+    // temp file.
+    let files_before = walk_files(&env.repo);
+    let dry = env.ok("bk-prune --grace 0 --max-unused 0% --dry-run");
+    assert_eq!(walk_files(&env.repo), files_before, "dry run wrote: {dry}");
+    let dry_sum = summary(&dry);
+
     let strict = env.ok("bk-prune --grace 0 --max-unused 0%");
     let sum = summary(&strict);
     assert!(sum["packs_repacked"].as_u64().unwrap() >= 1, "{strict}");
+    for key in ["packs_repacked", "bytes_repacked"] {
+        assert_eq!(dry_sum[key], sum[key], "{key}: {dry} vs {strict}");
+    }
     assert!(sum["packs_deleted"].as_u64().unwrap() >= 1, "{strict}");
     let after = repo_bytes(&env);
     assert!(
