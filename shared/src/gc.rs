@@ -823,16 +823,10 @@ impl Gc<'_> {
         let mut copied: HashSet<ChunkId> = HashSet::new();
         let dry_run = self.opts.dry_run;
         let start = |kind: BlobKind| -> Result<PackStream<'_>> {
-            let out: Box<dyn Staged> = if dry_run {
-                Box::new(Discard)
-            } else {
-                let hint = match kind {
-                    BlobKind::Data => pack_size + (1 << 20),
-                    BlobKind::Meta => 0,
-                };
-                repo.backend().stage(ObjectKind::Pack, hint)?
-            };
-            Ok(PackStream::new(out))
+            if dry_run {
+                return Ok(PackStream::new(Box::new(Discard)));
+            }
+            PackStream::stage(&**repo.backend(), kind, pack_size)
         };
         let flush = |p: PackStream<'_>, written: &mut Vec<PackEntries>| {
             let pack = p.finish(repo.keys())?;

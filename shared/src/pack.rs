@@ -12,7 +12,7 @@
 //! the header so writers never need to read packs; the header lets
 //! `bk-verify`/repair rebuild the index from packs alone.
 
-use crate::backend::Staged;
+use crate::backend::{Backend, ObjectKind, Staged};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ObjectId};
@@ -165,6 +165,17 @@ impl std::fmt::Debug for PackStream<'_> {
 }
 
 impl<'a> PackStream<'a> {
+    /// A new pack of `kind` blobs, staged by `backend`. Staging in memory
+    /// (S3) reserves a whole data pack up front (`pack_size` plus room for
+    /// the last blob); metadata packs stay small.
+    pub fn stage(backend: &'a dyn Backend, kind: BlobKind, pack_size: usize) -> Result<Self> {
+        let size_hint = match kind {
+            BlobKind::Data => pack_size + (1 << 20),
+            BlobKind::Meta => 0,
+        };
+        Ok(PackStream::new(backend.stage(ObjectKind::Pack, size_hint)?))
+    }
+
     pub fn new(out: Box<dyn Staged + 'a>) -> Self {
         PackStream {
             out,

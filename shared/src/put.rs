@@ -13,7 +13,6 @@
 //! A crash or interruption at any point leaves a valid repository plus
 //! unreferenced packs that garbage collection removes later.
 
-use crate::backend::ObjectKind;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ObjectId};
@@ -301,16 +300,7 @@ fn packer<'r>(
                 };
                 let pack = match slot {
                     Some(p) => p,
-                    None => {
-                        // In-memory staging (S3) holds a data pack whole;
-                        // metadata packs stay small.
-                        let hint = match s.kind {
-                            BlobKind::Data => target + (1 << 20),
-                            BlobKind::Meta => 0,
-                        };
-                        let out = repo.backend().stage(ObjectKind::Pack, hint)?;
-                        slot.insert(PackStream::new(out))
-                    }
+                    None => slot.insert(PackStream::stage(&**repo.backend(), s.kind, target)?),
                 };
                 pack.add(s.kind, s.id, &s.sealed, s.raw_len)?;
                 pool.give(s.sealed);

@@ -80,6 +80,16 @@ struct PlannedRange {
     touched: u64,
 }
 
+impl PlannedRange {
+    /// Grows the range to cover `start..end`; returns the bytes it grew by.
+    fn cover(&mut self, start: u64, end: u64) -> u64 {
+        let before = self.end - self.start;
+        self.start = self.start.min(start);
+        self.end = self.end.max(end);
+        self.end - self.start - before
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Close {
     All,
@@ -94,7 +104,7 @@ struct Plan {
     /// Blob → (range, announced reads of it not yet served).
     blobs: HashMap<ChunkId, (u64, usize)>,
     /// Per pack, the ranges the next announced blobs of that pack may
-    /// extend, least recently extended first (bk-put's workers seal in
+    /// extend (how recently each grew is its `touched`; bk-put's workers seal in
     /// parallel, so a pack's blobs are in stream order only roughly, and
     /// neighbouring files can alternate packs).
     open: HashMap<ObjectId, Vec<u64>>,
@@ -198,27 +208,31 @@ impl Plan {
                 b.0 = into;
             }
         }
+        self.announced -= f.end - f.start;
         let r = self.ranges.get_mut(&into).expect("open range");
-        let before = (r.end - r.start) + (f.end - f.start);
-        r.start = r.start.min(f.start);
-        r.end = r.end.max(f.end);
+        let grown = r.cover(f.start, f.end);
         r.reads += f.reads;
         r.touched = r.touched.max(f.touched);
         r.blobs.extend(f.blobs);
-        self.announced = self.announced + (r.end - r.start) - before;
+        self.announced += grown;
     }
 
-    /// The open range of `pack` that a blob at `off..end` may join.
+    /// The open range of `pack` that a blob at `off..end` may join (the
+    /// most recently extended, if several may).
     fn joinable(&self, pack: &ObjectId, off: u64, end: u64, except: Option<u64>) -> Option<u64> {
-        self.open.get(pack)?.iter().rev().copied().find(|rid| {
-            Some(*rid) != except
-                && self.ranges.get(rid).is_some_and(|r| {
-                    matches!(r.data, RangeData::Pending)
-                        && off <= r.end + PLANNED_GAP
-                        && end + PLANNED_GAP >= r.start
-                        && end.max(r.end) - off.min(r.start) <= PLANNED_RANGE
-                })
-        })
+        self.open
+            .get(pack)?
+            .iter()
+            .filter(|rid| Some(**rid) != except)
+            .filter_map(|rid| Some((*rid, self.ranges.get(rid)?)))
+            .filter(|(_, r)| {
+                matches!(r.data, RangeData::Pending)
+                    && off <= r.end + PLANNED_GAP
+                    && end + PLANNED_GAP >= r.start
+                    && end.max(r.end) - off.min(r.start) <= PLANNED_RANGE
+            })
+            .max_by_key(|(_, r)| r.touched)
+            .map(|(rid, _)| rid)
     }
 
     /// Counts one more announced read of a blob already in the plan.
@@ -245,19 +259,12 @@ impl Plan {
         let rid = match self.joinable(&loc.pack, off, end, None) {
             Some(rid) => {
                 let r = self.ranges.get_mut(&rid).expect("open range");
-                let before = r.end - r.start;
-                r.start = r.start.min(off);
-                r.end = r.end.max(end);
+                let grown = r.cover(off, end);
                 r.reads += 1;
                 r.touched = cursor;
                 r.blobs.push(id);
-                let (start, end, grown) = (r.start, r.end, r.end - r.start - before);
+                let (start, end) = (r.start, r.end);
                 self.announced += grown;
-                // Most recently extended last.
-                if let Some(rids) = self.open.get_mut(&loc.pack) {
-                    rids.retain(|r| *r != rid);
-                    rids.push(rid);
-                }
                 if let Some(other) = self.joinable(&loc.pack, start, end, Some(rid)) {
                     self.absorb(rid, other);
                 }
@@ -265,7 +272,14 @@ impl Plan {
             }
             None => {
                 let rids = self.open.entry(loc.pack).or_default();
-                let evict = (rids.len() >= OPEN_PER_PACK).then(|| rids[0]);
+                let ranges = &self.ranges;
+                let evict = (rids.len() >= OPEN_PER_PACK)
+                    .then(|| {
+                        rids.iter()
+                            .copied()
+                            .min_by_key(|rid| ranges.get(rid).map(|r| r.touched))
+                    })
+                    .flatten();
                 if let Some(oldest) = evict {
                     self.close_open(Close::Range(oldest));
                 }

@@ -25,7 +25,7 @@ pub enum Fault {
     Stall,
 }
 
-pub const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 7] = [
     Fault::InternalError,
     Fault::SlowDown,
     Fault::Reset,
@@ -46,19 +46,31 @@ pub struct Uploads {
     pub flipped: u64,
 }
 
+/// What the proxy's threads share with the test, changeable while it runs.
+pub struct ProxyState {
+    stop: AtomicBool,
+    pub counts: Mutex<std::collections::HashMap<Fault, u64>>,
+    /// Percent of requests that get a fault.
+    pub rate: AtomicU64,
+    /// The faults drawn from.
+    pub faults: Mutex<Vec<Fault>>,
+    /// Remove `x-amz-checksum-*` headers from responses.
+    pub hide_checksum_echo: AtomicBool,
+    /// Upload bodies the proxy may still damage (unlimited by default).
+    pub request_flips_left: AtomicU64,
+    pub uploads: Mutex<Uploads>,
+}
+
 pub struct FaultProxy {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    pub counts: Arc<Mutex<std::collections::HashMap<Fault, u64>>>,
-    /// Percent of requests that get a fault (changeable while running).
-    pub rate: Arc<AtomicU64>,
-    /// The faults drawn from (changeable while running).
-    pub faults: Arc<Mutex<Vec<Fault>>>,
-    /// Remove `x-amz-checksum-*` headers from responses.
-    pub hide_checksum_echo: Arc<AtomicBool>,
-    /// Upload bodies the proxy may still damage (unlimited by default).
-    pub request_flips_left: Arc<AtomicU64>,
-    pub uploads: Arc<Mutex<Uploads>>,
+    state: Arc<ProxyState>,
+}
+
+impl std::ops::Deref for FaultProxy {
+    type Target = ProxyState;
+    fn deref(&self) -> &ProxyState {
+        &self.state
+    }
 }
 
 impl Drop for FaultProxy {
@@ -72,57 +84,42 @@ impl FaultProxy {
     pub fn start(upstream: SocketAddr, seed: u64, rate_percent: u64) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let counts = Arc::new(Mutex::new(std::collections::HashMap::new()));
-        let rate = Arc::new(AtomicU64::new(rate_percent));
-        let faults = Arc::new(Mutex::new(FAULTS.to_vec()));
-        let hide_checksum_echo = Arc::new(AtomicBool::new(false));
-        let uploads = Arc::new(Mutex::new(Uploads::default()));
-        let request_flips_left = Arc::new(AtomicU64::new(u64::MAX));
-        let (stop2, counts2, rate2) = (stop.clone(), counts.clone(), rate.clone());
-        let (faults2, hide2, uploads2) =
-            (faults.clone(), hide_checksum_echo.clone(), uploads.clone());
-        let flips2 = request_flips_left.clone();
+        let state = Arc::new(ProxyState {
+            stop: AtomicBool::new(false),
+            counts: Mutex::new(std::collections::HashMap::new()),
+            rate: AtomicU64::new(rate_percent),
+            faults: Mutex::new(FAULTS.to_vec()),
+            hide_checksum_echo: AtomicBool::new(false),
+            request_flips_left: AtomicU64::new(u64::MAX),
+            uploads: Mutex::new(Uploads::default()),
+        });
+        let shared = state.clone();
         std::thread::spawn(move || {
-            let rng = Arc::new(Mutex::new(seed | 1));
+            let mut x = seed | 1;
             for conn in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
+                if shared.stop.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
                 let fault = {
-                    let mut x = rng.lock().unwrap();
-                    *x ^= *x << 13;
-                    *x ^= *x >> 7;
-                    *x ^= *x << 17;
-                    let faults = faults2.lock().unwrap();
-                    if *x % 100 < rate2.load(Ordering::SeqCst) && !faults.is_empty() {
-                        faults[((*x >> 8) % faults.len() as u64) as usize]
+                    let faults = shared.faults.lock().unwrap();
+                    if x % 100 < shared.rate.load(Ordering::SeqCst) && !faults.is_empty() {
+                        faults[((x >> 8) % faults.len() as u64) as usize]
                     } else {
                         Fault::None
                     }
                 };
-                *counts2.lock().unwrap().entry(fault).or_insert(0) += 1;
-                let (hide, uploads, flips) = (
-                    hide2.load(Ordering::SeqCst),
-                    uploads2.clone(),
-                    flips2.clone(),
-                );
+                *shared.counts.lock().unwrap().entry(fault).or_insert(0) += 1;
+                let state = shared.clone();
                 std::thread::spawn(move || {
-                    let _ = handle(conn, upstream, fault, hide, &uploads, &flips);
+                    let _ = handle(conn, upstream, fault, &state);
                 });
             }
         });
-        FaultProxy {
-            addr,
-            stop,
-            counts,
-            rate,
-            faults,
-            hide_checksum_echo,
-            request_flips_left,
-            uploads,
-        }
+        FaultProxy { addr, state }
     }
 
     pub fn endpoint(&self) -> String {
@@ -201,22 +198,21 @@ fn handle(
     mut client: TcpStream,
     upstream: SocketAddr,
     fault: Fault,
-    hide_checksum_echo: bool,
-    uploads: &Mutex<Uploads>,
-    request_flips_left: &AtomicU64,
+    state: &ProxyState,
 ) -> std::io::Result<()> {
     let (head, mut body) = read_request(&mut client)?;
     if !body.is_empty() {
         let head = head.to_ascii_lowercase();
         let flip = fault == Fault::FlipRequestByte
-            && request_flips_left
+            && state
+                .request_flips_left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
         if flip {
             let i = body.len() / 3;
             body[i] ^= 0x40;
         }
-        let mut u = uploads.lock().unwrap();
+        let mut u = state.uploads.lock().unwrap();
         u.total += 1;
         u.flipped += u64::from(flip);
         u.with_content_md5 += u64::from(head.contains("\r\ncontent-md5:"));
@@ -245,7 +241,7 @@ fn handle(
     let mut body_start = find(&resp, b"\r\n\r\n")
         .map(|p| p + 4)
         .unwrap_or(resp.len());
-    if hide_checksum_echo {
+    if state.hide_checksum_echo.load(Ordering::SeqCst) {
         let head = String::from_utf8_lossy(&resp[..body_start]).to_string();
         let kept: String = head
             .split_inclusive("\r\n")
