@@ -25,6 +25,7 @@
 //! retry transient failures themselves within a bounded budget.
 
 pub mod local;
+mod quickack_http;
 pub mod s3;
 
 use crate::error::Result;

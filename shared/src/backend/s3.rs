@@ -202,6 +202,9 @@ impl S3Backend {
             .force_path_style(opts.path_style.unwrap_or(endpoint.is_some()));
         if let Some(e) = &endpoint {
             b = b.endpoint_url(e.clone());
+            if e.to_ascii_lowercase().starts_with("http://") {
+                b = b.http_client(super::quickack_http::client());
+            }
         }
         if sdk.region().is_none() {
             b = b.region(aws_sdk_s3::config::Region::new("us-east-1"));
