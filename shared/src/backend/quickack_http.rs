@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,10 +33,31 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An SDK HTTP client for plain-HTTP endpoints whose connections
 /// acknowledge every read at once; see the module documentation.
+///
+/// The SDK asks for a connector on every request attempt, so connectors
+/// are kept per connect timeout: a new one would mean a new connection
+/// pool, and a new TCP connection for every request.
 pub(crate) fn client() -> SharedHttpClient {
-    http_client_fn(|settings: &HttpConnectorSettings, _components| {
-        SharedHttpConnector::new(QuickAckClient::new(settings.connect_timeout()))
+    let connectors = Connectors::default();
+    http_client_fn(move |settings: &HttpConnectorSettings, _components| {
+        connectors.get(settings.connect_timeout())
     })
+}
+
+/// The connectors made so far, one per connect timeout.
+#[derive(Default)]
+struct Connectors(Mutex<Vec<(Option<Duration>, SharedHttpConnector)>>);
+
+impl Connectors {
+    fn get(&self, connect_timeout: Option<Duration>) -> SharedHttpConnector {
+        let mut connectors = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = connectors.iter().find(|(t, _)| *t == connect_timeout) {
+            return c.clone();
+        }
+        let c = SharedHttpConnector::new(QuickAckClient::new(connect_timeout));
+        connectors.push((connect_timeout, c.clone()));
+        c
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -186,5 +208,98 @@ impl hyper::rt::Write for QuickAckStream {
 impl Connection for QuickAckStream {
     fn connected(&self) -> Connected {
         self.io.inner().connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A keep-alive HTTP/1.1 server that counts its connections and
+    /// answers every request with "ok", headers and body in two writes as
+    /// Garage and s3s-fs send them.
+    fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let (mut buf, mut tmp) = (Vec::new(), [0u8; 4096]);
+                    loop {
+                        let end = loop {
+                            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break p + 4;
+                            }
+                            match conn.read(&mut tmp) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                            }
+                        };
+                        buf.drain(..end);
+                        if conn
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+                            .is_err()
+                            || conn.write_all(b"ok").is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn get(connector: &SharedHttpConnector, addr: std::net::SocketAddr) -> Vec<u8> {
+        let request = http::Request::builder()
+            .uri(format!("http://{addr}/object"))
+            .body(SdkBody::empty())
+            .unwrap();
+        let response = connector
+            .call(HttpRequest::try_from(request).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| hyper::body::Body::poll_frame(Pin::new(&mut body), cx)).await
+        {
+            if let Ok(data) = frame.unwrap().into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        bytes
+    }
+
+    /// Regression: the SDK asks for a connector on every attempt, and a
+    /// new connector per request meant a new TCP connection per request
+    /// (bk-ls opened 12).
+    #[test]
+    fn requests_share_one_connection_across_attempts() {
+        let (addr, accepted) = server();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let connectors = Connectors::default();
+        rt.block_on(async {
+            for _ in 0..3 {
+                let connector = connectors.get(Some(Duration::from_secs(10)));
+                assert_eq!(get(&connector, addr).await, b"ok");
+            }
+        });
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for three sequential requests"
+        );
     }
 }
