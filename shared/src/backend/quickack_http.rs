@@ -165,10 +165,11 @@ impl hyper::rt::Read for QuickAckStream {
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        // Linux clears the flag again whenever it sees a request and its
+        // response as an exchange, so it is set after every read. A failure
+        // only means the old 40 ms wait. Elsewhere there is no such flag.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         if let Poll::Ready(Ok(())) = polled {
-            // Linux clears the flag again whenever it sees a request and
-            // its response as an exchange, so it is set after every read.
-            // A failure only means the old 40 ms wait.
             let _ = socket2::SockRef::from(self.io.inner()).set_tcp_quickack(true);
         }
         polled
