@@ -824,7 +824,7 @@ impl Gc<'_> {
         let dry_run = self.opts.dry_run;
         let start = |kind: BlobKind| -> Result<PackStream<'_>> {
             if dry_run {
-                return Ok(PackStream::new(Box::new(Discard)));
+                return Ok(PackStream::new(Box::new(std::io::sink())));
             }
             PackStream::stage(&**repo.backend(), kind, pack_size)
         };
@@ -1042,19 +1042,7 @@ fn scan_ids(buf: &[u8], out: &mut Vec<ChunkId>) {
 }
 
 /// Where a dry run's repacked packs go: nowhere (their size is counted).
-struct Discard;
-
-impl std::io::Write for Discard {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Staged for Discard {
+impl Staged for std::io::Sink {
     fn publish(self: Box<Self>, _name: &str) -> Result<()> {
         Ok(())
     }

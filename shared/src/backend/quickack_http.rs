@@ -117,14 +117,7 @@ fn classify(err: hyper_util::client::legacy::Error) -> ConnectorError {
 fn source_of<'a, E: std::error::Error + 'static>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a E> {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        next = e.source();
-    }
-    None
+    std::iter::successors(Some(err), |e| e.source()).find_map(|e| e.downcast_ref::<E>())
 }
 
 /// hyper-util's TCP connector, with its streams wrapped in [`QuickAckStream`].
