@@ -60,7 +60,7 @@ impl Connectors {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct QuickAckClient {
     client: hyper_util::client::legacy::Client<QuickAckConnector, SdkBody>,
 }
