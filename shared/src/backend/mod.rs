@@ -27,6 +27,7 @@
 pub mod local;
 mod quickack_http;
 pub mod s3;
+mod s3_tls;
 
 use crate::error::Result;
 

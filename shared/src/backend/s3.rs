@@ -10,7 +10,8 @@
 //! `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3`/
 //! `AWS_ENDPOINT_URL`, profiles). With a custom endpoint, path-style
 //! addressing is the default (Garage and MinIO need it);
-//! `BK_S3_ADDRESSING=virtual|path` overrides it.
+//! `BK_S3_ADDRESSING=virtual|path` overrides it. HTTPS trusts the system's
+//! roots plus a private CA named by `AWS_CA_BUNDLE` (`s3_tls`).
 //!
 //! Durability and integrity, per the [`super::Backend`] contract:
 //! * objects are published by a single PUT (or a completed multipart
@@ -165,6 +166,7 @@ impl S3Backend {
     pub fn open(location: &str) -> Result<Self> {
         let (bucket, prefix) = parse_location(location)?;
         let opts = S3Options::from_env();
+        let ca_bundle = super::s3_tls::ca_bundle_from_env()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("bk-s3")
@@ -199,12 +201,18 @@ impl S3Backend {
             // S3-compatible server.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .force_path_style(opts.path_style.unwrap_or(endpoint.is_some()));
+            .force_path_style(opts.path_style.unwrap_or(endpoint.is_some()))
+            .retry_classifier(super::s3_tls::NoRetryOnTlsFailure);
+        let plain_http = endpoint
+            .as_ref()
+            .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"));
         if let Some(e) = &endpoint {
             b = b.endpoint_url(e.clone());
-            if e.to_ascii_lowercase().starts_with("http://") {
-                b = b.http_client(super::quickack_http::client());
-            }
+        }
+        if plain_http {
+            b = b.http_client(super::quickack_http::client());
+        } else if let Some(bundle) = ca_bundle {
+            b = b.http_client(super::s3_tls::https_client(bundle)?);
         }
         if sdk.region().is_none() {
             b = b.region(aws_sdk_s3::config::Region::new("us-east-1"));
@@ -241,6 +249,13 @@ impl S3Backend {
         what: String,
         e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     ) -> Error {
+        if let Some(message) = super::s3_tls::handshake_failure(&e) {
+            return Error::Storage {
+                object: what,
+                source: std::io::Error::other(format!("{message} ({})", self.where_())),
+                retryable: false,
+            };
+        }
         let status = http_status(&e);
         let code = e.code().map(str::to_string);
         let kind = match (&e, status, code.as_deref()) {

@@ -4,6 +4,8 @@
 mod common;
 #[path = "common/faultproxy.rs"]
 mod faultproxy;
+#[path = "common/tlsfront.rs"]
+mod tlsfront;
 
 use common::*;
 use std::collections::HashMap;
@@ -280,4 +282,64 @@ fn damaged_uploads_are_refused_by_their_checksum_and_sent_again() {
         }
         env.ok("bk-verify --read-data");
     }
+}
+
+/// HTTPS through a TLS front (as nginx before a Garage node) whose
+/// certificate comes from a private CA. Trusted through `AWS_CA_BUNDLE`,
+/// every tool works; untrusted, the first handshake fails with a hint and
+/// is not retried; `https://` to a plain-HTTP server says so; a bundle that
+/// is not one is a usage error, not a panic.
+#[test]
+fn https_endpoints_trust_a_private_ca_from_aws_ca_bundle() {
+    let Some((endpoint, _, _)) = s3() else { return };
+    let upstream: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let front = tlsfront::start(upstream);
+    let env = Env::bare();
+    std::fs::write(env.path("ca.pem"), &front.ca_pem).unwrap();
+    let https = format!("export AWS_ENDPOINT_URL=https://localhost:{};", front.port);
+
+    let err = env.fails(&format!("{https} bk-repo init"), 1);
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(err.contains("set AWS_CA_BUNDLE"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(front.handshakes(), 1, "a failed handshake was retried");
+
+    let tls = format!("{https} export AWS_CA_BUNDLE=ca.pem;");
+    env.ok(&format!("{tls} bk-repo init"));
+    let src = tree(&env, "src", 4, 9);
+    env.ok(&format!("{tls} bk-chunk '{}' | bk-put", src.display()));
+    let out = env.path("out");
+    env.ok(&format!("{tls} bk-get latest --into '{}'", out.display()));
+    for i in 0..4 {
+        assert!(
+            std::fs::read(out.join(format!("f{i}"))).unwrap()
+                == std::fs::read(src.join(format!("f{i}"))).unwrap(),
+            "f{i} differs"
+        );
+    }
+    env.ok(&format!("{tls} bk-verify --read-data"));
+    // The certificate names the address too.
+    let by_ip = format!(
+        "export AWS_ENDPOINT_URL=https://127.0.0.1:{} AWS_CA_BUNDLE=ca.pem;",
+        front.port
+    );
+    assert_eq!(json_lines(&env.ok(&format!("{by_ip} bk-ls"))).len(), 1);
+
+    let err = env.fails(&format!("AWS_ENDPOINT_URL=https://{upstream} bk-ls"), 1);
+    assert!(
+        err.contains("for a plain-HTTP server write http://"),
+        "{err}"
+    );
+
+    std::fs::write(env.path("bad.pem"), "not a certificate\n").unwrap();
+    let err = env.fails(&format!("{https} AWS_CA_BUNDLE=bad.pem bk-ls"), 2);
+    assert!(
+        err.contains("AWS_CA_BUNDLE bad.pem: holds no PEM certificate"),
+        "{err}"
+    );
+    let err = env.fails(&format!("{https} AWS_CA_BUNDLE=missing.pem bk-ls"), 2);
+    assert!(
+        err.contains("cannot read AWS_CA_BUNDLE missing.pem"),
+        "{err}"
+    );
 }
