@@ -79,11 +79,13 @@ pub(super) fn handshake_failure(e: &(dyn std::error::Error + 'static)) -> Option
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         ) => "address the server by a name its certificate was issued for (AWS_ENDPOINT_URL)",
         Tls::InvalidCertificate(_) => "the server's certificate must be replaced",
-        Tls::InvalidMessage(_) => {
+        // What a plain-HTTP answer looks like to a TLS client; other
+        // malformed records may be damage in transit, left to the retries.
+        Tls::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
             "the endpoint may not speak TLS: for a plain-HTTP server write http:// in AWS_ENDPOINT_URL"
         }
         Tls::AlertReceived(_) | Tls::PeerIncompatible(_) | Tls::NoCertificatesPresented => {
-            "the server refused the TLS versions and ciphers bk offers (TLS 1.2 and 1.3)"
+            "the server ended the handshake; bk offers TLS 1.2 and 1.3 with current ciphers and no client certificate"
         }
         _ => return None,
     };
@@ -163,5 +165,10 @@ mod tests {
         // retry rules.
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError);
         assert!(handshake_failure(&io).is_none());
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        assert!(handshake_failure(&io).unwrap().contains("http://"));
     }
 }

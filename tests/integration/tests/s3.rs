@@ -31,6 +31,17 @@ fn tree(env: &Env, name: &str, files: usize, seed: u64) -> std::path::PathBuf {
     src
 }
 
+/// Every file `tree` wrote into `src` came back in `out` byte for byte.
+fn assert_restored(src: &std::path::Path, out: &std::path::Path, files: usize, what: &str) {
+    for i in 0..files {
+        let name = format!("f{i}");
+        assert!(
+            std::fs::read(out.join(&name)).unwrap() == std::fs::read(src.join(&name)).unwrap(),
+            "{what}: {name} differs"
+        );
+    }
+}
+
 #[test]
 fn prefixes_are_directories_and_isolated() {
     let Some((_, root, bucket)) = s3() else {
@@ -213,12 +224,7 @@ fn faults_never_yield_a_snapshot_without_its_data() {
         let out = env.path(&format!("restore-{id}"));
         env.ok(&format!("bk-get {id} --into '{}'", out.display()));
         if let Some(src) = committed.get(id) {
-            for i in 0..6 {
-                assert!(
-                    std::fs::read(out.join(format!("f{i}"))).unwrap()
-                        == std::fs::read(src.join(format!("f{i}"))).unwrap()
-                );
-            }
+            assert_restored(src, &out, 6, id);
         }
     }
     assert!(committed
@@ -273,13 +279,7 @@ fn damaged_uploads_are_refused_by_their_checksum_and_sent_again() {
         // Straight from the server: every byte as it was backed up.
         let out = env.path("out");
         env.ok(&format!("bk-get latest --into '{}'", out.display()));
-        for i in 0..12 {
-            assert!(
-                std::fs::read(out.join(format!("f{i}"))).unwrap()
-                    == std::fs::read(src.join(format!("f{i}"))).unwrap(),
-                "hide_echo {hide_echo}: f{i} differs"
-            );
-        }
+        assert_restored(&src, &out, 12, &format!("hide_echo {hide_echo}"));
         env.ok("bk-verify --read-data");
     }
 }
@@ -310,13 +310,7 @@ fn https_endpoints_trust_a_private_ca_from_aws_ca_bundle() {
     env.ok(&format!("{tls} bk-chunk '{}' | bk-put", src.display()));
     let out = env.path("out");
     env.ok(&format!("{tls} bk-get latest --into '{}'", out.display()));
-    for i in 0..4 {
-        assert!(
-            std::fs::read(out.join(format!("f{i}"))).unwrap()
-                == std::fs::read(src.join(format!("f{i}"))).unwrap(),
-            "f{i} differs"
-        );
-    }
+    assert_restored(&src, &out, 4, "over HTTPS");
     env.ok(&format!("{tls} bk-verify --read-data"));
     // The certificate names the address too.
     let by_ip = format!(
