@@ -31,6 +31,21 @@ mod s3_tls;
 
 use crate::error::Result;
 
+/// The first error of type `E` in `err`'s chain. The walk also enters the
+/// error a `std::io::Error` carries, which its own `source()` skips: hyper
+/// and tokio-rustls hand their causes up inside I/O errors.
+pub(crate) fn find_cause<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    std::iter::successors(Some(err), |e| e.source()).find_map(|e| {
+        e.downcast_ref::<E>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| find_cause::<E>(inner))
+        })
+    })
+}
+
 /// Name prefix of the arm objects beside marks in gc/ (see gc.rs).
 pub const GC_ARM_PREFIX: &str = "arm-";
 

@@ -99,7 +99,7 @@ fn classify(err: hyper_util::client::legacy::Error) -> ConnectorError {
     if err.is_connect() {
         return ConnectorError::io(err.into());
     }
-    let hyper_err = source_of::<hyper::Error>(&err);
+    let hyper_err = super::find_cause::<hyper::Error>(&err);
     if hyper_err.is_some_and(|h| h.is_timeout()) {
         return ConnectorError::timeout(err.into());
     }
@@ -107,17 +107,11 @@ fn classify(err: hyper_util::client::legacy::Error) -> ConnectorError {
         return ConnectorError::user(err.into());
     }
     if hyper_err.is_some_and(|h| h.is_closed() || h.is_canceled() || h.is_incomplete_message())
-        || source_of::<std::io::Error>(&err).is_some()
+        || super::find_cause::<std::io::Error>(&err).is_some()
     {
         return ConnectorError::io(err.into());
     }
     ConnectorError::other(err.into(), None)
-}
-
-fn source_of<'a, E: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a E> {
-    std::iter::successors(Some(err), |e| e.source()).find_map(|e| e.downcast_ref::<E>())
 }
 
 /// hyper-util's TCP connector, with its streams wrapped in [`QuickAckStream`].

@@ -68,8 +68,16 @@ pub(super) fn https_client(bundle: Vec<u8>) -> Result<SharedHttpClient> {
 /// What to tell the user when `e` (or an error it wraps) is a TLS
 /// handshake failure that a retry cannot mend; `None` otherwise.
 pub(super) fn handshake_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let (tls, hint) = permanent_tls_failure(e)?;
+    Some(format!("TLS handshake failed: {tls}; {hint}"))
+}
+
+/// The TLS error in `e` that a retry cannot mend, with the hint for it.
+fn permanent_tls_failure<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<(&'a rustls::Error, &'static str)> {
     use rustls::{CertificateError, Error as Tls};
-    let tls = find_tls_error(e)?;
+    let tls = super::find_cause::<rustls::Error>(e)?;
     let hint = match tls {
         Tls::InvalidCertificate(CertificateError::UnknownIssuer)
         | Tls::InvalidCertificate(CertificateError::BadSignature) => {
@@ -89,32 +97,11 @@ pub(super) fn handshake_failure(e: &(dyn std::error::Error + 'static)) -> Option
         }
         _ => return None,
     };
-    Some(format!("TLS handshake failed: {tls}; {hint}"))
-}
-
-/// Walks `source()` and into `std::io::Error`s, whose own `source()`
-/// skips the error they carry.
-fn find_tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if let Some(tls) = find_tls_error(inner) {
-                return Some(tls);
-            }
-        }
-        cur = err.source();
-    }
-    None
+    Some((tls, hint))
 }
 
 /// Forbids the SDK's retries of a connection whose TLS handshake failed
-/// for good ([`handshake_failure`]).
+/// for good ([`permanent_tls_failure`]).
 #[derive(Debug)]
 pub(super) struct NoRetryOnTlsFailure;
 
@@ -122,7 +109,7 @@ impl ClassifyRetry for NoRetryOnTlsFailure {
     fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
         match ctx.output_or_error() {
             Some(Err(e)) => match e.as_connector_error() {
-                Some(c) if handshake_failure(c).is_some() => RetryAction::RetryForbidden,
+                Some(c) if permanent_tls_failure(c).is_some() => RetryAction::RetryForbidden,
                 _ => RetryAction::NoActionIndicated,
             },
             _ => RetryAction::NoActionIndicated,

@@ -31,6 +31,11 @@ fn tree(env: &Env, name: &str, files: usize, seed: u64) -> std::path::PathBuf {
     src
 }
 
+/// The S3 test server's socket address, from its `http://` endpoint.
+fn server_addr(endpoint: &str) -> std::net::SocketAddr {
+    endpoint.trim_start_matches("http://").parse().unwrap()
+}
+
 /// Every file `tree` wrote into `src` came back in `out` byte for byte.
 fn assert_restored(src: &std::path::Path, out: &std::path::Path, files: usize, what: &str) {
     for i in 0..files {
@@ -153,7 +158,7 @@ fn auth_and_bucket_errors_are_clear_and_leak_no_secret() {
 #[test]
 fn faults_never_yield_a_snapshot_without_its_data() {
     let Some((endpoint, _, _)) = s3() else { return };
-    let upstream: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let upstream = server_addr(&endpoint);
     let env = Env::bare();
     env.ok("bk-repo init --pack-size-mib 1");
     let proxy = faultproxy::FaultProxy::start(upstream, 0x5eed, 12);
@@ -241,7 +246,7 @@ fn faults_never_yield_a_snapshot_without_its_data() {
 #[test]
 fn damaged_uploads_are_refused_by_their_checksum_and_sent_again() {
     let Some((endpoint, _, _)) = s3() else { return };
-    let upstream: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let upstream = server_addr(&endpoint);
     for hide_echo in [false, true] {
         let env = Env::bare();
         env.ok("bk-repo init --pack-size-mib 1");
@@ -292,7 +297,7 @@ fn damaged_uploads_are_refused_by_their_checksum_and_sent_again() {
 #[test]
 fn https_endpoints_trust_a_private_ca_from_aws_ca_bundle() {
     let Some((endpoint, _, _)) = s3() else { return };
-    let upstream: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let upstream = server_addr(&endpoint);
     let front = tlsfront::start(upstream);
     let env = Env::bare();
     std::fs::write(env.path("ca.pem"), &front.ca_pem).unwrap();
