@@ -22,13 +22,18 @@ garage_install() {
   fi
 }
 
+# garage_free_port [N]: N (default 1) distinct free loopback ports, one
+# line; all are held open until printed, so none is handed out twice.
 garage_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 -c 'import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in ss))' "${1:-1}"
 }
 
 garage_start() {
   local dir="$1" bucket="$2" s3_port rpc_port admin_port node key_id secret
-  s3_port=$(garage_free_port); rpc_port=$(garage_free_port); admin_port=$(garage_free_port)
+  read -r s3_port rpc_port admin_port < <(garage_free_port 3)
   mkdir -p "$dir"
   cat > "$dir/garage.toml" <<TOML
 metadata_dir = "$dir/meta"
