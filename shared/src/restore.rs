@@ -22,14 +22,14 @@ use crate::reader::ChunkReader;
 use crate::repo::Repository;
 use crate::wire::{self, Entry, Kind, Timestamp};
 use rand::RngCore;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, RwLock};
 
 /// Zero blocks of this size inside a chunk become holes.
 const HOLE_BLOCK: usize = 64 * 1024;
@@ -76,40 +76,112 @@ impl Problems {
     }
 }
 
-/// Resolves a checked relative path's parent inside `root`, creating missing
-/// directories and refusing to pass through anything but real directories.
-fn safe_parent(root: &Path, rel: &[u8]) -> std::io::Result<PathBuf> {
-    let mut cur = root.to_path_buf();
-    let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
-    for c in &comps[..comps.len().saturating_sub(1)] {
-        cur.push(OsStr::from_bytes(c));
-        match fs::symlink_metadata(&cur) {
-            Ok(md) if md.is_dir() => {}
-            Ok(_) => {
-                return Err(std::io::Error::other(format!(
-                    "{} is not a directory (a symlink or file stands in the way); refusing to write through it",
-                    cur.display()
-                )))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(&cur) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if !fs::symlink_metadata(&cur)?.is_dir() {
-                        return Err(std::io::Error::other(format!("{} is not a directory", cur.display())));
-                    }
-                }
-                Err(e) => return Err(e),
-            },
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(cur)
+/// Where entries go: the restore root plus the directories this restore has
+/// already found to be real directories.
+///
+/// Every parent of every entry must be a real directory, never a symlink or
+/// a file. Checking each component with lstat for each file cost 7.5 statx
+/// calls per file (the 52,073-file toolchain tree: 393,352, each walking the
+/// whole path again). A prefix found to be a real directory is remembered
+/// and not checked again: nothing a restore does can turn a directory into
+/// something else (files are renamed over files only, hard links replace
+/// files only, symlinks are created last and only where nothing stands), so
+/// the answer stays true for the rest of the restore.
+struct Destination {
+    root: PathBuf,
+    known_dirs: RwLock<HashSet<Vec<u8>>>,
 }
 
-fn dest(root: &Path, rel: &[u8]) -> std::io::Result<PathBuf> {
-    let parent = safe_parent(root, rel)?;
-    let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
-    Ok(parent.join(OsStr::from_bytes(name)))
+impl Destination {
+    fn new(root: PathBuf) -> Self {
+        Destination {
+            root,
+            known_dirs: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// Resolves a checked relative path's parent inside the root, creating
+    /// missing directories and refusing to pass through anything but real
+    /// directories.
+    fn parent(&self, rel: &[u8]) -> std::io::Result<PathBuf> {
+        let parent = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => &rel[..i],
+            None => return Ok(self.root.clone()),
+        };
+        if self.is_known_dir(parent) {
+            return Ok(self.root.join(OsStr::from_bytes(parent)));
+        }
+        let mut cur = self.root.clone();
+        let mut end = 0;
+        for c in parent.split(|&b| b == b'/') {
+            end += c.len();
+            cur.push(OsStr::from_bytes(c));
+            if !self.is_known_dir(&parent[..end]) {
+                match fs::symlink_metadata(&cur) {
+                    Ok(md) if md.is_dir() => {}
+                    Ok(_) => {
+                        return Err(std::io::Error::other(format!(
+                            "{} is not a directory (a symlink or file stands in the way); refusing to write through it",
+                            cur.display()
+                        )))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        create_dir_or_existing(&cur)?
+                    }
+                    Err(e) => return Err(e),
+                }
+                self.mark_dir(&parent[..end]);
+            }
+            end += 1;
+        }
+        Ok(cur)
+    }
+
+    fn path(&self, rel: &[u8]) -> std::io::Result<PathBuf> {
+        let parent = self.parent(rel)?;
+        let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+        Ok(parent.join(OsStr::from_bytes(name)))
+    }
+
+    /// Creates the directory entry `rel` (or accepts a real directory that
+    /// is already there) and remembers it.
+    fn create_dir(&self, rel: &[u8]) -> std::io::Result<()> {
+        create_dir_or_existing(&self.path(rel)?)?;
+        self.mark_dir(rel);
+        Ok(())
+    }
+
+    fn is_known_dir(&self, rel: &[u8]) -> bool {
+        self.known_dirs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(rel)
+    }
+
+    fn mark_dir(&self, rel: &[u8]) {
+        self.known_dirs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rel.to_vec());
+    }
+}
+
+/// mkdir, where an existing real directory is fine and anything else
+/// standing at the path is an error.
+fn create_dir_or_existing(p: &Path) -> std::io::Result<()> {
+    match fs::create_dir(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if fs::symlink_metadata(p)?.is_dir() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "{} is not a directory",
+                    p.display()
+                )))
+            }
+        }
+        r => r,
+    }
 }
 
 fn file_time(t: Timestamp) -> filetime::FileTime {
@@ -269,8 +341,8 @@ fn apply_owner(path: &Path, e: &Entry, follow: bool) {
     }
 }
 
-fn restore_file(reader: &ChunkReader, root: &Path, rel: &[u8], e: &Entry) -> Result<u64> {
-    let path = match dest(root, rel) {
+fn restore_file(reader: &ChunkReader, to: &Destination, rel: &[u8], e: &Entry) -> Result<u64> {
+    let path = match to.path(rel) {
         Ok(p) => p,
         Err(err) => {
             for id in &e.chunks {
@@ -279,7 +351,7 @@ fn restore_file(reader: &ChunkReader, root: &Path, rel: &[u8], e: &Entry) -> Res
             return Err(Error::io(&e.path, err));
         }
     };
-    let dir = path.parent().unwrap_or(root);
+    let dir = path.parent().unwrap_or(&to.root);
     let tmp = temp_name(dir);
     let mut read = 0;
     let result = (|| -> Result<u64> {
@@ -345,7 +417,7 @@ pub fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreSummary> {
     fs::create_dir_all(&opts.into).map_err(|e| Error::io(&opts.into, e))?;
-    let root = fs::canonicalize(&opts.into).map_err(|e| Error::io(&opts.into, e))?;
+    let to = Destination::new(fs::canonicalize(&opts.into).map_err(|e| Error::io(&opts.into, e))?);
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get() * 2)
@@ -372,10 +444,10 @@ pub fn restore(
         let mut workers = Vec::new();
         for _ in 0..threads {
             let rx = rx.clone();
-            let (problems, files_done, root) = (&problems, &files_done, &root);
+            let (problems, files_done, to) = (&problems, &files_done, &to);
             workers.push(scope.spawn(move || {
                 for (rel, e) in rx {
-                    match restore_file(reader, root, &rel, &e) {
+                    match restore_file(reader, to, &rel, &e) {
                         Ok(n) => {
                             let mut d = files_done.lock().unwrap_or_else(|p| p.into_inner());
                             d.0 += 1;
@@ -418,17 +490,7 @@ pub fn restore(
                 match e.kind {
                     Kind::Dir => {
                         if rel != b"." {
-                            if let Err(err) =
-                                dest(&root, &rel).and_then(|p| match fs::create_dir(&p) {
-                                    Err(e)
-                                        if e.kind() == std::io::ErrorKind::AlreadyExists
-                                            && fs::symlink_metadata(&p)?.is_dir() =>
-                                    {
-                                        Ok(())
-                                    }
-                                    r => r,
-                                })
-                            {
+                            if let Err(err) = to.create_dir(&rel) {
                                 problems
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
@@ -457,7 +519,8 @@ pub fn restore(
                     }
                     Kind::Symlink => symlinks.push((rel, e)),
                     Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
-                        let r = dest(&root, &rel)
+                        let r = to
+                            .path(&rel)
                             .map_err(|err| err.to_string())
                             .and_then(|p| make_special(&p, &e).map(|_| p));
                         match r {
@@ -508,8 +571,8 @@ pub fn restore(
     summary.files = files;
     summary.bytes = bytes;
     for (first, rel, shown) in hardlinks {
-        let r = dest(&root, &first).and_then(|src| {
-            let dst = dest(&root, &rel)?;
+        let r = to.path(&first).and_then(|src| {
+            let dst = to.path(&rel)?;
             let _ = fs::remove_file(&dst);
             fs::hard_link(&src, &dst)
         });
@@ -526,7 +589,7 @@ pub fn restore(
                 continue;
             }
         };
-        let r = dest(&root, &rel).and_then(|p| {
+        let r = to.path(&rel).and_then(|p| {
             std::os::unix::fs::symlink(OsStr::from_bytes(&target), &p)?;
             Ok(p)
         });
@@ -544,9 +607,9 @@ pub fn restore(
     dirs.sort_by(|a, b| b.0.cmp(&a.0));
     for (rel, e) in dirs {
         let p = if rel == b"." {
-            Ok(root.clone())
+            Ok(to.root.clone())
         } else {
-            dest(&root, &rel)
+            to.path(&rel)
         };
         let r = p.and_then(|p| {
             apply_owner(&p, &e, false);
@@ -770,6 +833,33 @@ mod tests {
             }
         }
         assert_eq!(n, 1504);
+    }
+
+    #[test]
+    fn remembered_directories_still_refuse_what_stands_below_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let to = Destination::new(dir.path().to_path_buf());
+        // Missing parents are created and remembered.
+        let p = to.path(b"a/b/c/file").unwrap();
+        assert_eq!(p, dir.path().join("a/b/c/file"));
+        assert!(dir.path().join("a/b/c").is_dir());
+        assert!(to.is_known_dir(b"a") && to.is_known_dir(b"a/b/c"));
+        // Only the prefixes found to be directories are remembered: a
+        // symlink or a file below a known directory is still refused.
+        std::os::unix::fs::symlink("/", dir.path().join("a/link")).unwrap();
+        std::fs::write(dir.path().join("a/file"), b"x").unwrap();
+        for rel in [&b"a/link/x"[..], b"a/file/x", b"a/link/deeper/x"] {
+            let err = to.path(rel).unwrap_err();
+            assert!(err.to_string().contains("not a directory"), "{err}");
+        }
+        assert!(!to.is_known_dir(b"a/link") && !to.is_known_dir(b"a/file"));
+        // A directory entry over a file is refused; over a directory it is
+        // accepted and remembered.
+        assert!(to.create_dir(b"a/file").is_err());
+        std::fs::create_dir(dir.path().join("a/made")).unwrap();
+        to.create_dir(b"a/made").unwrap();
+        assert!(to.is_known_dir(b"a/made"));
+        assert_eq!(to.path(b"top").unwrap(), dir.path().join("top"));
     }
 
     #[test]
