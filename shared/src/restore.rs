@@ -6,7 +6,8 @@
 //! * every path must pass [`crate::wire::check_relative_path`] (no `..`,
 //!   no absolute paths); offending entries are skipped and reported;
 //! * every parent directory is walked component by component with lstat
-//!   and must be a real directory, never a symlink;
+//!   and must be a real directory, never a symlink (once per restore:
+//!   see `Destination`);
 //! * symlinks are created last, after every file and directory, so no
 //!   restored symlink can redirect a later write.
 //!
