@@ -502,20 +502,30 @@ impl S3Backend {
                 .unwrap_or(0)
                 .min(1 << 30),
         };
-        let mut data = Vec::with_capacity(expected);
+        // The body is gathered by a task on the runtime's workers, beside
+        // the connection that receives it. Polled where `block_on` runs, in
+        // the calling thread, every frame woke that thread through a futex.
         let mut body = out.body;
-        while let Some(frame) = body.next().await {
-            let frame = frame.map_err(|e| {
-                Error::storage(
-                    key,
-                    std::io::Error::new(
-                        std::io::ErrorKind::Interrupted,
-                        format!("reading the body failed: {e}"),
-                    ),
-                )
-            })?;
-            data.extend_from_slice(&frame);
-        }
+        let key = key.to_string();
+        let gathered = tokio::spawn(async move {
+            let mut data = Vec::with_capacity(expected);
+            while let Some(frame) = body.next().await {
+                let frame = frame.map_err(|e| {
+                    Error::storage(
+                        &key,
+                        std::io::Error::new(
+                            std::io::ErrorKind::Interrupted,
+                            format!("reading the body failed: {e}"),
+                        ),
+                    )
+                })?;
+                data.extend_from_slice(&frame);
+            }
+            Ok(data)
+        });
+        let data = gathered
+            .await
+            .map_err(|e| Error::Other(format!("S3 body task failed: {e}")))??;
         Ok(data)
     }
 }
