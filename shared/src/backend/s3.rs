@@ -523,10 +523,9 @@ impl S3Backend {
             }
             Ok(data)
         });
-        let data = gathered
+        gathered
             .await
-            .map_err(|e| Error::Other(format!("S3 body task failed: {e}")))??;
-        Ok(data)
+            .map_err(|e| Error::Other(format!("S3 body task failed: {e}")))?
     }
 }
 
