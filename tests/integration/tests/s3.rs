@@ -342,3 +342,73 @@ fn https_endpoints_trust_a_private_ca_from_aws_ca_bundle() {
         "{err}"
     );
 }
+
+/// A profile in the shared config and credentials files (`AWS_PROFILE`,
+/// `AWS_CONFIG_FILE`, `AWS_SHARED_CREDENTIALS_FILE`) supplies the keys, the
+/// region and the endpoint when no AWS_* variable does, as for the AWS CLI.
+/// An endpoint in the environment goes before the profile's, and
+/// `AWS_ENDPOINT_URL_S3` before `AWS_ENDPOINT_URL` (bk(7)).
+#[test]
+fn a_profile_supplies_keys_region_and_endpoint() {
+    let Some((endpoint, _, _)) = s3() else { return };
+    let key_id = std::env::var("AWS_ACCESS_KEY_ID").unwrap();
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap();
+    let env = Env::bare();
+    // Nothing listens here: a request sent to it fails.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let profiles = |endpoint: &str, secret: &str| {
+        std::fs::write(
+            env.path("aws-config"),
+            format!("[default]\nregion = eu-west-3\n\n[profile nightly]\nregion = us-east-1\nendpoint_url = {endpoint}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            env.path("aws-credentials"),
+            format!("[default]\naws_access_key_id = AKIDEFAULTWRONG\naws_secret_access_key = default-wrong\n\n[nightly]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"),
+        )
+        .unwrap();
+    };
+    let only_profile = "unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN \
+         AWS_REGION AWS_DEFAULT_REGION AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3; \
+         export AWS_PROFILE=nightly AWS_CONFIG_FILE=aws-config \
+         AWS_SHARED_CREDENTIALS_FILE=aws-credentials;";
+
+    profiles(&endpoint, &secret);
+    env.ok(&format!("{only_profile} bk-repo init"));
+    let src = tree(&env, "src", 3, 21);
+    env.ok(&format!(
+        "{only_profile} bk-chunk '{}' | bk-put",
+        src.display()
+    ));
+    let out = env.path("out");
+    env.ok(&format!(
+        "{only_profile} bk-get latest --into '{}'",
+        out.display()
+    ));
+    assert_restored(&src, &out, 3, "through a profile");
+
+    // The profile's keys are the ones used: a wrong secret there is refused
+    // and not printed.
+    profiles(&endpoint, "profile-secret-that-is-wrong");
+    let err = env.fails(&format!("{only_profile} bk-ls"), 1);
+    assert!(err.contains("access denied"), "{err}");
+    assert!(!err.contains("profile-secret-that-is-wrong"), "{err}");
+
+    // The environment's endpoint goes before the profile's, and the
+    // S3-specific variable before the general one.
+    profiles(&dead, &secret);
+    assert_eq!(
+        json_lines(&env.ok(&format!("{only_profile} AWS_ENDPOINT_URL={endpoint} bk-ls"))).len(),
+        1
+    );
+    assert_eq!(
+        json_lines(&env.ok(&format!(
+            "{only_profile} AWS_ENDPOINT_URL={dead} AWS_ENDPOINT_URL_S3={endpoint} bk-ls"
+        )))
+        .len(),
+        1
+    );
+}
