@@ -71,28 +71,50 @@ pub struct S3Options {
     pub path_style: Option<bool>,
 }
 
-fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+/// The value of tunable `name`, if it is set and not empty. A value that
+/// does not parse is refused: silently using the default instead would
+/// leave a typo (`BK_S3_ADDRESSING=virutal`) in a CronJob unnoticed.
+fn env_value<T>(
+    name: &str,
+    expected: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => parse(v.trim()).map(Some).ok_or_else(|| {
+            Error::Usage(format!(
+                "{name}={v:?}: expected {expected} (see bk(7), S3 tunables)"
+            ))
+        }),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::Usage(format!(
+            "{name} is not valid UTF-8: expected {expected}"
+        ))),
+    }
+}
+
+fn env_num<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
+    env_value(name, "a whole number", |v| v.parse().ok())
 }
 
 impl S3Options {
-    pub fn from_env() -> Self {
-        S3Options {
-            concurrency: env_num("BK_S3_CONCURRENCY").unwrap_or(8).clamp(1, 256),
-            multipart_threshold: env_num("BK_S3_MULTIPART_THRESHOLD")
+    pub fn from_env() -> Result<Self> {
+        Ok(S3Options {
+            concurrency: env_num("BK_S3_CONCURRENCY")?.unwrap_or(8).clamp(1, 256),
+            multipart_threshold: env_num("BK_S3_MULTIPART_THRESHOLD")?
                 .unwrap_or(64 << 20)
                 .max(5 << 20),
-            part_size: env_num("BK_S3_PART_SIZE").unwrap_or(16 << 20).max(5 << 20),
-            max_attempts: env_num("BK_S3_MAX_ATTEMPTS").unwrap_or(6).clamp(1, 20),
+            part_size: env_num("BK_S3_PART_SIZE")?.unwrap_or(16 << 20).max(5 << 20),
+            max_attempts: env_num("BK_S3_MAX_ATTEMPTS")?.unwrap_or(6).clamp(1, 20),
             attempt_timeout: Duration::from_secs(
-                env_num("BK_S3_ATTEMPT_TIMEOUT").unwrap_or(120).max(1),
+                env_num("BK_S3_ATTEMPT_TIMEOUT")?.unwrap_or(120).max(1),
             ),
-            path_style: match std::env::var("BK_S3_ADDRESSING").ok().as_deref() {
-                Some("path") => Some(true),
-                Some("virtual") => Some(false),
+            path_style: env_value("BK_S3_ADDRESSING", "path or virtual", |v| match v {
+                "path" => Some(true),
+                "virtual" => Some(false),
                 _ => None,
-            },
-        }
+            })?,
+        })
     }
 }
 
@@ -165,7 +187,7 @@ const CHECKSUM_IGNORED: u8 = 2;
 impl S3Backend {
     pub fn open(location: &str) -> Result<Self> {
         let (bucket, prefix) = parse_location(location)?;
-        let opts = S3Options::from_env();
+        let opts = S3Options::from_env()?;
         let ca_bundle = super::s3_tls::ca_bundle_from_env()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -298,7 +320,16 @@ impl S3Backend {
                 if chain.contains("credentials") {
                     "no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)".to_string()
                 } else if matches!(e, SdkError::DispatchFailure(_)) {
-                    format!("cannot reach the server: {chain}")
+                    let virtual_hosted =
+                        self.endpoint.is_some() && self.opts.path_style == Some(false);
+                    if virtual_hosted && chain.contains("dns error") {
+                        format!(
+                            "cannot reach the server: {chain}; BK_S3_ADDRESSING=virtual sends requests to {}.<endpoint's host>, a name that must resolve (BK_S3_ADDRESSING=path does not need it)",
+                            self.bucket
+                        )
+                    } else {
+                        format!("cannot reach the server: {chain}")
+                    }
                 } else if status == Some(400) {
                     // A HEAD answer has no body to name the error.
                     "HTTP 400 Bad Request with no error code; a region other than the server's is the usual cause (set AWS_REGION, e.g. to \"garage\")".to_string()

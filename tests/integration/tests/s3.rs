@@ -412,3 +412,37 @@ fn a_profile_supplies_keys_region_and_endpoint() {
         1
     );
 }
+
+/// `BK_S3_ADDRESSING` switches the style: with an endpoint named
+/// `localhost`, path-style requests (the default with an endpoint) reach the
+/// server, while virtual-hosted ones put the bucket into the host name
+/// (`BUCKET.localhost`), which nothing here resolves. A tunable that does
+/// not parse is a usage error naming it, never silently the default; an
+/// empty one counts as unset.
+#[test]
+fn addressing_style_switches_and_bad_tunables_are_refused() {
+    let Some((endpoint, _, _)) = s3() else { return };
+    let env = Env::new();
+    let port = server_addr(&endpoint).port();
+    let by_name = format!("export AWS_ENDPOINT_URL=http://localhost:{port} BK_S3_MAX_ATTEMPTS=1;");
+    env.ok(&format!("{by_name} bk-ls"));
+    env.ok(&format!("{by_name} BK_S3_ADDRESSING=path bk-ls"));
+    let err = env.fails(&format!("{by_name} BK_S3_ADDRESSING=virtual bk-ls"), 1);
+    assert!(err.contains("dns error"), "{err}");
+    assert!(
+        err.contains("BK_S3_ADDRESSING=path does not need it"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    for (var, value) in [
+        ("BK_S3_ADDRESSING", "virutal"),
+        ("BK_S3_CONCURRENCY", "eight"),
+        ("BK_S3_PART_SIZE", "16M"),
+    ] {
+        let err = env.fails(&format!("{var}={value} bk-ls"), 2);
+        assert!(err.contains(var) && err.contains(value), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    env.ok("BK_S3_CONCURRENCY= BK_S3_ADDRESSING= bk-ls");
+}
