@@ -79,18 +79,19 @@ fn env_value<T>(
     expected: &str,
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<Option<T>> {
-    match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => parse(v.trim()).map(Some).ok_or_else(|| {
-            Error::Usage(format!(
-                "{name}={v:?}: expected {expected} (see bk(7), S3 tunables)"
-            ))
-        }),
-        Err(std::env::VarError::NotUnicode(_)) => Err(Error::Usage(format!(
-            "{name} is not valid UTF-8: expected {expected}"
-        ))),
+    let Some(raw) = std::env::var_os(name) else {
+        return Ok(None);
+    };
+    // Not UTF-8: the replacement characters do not parse either.
+    let value = raw.to_string_lossy();
+    if value.trim().is_empty() {
+        return Ok(None);
     }
+    parse(value.trim()).map(Some).ok_or_else(|| {
+        Error::Usage(format!(
+            "{name}={value:?}: expected {expected} (see bk(7), S3 tunables)"
+        ))
+    })
 }
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
