@@ -84,14 +84,21 @@ fn env_value<T>(
     };
     // Not UTF-8: the replacement characters do not parse either.
     let value = raw.to_string_lossy();
-    if value.trim().is_empty() {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
         return Ok(None);
     }
-    parse(value.trim()).map(Some).ok_or_else(|| {
+    parse(trimmed).map(Some).ok_or_else(|| {
         Error::Usage(format!(
             "{name}={value:?}: expected {expected} (see bk(7), S3 tunables)"
         ))
     })
+}
+
+/// Path-style unless `BK_S3_ADDRESSING` says otherwise or there is no
+/// endpoint (AWS itself, where virtual-hosted is the norm).
+fn path_style(opts: &S3Options, endpoint: Option<&String>) -> bool {
+    opts.path_style.unwrap_or(endpoint.is_some())
 }
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
@@ -224,7 +231,7 @@ impl S3Backend {
             // S3-compatible server.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .force_path_style(opts.path_style.unwrap_or(endpoint.is_some()))
+            .force_path_style(path_style(&opts, endpoint.as_ref()))
             .retry_classifier(super::s3_tls::NoRetryOnTlsFailure);
         let plain_http = endpoint
             .as_ref()
@@ -322,7 +329,7 @@ impl S3Backend {
                     "no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)".to_string()
                 } else if matches!(e, SdkError::DispatchFailure(_)) {
                     let virtual_hosted =
-                        self.endpoint.is_some() && self.opts.path_style == Some(false);
+                        self.endpoint.is_some() && !path_style(&self.opts, self.endpoint.as_ref());
                     if virtual_hosted && chain.contains("dns error") {
                         format!(
                             "cannot reach the server: {chain}; BK_S3_ADDRESSING=virtual sends requests to {}.<endpoint's host>, a name that must resolve (BK_S3_ADDRESSING=path does not need it)",

@@ -36,6 +36,17 @@ fn server_addr(endpoint: &str) -> std::net::SocketAddr {
     endpoint.trim_start_matches("http://").parse().unwrap()
 }
 
+/// Backs up a new `tree` of `files` files and restores it into `out`, every
+/// command preceded by `setup` (shell statements such as exports), and
+/// checks the restored bytes.
+fn backup_and_restore(env: &Env, setup: &str, files: usize, seed: u64, what: &str) {
+    let src = tree(env, "src", files, seed);
+    env.ok(&format!("{setup} bk-chunk '{}' | bk-put", src.display()));
+    let out = env.path("out");
+    env.ok(&format!("{setup} bk-get latest --into '{}'", out.display()));
+    assert_restored(&src, &out, files, what);
+}
+
 /// Every file `tree` wrote into `src` came back in `out` byte for byte.
 fn assert_restored(src: &std::path::Path, out: &std::path::Path, files: usize, what: &str) {
     for i in 0..files {
@@ -311,11 +322,7 @@ fn https_endpoints_trust_a_private_ca_from_aws_ca_bundle() {
 
     let tls = format!("{https} export AWS_CA_BUNDLE=ca.pem;");
     env.ok(&format!("{tls} bk-repo init"));
-    let src = tree(&env, "src", 4, 9);
-    env.ok(&format!("{tls} bk-chunk '{}' | bk-put", src.display()));
-    let out = env.path("out");
-    env.ok(&format!("{tls} bk-get latest --into '{}'", out.display()));
-    assert_restored(&src, &out, 4, "over HTTPS");
+    backup_and_restore(&env, &tls, 4, 9, "over HTTPS");
     env.ok(&format!("{tls} bk-verify --read-data"));
     // The certificate names the address too.
     let by_ip = format!(
@@ -378,17 +385,7 @@ fn a_profile_supplies_keys_region_and_endpoint() {
 
     profiles(&endpoint, &secret);
     env.ok(&format!("{only_profile} bk-repo init"));
-    let src = tree(&env, "src", 3, 21);
-    env.ok(&format!(
-        "{only_profile} bk-chunk '{}' | bk-put",
-        src.display()
-    ));
-    let out = env.path("out");
-    env.ok(&format!(
-        "{only_profile} bk-get latest --into '{}'",
-        out.display()
-    ));
-    assert_restored(&src, &out, 3, "through a profile");
+    backup_and_restore(&env, only_profile, 3, 21, "through a profile");
 
     // The profile's keys are the ones used: a wrong secret there is refused
     // and not printed.
