@@ -214,16 +214,37 @@ const PARALLEL_FILE_CHUNKS: usize = 8;
 /// Decoded chunks a file's helpers may hold ahead of its writer.
 const DECODE_AHEAD: usize = 4;
 
-/// Writes `data` at `off` with positional writes, skipping zero blocks.
-fn write_blocks(f: &File, e: &Entry, data: &[u8], mut off: u64) -> Result<u64> {
-    for block in data.chunks(HOLE_BLOCK) {
-        if !is_zero(block) {
-            f.write_all_at(block, off)
-                .map_err(|err| Error::io(&e.path, err))?;
+/// Where a new file's content is written to: the offset reached and the
+/// end of the last block written, which fall short of it after a hole.
+#[derive(Default)]
+struct Written {
+    off: u64,
+    end: u64,
+}
+
+impl Written {
+    /// Writes `data` at the offset reached with positional writes,
+    /// skipping zero blocks.
+    fn blocks(&mut self, f: &File, e: &Entry, data: &[u8]) -> Result<()> {
+        for block in data.chunks(HOLE_BLOCK) {
+            if !is_zero(block) {
+                f.write_all_at(block, self.off)
+                    .map_err(|err| Error::io(&e.path, err))?;
+                self.end = self.off + block.len() as u64;
+            }
+            self.off += block.len() as u64;
         }
-        off += block.len() as u64;
+        Ok(())
     }
-    Ok(off)
+
+    /// Gives a file ending in a hole its size (the file is new, so a
+    /// truncate is needed only then); returns the bytes of content.
+    fn finish(self, f: &File, e: &Entry) -> Result<u64> {
+        if self.end < self.off {
+            f.set_len(self.off).map_err(|err| Error::io(&e.path, err))?;
+        }
+        Ok(self.off)
+    }
 }
 
 /// Writes a file's content with positional writes, skipping zero blocks.
@@ -233,15 +254,14 @@ fn write_content(reader: &ChunkReader, e: &Entry, f: &File, read: &mut usize) ->
     if e.chunks.len() >= PARALLEL_FILE_CHUNKS {
         return write_content_parallel(reader, e, f, read);
     }
-    let mut off = 0u64;
+    let mut written = Written::default();
     for id in &e.chunks {
         crate::sys::check_interrupted()?;
         *read += 1;
         let data = reader.read(id)?;
-        off = write_blocks(f, e, &data, off)?;
+        written.blocks(f, e, &data)?;
     }
-    f.set_len(off).map_err(|err| Error::io(&e.path, err))?;
-    Ok(off)
+    written.finish(f, e)
 }
 
 /// Decoding state of one large file: the next chunk a helper may take,
@@ -297,7 +317,7 @@ fn write_content_parallel(
             });
         }
         let result = (|| -> Result<u64> {
-            let mut off = 0u64;
+            let mut written = Written::default();
             for i in 0..n {
                 crate::sys::check_interrupted()?;
                 let decoded = {
@@ -311,10 +331,9 @@ fn write_content_parallel(
                     }
                 };
                 changed.notify_all();
-                off = write_blocks(f, e, &decoded?, off)?;
+                written.blocks(f, e, &decoded?)?;
             }
-            f.set_len(off).map_err(|err| Error::io(&e.path, err))?;
-            Ok(off)
+            written.finish(f, e)
         })();
         let mut st = lock();
         st.stop = true;
@@ -327,20 +346,11 @@ fn write_content_parallel(
     })
 }
 
-fn apply_owner(path: &Path, e: &Entry, follow: bool) {
+/// Gives a restored directory, symlink or special file its owner (the link
+/// itself, not what it points to).
+fn apply_owner(path: &Path, e: &Entry) {
     if crate::sys::is_root() {
-        let flag = if follow {
-            nix::fcntl::AtFlags::empty()
-        } else {
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW
-        };
-        let _ = nix::unistd::fchownat(
-            None,
-            path,
-            Some(nix::unistd::Uid::from_raw(e.uid)),
-            Some(nix::unistd::Gid::from_raw(e.gid)),
-            flag,
-        );
+        let _ = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid));
     }
 }
 
@@ -370,12 +380,17 @@ fn restore_file(reader: &ChunkReader, to: &Destination, rel: &[u8], e: &Entry) -
                 format!("content is {n} bytes, the listing says {}", e.size),
             ));
         }
+        // Through the open handle rather than the path: three path walks
+        // and an open less per file. Owner first, since chown clears the
+        // set-id bits the mode may carry.
+        if crate::sys::is_root() {
+            let _ = std::os::unix::fs::fchown(&f, Some(e.uid), Some(e.gid));
+        }
+        f.set_permissions(fs::Permissions::from_mode(e.mode))
+            .map_err(|err| Error::io(&tmp, err))?;
+        filetime::set_file_handle_times(&f, Some(file_time(e.mtime)), Some(file_time(e.mtime)))
+            .map_err(|err| Error::io(&tmp, err))?;
         drop(f);
-        apply_owner(&tmp, e, true);
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(e.mode))
-            .map_err(|err| Error::io(&tmp, err))?;
-        filetime::set_file_times(&tmp, file_time(e.mtime), file_time(e.mtime))
-            .map_err(|err| Error::io(&tmp, err))?;
         fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
         Ok(n)
     })();
@@ -528,7 +543,7 @@ pub fn restore(
                             .and_then(|p| make_special(&p, &e).map(|_| p));
                         match r {
                             Ok(p) => {
-                                apply_owner(&p, &e, false);
+                                apply_owner(&p, &e);
                                 let _ = fs::set_permissions(&p, fs::Permissions::from_mode(e.mode));
                                 let _ = filetime::set_symlink_file_times(
                                     &p,
@@ -598,7 +613,7 @@ pub fn restore(
         });
         match r {
             Ok(p) => {
-                apply_owner(&p, &e, false);
+                apply_owner(&p, &e);
                 let _ =
                     filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
                 summary.links += 1;
@@ -615,7 +630,7 @@ pub fn restore(
             to.path(&rel)
         };
         let r = p.and_then(|p| {
-            apply_owner(&p, &e, false);
+            apply_owner(&p, &e);
             fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))?;
             filetime::set_file_times(&p, file_time(e.mtime), file_time(e.mtime))
         });

@@ -3,18 +3,65 @@
 use super::{Backend, ObjectInfo, ObjectKind, Staged};
 use crate::error::{Error, Result};
 use rand::RngCore;
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Pack files kept open for ranged reads. A restore reads a pack's blobs
+/// one at a time, and opening the pack for each (a path walk, open, seek,
+/// close: four syscalls per blob, 53k of them for a 1.3 GB tree) cost more
+/// than the read itself. Packs are write-once under content-derived
+/// names, so an open handle reads exactly what its name stands for.
+const OPEN_PACKS: usize = 16;
 
 #[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Most recently used last; see [`OPEN_PACKS`].
+    open_packs: Mutex<VecDeque<(String, Arc<File>)>>,
 }
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            open_packs: Mutex::new(VecDeque::with_capacity(OPEN_PACKS)),
+        }
+    }
+
+    fn open_packs(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Arc<File>)>> {
+        self.open_packs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle for positional reads: packs from [`OPEN_PACKS`], anything
+    /// else opened afresh.
+    fn open_for_reads(&self, kind: ObjectKind, name: &str) -> std::io::Result<Arc<File>> {
+        if kind != ObjectKind::Pack {
+            return File::open(self.path(kind, name)).map(Arc::new);
+        }
+        let cached = |open: &mut VecDeque<(String, Arc<File>)>| {
+            let i = open.iter().position(|(n, _)| n == name)?;
+            let entry = open.remove(i)?;
+            let file = Arc::clone(&entry.1);
+            open.push_back(entry);
+            Some(file)
+        };
+        if let Some(file) = cached(&mut self.open_packs()) {
+            return Ok(file);
+        }
+        let file = Arc::new(File::open(self.path(kind, name))?);
+        let mut open = self.open_packs();
+        if let Some(other) = cached(&mut open) {
+            return Ok(other); // another reader opened it meanwhile
+        }
+        if open.len() >= OPEN_PACKS {
+            open.pop_front();
+        }
+        open.push_back((name.to_owned(), Arc::clone(&file)));
+        Ok(file)
     }
 
     fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
@@ -199,10 +246,9 @@ impl Backend for LocalBackend {
 
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let read = || -> std::io::Result<Vec<u8>> {
-            let mut f = File::open(self.path(kind, name))?;
-            f.seek(SeekFrom::Start(offset))?;
             let mut buf = vec![0u8; len as usize];
-            f.read_exact(&mut buf)?;
+            self.open_for_reads(kind, name)?
+                .read_exact_at(&mut buf, offset)?;
             Ok(buf)
         };
         read().map_err(|e| self.err(kind, name, e))
@@ -216,10 +262,18 @@ impl Backend for LocalBackend {
         max_len: u64,
     ) -> Result<Vec<u8>> {
         let read = || -> std::io::Result<Vec<u8>> {
-            let mut buf = Vec::with_capacity(max_len as usize);
-            let mut f = File::open(self.path(kind, name))?;
-            f.seek(SeekFrom::Start(offset))?;
-            f.take(max_len).read_to_end(&mut buf)?;
+            let f = self.open_for_reads(kind, name)?;
+            let mut buf = vec![0u8; max_len as usize];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match f.read_at(&mut buf[filled..], offset + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(filled);
             Ok(buf)
         };
         read().map_err(|e| self.err(kind, name, e))
@@ -312,6 +366,10 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
+        if kind == ObjectKind::Pack {
+            // Reads after a delete must find it gone, as on any backend.
+            self.open_packs().retain(|(n, _)| n != name);
+        }
         let p = self.path(kind, name);
         match fs::remove_file(&p) {
             Ok(()) => {
@@ -344,17 +402,47 @@ mod tests {
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].size, 4);
         assert!(dir.path().join("repo/data/ab/abcdef").exists());
+        assert_eq!(
+            b.get_range_upto(ObjectKind::Pack, "abcdef", 2, 10).unwrap(),
+            b"ck"
+        );
         b.delete(ObjectKind::Pack, "abcdef").unwrap();
         assert!(b.list(ObjectKind::Pack).unwrap().is_empty());
         assert!(b
             .get(ObjectKind::Pack, "abcdef")
             .unwrap_err()
             .is_not_found());
+        // Ranged reads keep packs open; a deleted one is still gone.
+        for read in [
+            b.get_range(ObjectKind::Pack, "abcdef", 1, 2),
+            b.get_range_upto(ObjectKind::Pack, "abcdef", 0, 4),
+        ] {
+            assert!(read.unwrap_err().is_not_found());
+        }
         // tmp/ holds nothing after successful writes.
         assert_eq!(
             fs::read_dir(dir.path().join("repo/tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn ranged_reads_of_more_packs_than_stay_open_return_each_packs_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        let packs = OPEN_PACKS * 2 + 1;
+        let name = |i: usize| format!("{i:02x}{i:062x}");
+        for i in 0..packs {
+            b.put(ObjectKind::Pack, &name(i), &[i as u8; 64]).unwrap();
+        }
+        for round in 0..3 {
+            for i in (0..packs).rev().step_by(round + 1).chain(0..packs) {
+                let got = b.get_range(ObjectKind::Pack, &name(i), 8, 4).unwrap();
+                assert_eq!(got, [i as u8; 4], "pack {i}");
+            }
+        }
+        assert_eq!(b.open_packs().len(), OPEN_PACKS);
     }
 
     #[test]

@@ -155,6 +155,19 @@ fn restore_is_faithful_including_special_cases() {
         std::fs::metadata(&sparse).unwrap().blocks() * 512 < 10 << 20,
         "test file system does not keep holes"
     );
+    // Files ending in a hole, which restore gives their size without
+    // writing it: data then 40 MiB of zeros (enough chunks for the
+    // parallel decoder), and a file of zeros only.
+    {
+        let f = std::fs::File::create(src.join("tail-hole.img")).unwrap();
+        use std::io::Write;
+        (&f).write_all(&noise(1 << 20, 8)).unwrap();
+        f.set_len(41 << 20).unwrap();
+        std::fs::File::create(src.join("zeros.bin"))
+            .unwrap()
+            .set_len(300_000)
+            .unwrap();
+    }
     // Nanosecond mtimes everywhere (set last, deepest first).
     let mut all: Vec<PathBuf> = Vec::new();
     let mut stack = vec![src.clone()];
