@@ -59,6 +59,22 @@ pub fn username() -> Option<String> {
         .or_else(|| user_name(nix::unistd::getuid().as_raw()))
 }
 
+/// Fills `buf` from `offset` with positional reads until it is full or the
+/// file ends; returns the bytes read (fewer only at the end of the file).
+pub fn read_at_most(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

@@ -34,7 +34,6 @@ use crate::wire::{self, Entry, Finding, Kind, Record, Severity, VerifyResult, Ve
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -1777,7 +1776,8 @@ impl Against<'_> {
                 }
             };
             buf.resize(data.len(), 0);
-            let got = read_at_most(file, &mut buf, offset).map_err(|e| Error::io(&want.path, e))?;
+            let got = crate::sys::read_at_most(file, &mut buf, offset)
+                .map_err(|e| Error::io(&want.path, e))?;
             if got != data.len() || buf[..got] != data[..] {
                 let at = offset
                     + buf[..got]
@@ -1808,7 +1808,9 @@ impl Against<'_> {
         }
         // The file must not be longer than the snapshot's content.
         let mut one = [0u8; 1];
-        if read_at_most(file, &mut one, offset).map_err(|e| Error::io(&want.path, e))? > 0 {
+        if crate::sys::read_at_most(file, &mut one, offset).map_err(|e| Error::io(&want.path, e))?
+            > 0
+        {
             self.diff(
                 &want.path,
                 format!("content differs: the file is longer than the snapshot's {offset} bytes"),
@@ -1818,19 +1820,6 @@ impl Against<'_> {
         self.bytes.fetch_add(offset, Ordering::Relaxed);
         Ok(())
     }
-}
-
-fn read_at_most(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 #[cfg(test)]

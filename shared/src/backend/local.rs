@@ -264,15 +264,7 @@ impl Backend for LocalBackend {
         let read = || -> std::io::Result<Vec<u8>> {
             let f = self.open_for_reads(kind, name)?;
             let mut buf = vec![0u8; max_len as usize];
-            let mut filled = 0;
-            while filled < buf.len() {
-                match f.read_at(&mut buf[filled..], offset + filled as u64) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let filled = crate::sys::read_at_most(&f, &mut buf, offset)?;
             buf.truncate(filled);
             Ok(buf)
         };
