@@ -171,6 +171,20 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The endpoint URL, unless it carries `user[:password]@`. S3 requests are
+/// signed with the access key; the SDK would sign the userinfo into the
+/// host and every request would fail as a signature mismatch, a misleading
+/// "access denied" for what is a mistake in the URL.
+fn refuse_userinfo(source: &str, url: String) -> Result<String> {
+    if redact_url(&url) == url {
+        return Ok(url);
+    }
+    Err(Error::Usage(format!(
+        "{source} {}: an S3 endpoint takes no user or password; remove it from the URL (requests are signed with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+        redact_url(&url)
+    )))
+}
+
 #[derive(Debug)]
 pub struct S3Backend {
     client: aws_sdk_s3::Client,
@@ -206,8 +220,16 @@ impl S3Backend {
         let sdk = rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
         let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
             .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-            .or_else(|| sdk.endpoint_url().map(str::to_string));
+            .find_map(|v| {
+                let url = std::env::var(v).ok().filter(|s| !s.is_empty())?;
+                Some((*v, url))
+            })
+            .or_else(|| {
+                sdk.endpoint_url()
+                    .map(|u| ("the profile's endpoint_url", u.to_string()))
+            })
+            .map(|(source, url)| refuse_userinfo(source, url))
+            .transpose()?;
         let mut b = aws_sdk_s3::config::Builder::from(&sdk)
             .retry_config(
                 RetryConfig::standard()
@@ -888,9 +910,9 @@ mod tests {
             parse_location("s3://b//x//y/").unwrap(),
             ("b".into(), "x/y/".into())
         );
-        assert!(parse_location("s3:///x").is_err());
-        assert!(parse_location("s3://b/../x").is_err());
-        assert!(parse_location("s3://user:pw@b/x").is_err());
+        for bad in ["s3:///x", "s3://b/../x", "s3://user:pw@b/x", "b/x"] {
+            assert!(matches!(parse_location(bad), Err(Error::Usage(_))), "{bad}");
+        }
     }
 
     #[test]
@@ -908,5 +930,22 @@ mod tests {
         assert_eq!(redact_url("http://h/x@y"), "http://h/x@y");
         // Without a scheme, everything before the last '@' goes.
         assert_eq!(redact_url("key:secret@h:3900"), "***@h:3900");
+    }
+
+    #[test]
+    fn endpoints_with_userinfo_are_refused_without_printing_it() {
+        let err =
+            refuse_userinfo("AWS_ENDPOINT_URL", "http://key:secret@h:3900".into()).unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("AWS_ENDPOINT_URL http://***@h:3900"),
+            "{text}"
+        );
+        assert!(!text.contains("secret") && !text.contains("key:"), "{text}");
+        assert_eq!(
+            refuse_userinfo("AWS_ENDPOINT_URL", "http://h:3900/x@y".into()).unwrap(),
+            "http://h:3900/x@y"
+        );
     }
 }

@@ -46,9 +46,22 @@ pub struct Uploads {
     pub flipped: u64,
 }
 
+/// One request the proxy read, as the server would have seen it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `METHOD TARGET` (e.g. `PUT /bucket/key?partNumber=1&uploadId=…`).
+    pub line: String,
+    /// The region of the SigV4 credential scope, if the request was signed.
+    pub region: Option<String>,
+    pub content_md5: bool,
+}
+
 /// What the proxy's threads share with the test, changeable while it runs.
 pub struct ProxyState {
     stop: AtomicBool,
+    /// Faults that altered what a client or the server got, per kind
+    /// (`None`: forwarded unchanged). A fault drawn for a request it cannot
+    /// alter (a byte flip with no body) counts as `None`.
     pub counts: Mutex<std::collections::HashMap<Fault, u64>>,
     /// Percent of requests that get a fault.
     pub rate: AtomicU64,
@@ -59,6 +72,23 @@ pub struct ProxyState {
     /// Upload bodies the proxy may still damage (unlimited by default).
     pub request_flips_left: AtomicU64,
     pub uploads: Mutex<Uploads>,
+    /// Every request read, in the order they were read.
+    pub seen: Mutex<Vec<Seen>>,
+}
+
+impl ProxyState {
+    fn applied(&self, fault: Fault) {
+        *self.counts.lock().unwrap().entry(fault).or_insert(0) += 1;
+    }
+
+    /// Requests whose `METHOD TARGET` contains `pattern`.
+    pub fn requests_matching(&self, pattern: &str) -> Vec<Seen> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|s| s.line.contains(pattern))
+            .cloned()
+            .collect()
+    }
 }
 
 pub struct FaultProxy {
@@ -92,6 +122,7 @@ impl FaultProxy {
             hide_checksum_echo: AtomicBool::new(false),
             request_flips_left: AtomicU64::new(u64::MAX),
             uploads: Mutex::new(Uploads::default()),
+            seen: Mutex::new(Vec::new()),
         });
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -112,7 +143,6 @@ impl FaultProxy {
                         Fault::None
                     }
                 };
-                *shared.counts.lock().unwrap().entry(fault).or_insert(0) += 1;
                 let state = shared.clone();
                 std::thread::spawn(move || {
                     let _ = handle(conn, upstream, fault, &state);
@@ -201,9 +231,19 @@ fn handle(
     state: &ProxyState,
 ) -> std::io::Result<()> {
     let (head, mut body) = read_request(&mut client)?;
+    let lower = head.to_ascii_lowercase();
+    state.seen.lock().unwrap().push(Seen {
+        line: head.split(' ').take(2).collect::<Vec<_>>().join(" "),
+        region: lower
+            .split_once("credential=")
+            .and_then(|(_, scope)| scope.split('/').nth(2))
+            .map(str::to_string),
+        content_md5: lower.contains("\r\ncontent-md5:"),
+    });
+    let mut flip = false;
     if !body.is_empty() {
-        let head = head.to_ascii_lowercase();
-        let flip = fault == Fault::FlipRequestByte
+        let head = lower;
+        flip = fault == Fault::FlipRequestByte
             && state
                 .request_flips_left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -221,13 +261,18 @@ fn handle(
     }
     match fault {
         Fault::InternalError => {
+            state.applied(fault);
             return client.write_all(&error_response(
                 "500 Internal Server Error",
                 "InternalError",
-            ))
+            ));
         }
-        Fault::SlowDown => return client.write_all(&error_response("503 Slow Down", "SlowDown")),
+        Fault::SlowDown => {
+            state.applied(fault);
+            return client.write_all(&error_response("503 Slow Down", "SlowDown"));
+        }
         Fault::Stall => {
+            state.applied(fault);
             std::thread::sleep(Duration::from_secs(5));
             return Ok(());
         }
@@ -252,21 +297,32 @@ fn handle(
             .map(|p| p + 4)
             .unwrap_or(resp.len());
     }
+    let has_body = resp.len() > body_start;
     match fault {
         Fault::Reset => {
             // The request reached the server; the client never hears back.
+            state.applied(fault);
             let _ = client.shutdown(std::net::Shutdown::Both);
             Ok(())
         }
-        Fault::Truncate => {
+        Fault::Truncate if has_body => {
+            state.applied(fault);
             let cut = body_start + (resp.len() - body_start) / 2;
             client.write_all(&resp[..cut])
         }
-        Fault::FlipByte if resp.len() > body_start => {
+        Fault::FlipByte if has_body => {
+            state.applied(fault);
             let i = body_start + (resp.len() - body_start) / 3;
             resp[i] ^= 0x40;
             client.write_all(&resp)
         }
-        _ => client.write_all(&resp),
+        _ => {
+            state.applied(if flip {
+                Fault::FlipRequestByte
+            } else {
+                Fault::None
+            });
+            client.write_all(&resp)
+        }
     }
 }
