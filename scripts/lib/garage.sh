@@ -8,6 +8,18 @@
 #                               BUCKET and a key allowed on it, and exports
 #                               AWS_* for that key and endpoint; the server's
 #                               pid is in GARAGE_PID
+#   garage_run DIR [VAR=VALUE...]
+#                               starts the server configured under DIR again
+#                               (after garage_stop), with VAR=VALUE in its
+#                               environment (e.g. libfaketime's), and waits
+#                               until it answers
+#   garage_stop                 stops it
+#   s3_curl CURL-ARGS...        curl with a SigV4 signature from the AWS_*
+#                               variables (the secret reaches curl on stdin,
+#                               not in argv) and the empty body's SHA-256;
+#                               curl 7.88 signs the query as written, so
+#                               write its parameters sorted, values
+#                               percent-encoded, bare names as "name="
 #
 # GARAGE_COMPRESSION sets compression_level (Garage's default is 1; bk's
 # packs are compressed and encrypted already, so "none" saves the server
@@ -55,9 +67,7 @@ root_domain = ".s3.garage.localhost"
 [admin]
 api_bind_addr = "127.0.0.1:$admin_port"
 TOML
-  garage -c "$dir/garage.toml" server >"$dir/garage.log" 2>&1 &
-  GARAGE_PID=$!
-  for _ in $(seq 1 100); do garage -c "$dir/garage.toml" status >/dev/null 2>&1 && break; sleep 0.2; done
+  garage_run "$dir"
   node=$(garage -c "$dir/garage.toml" status 2>/dev/null | grep -oE '^[0-9a-f]{16}' | head -n 1 || true)
   [ -n "$node" ] || { echo "garage did not start:" >&2; cat "$dir/garage.log" >&2; return 1; }
   garage -c "$dir/garage.toml" layout assign -z dc1 -c 10GB "$node" >/dev/null
@@ -70,4 +80,24 @@ TOML
   # The seeds' Kubernetes Secret, as environment variables.
   export AWS_ACCESS_KEY_ID="$key_id" AWS_SECRET_ACCESS_KEY="$secret"
   export AWS_DEFAULT_REGION=garage AWS_REGION=garage AWS_ENDPOINT_URL="http://127.0.0.1:$s3_port"
+}
+
+garage_run() {
+  local dir="$1"
+  shift
+  env "$@" garage -c "$dir/garage.toml" server >>"$dir/garage.log" 2>&1 &
+  GARAGE_PID=$!
+  for _ in $(seq 1 100); do garage -c "$dir/garage.toml" status >/dev/null 2>&1 && break; sleep 0.2; done
+}
+
+garage_stop() {
+  kill "$GARAGE_PID" 2>/dev/null || true
+  wait "$GARAGE_PID" 2>/dev/null || true
+  GARAGE_PID=""
+}
+
+s3_curl() {
+  printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" |
+    curl -K - --aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3" \
+      -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" "$@"
 }
