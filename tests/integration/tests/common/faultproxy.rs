@@ -232,13 +232,14 @@ fn handle(
 ) -> std::io::Result<()> {
     let (head, mut body) = read_request(&mut client)?;
     let lower = head.to_ascii_lowercase();
+    let content_md5 = lower.contains("\r\ncontent-md5:");
     state.seen.lock().unwrap().push(Seen {
         line: head.split(' ').take(2).collect::<Vec<_>>().join(" "),
         region: lower
             .split_once("credential=")
             .and_then(|(_, scope)| scope.split('/').nth(2))
             .map(str::to_string),
-        content_md5: lower.contains("\r\ncontent-md5:"),
+        content_md5,
     });
     let mut flip = false;
     if !body.is_empty() {
@@ -255,7 +256,7 @@ fn handle(
         let mut u = state.uploads.lock().unwrap();
         u.total += 1;
         u.flipped += u64::from(flip);
-        u.with_content_md5 += u64::from(head.contains("\r\ncontent-md5:"));
+        u.with_content_md5 += u64::from(content_md5);
         u.with_sha256_checksum += u64::from(head.contains("\r\nx-amz-checksum-sha256:"));
         u.unsigned_payload += u64::from(head.contains("x-amz-content-sha256: unsigned-payload"));
     }
