@@ -275,7 +275,14 @@ impl Backend for LocalBackend {
         let mut out = Vec::new();
         let info = |entry: fs::DirEntry| -> std::io::Result<Option<ObjectInfo>> {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let md = entry.metadata()?;
+            // An object deleted between readdir and stat (a writer
+            // releasing its lock, a prune sweeping a pack) was not there
+            // when the listing ended: leave it out, as a LIST from S3
+            // would. Any other failure is still an error, never a gap.
+            let md = match entry.metadata() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                md => md?,
+            };
             if !md.is_file() || name.starts_with('.') {
                 return Ok(None);
             }
@@ -439,6 +446,40 @@ mod tests {
             }
         }
         assert_eq!(b.open_packs().len(), OPEN_PACKS);
+    }
+
+    /// CI failure at f989729: bk-prune listed `locks/` while a backup
+    /// released its lock, and the lock's stat after readdir failed the
+    /// whole prune with "storage error on repo/locks: No such file or
+    /// directory".
+    #[test]
+    fn regression_listing_skips_objects_deleted_during_the_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        b.put(ObjectKind::Lock, "kept", b"lock").unwrap();
+        let locks = dir.path().join("locks");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Writers taking and releasing locks, as fast as they can.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for i in 0..64 {
+                        fs::write(locks.join(format!("churn{i}")), b"x").unwrap();
+                    }
+                    for i in 0..64 {
+                        fs::remove_file(locks.join(format!("churn{i}"))).unwrap();
+                    }
+                }
+            });
+            let listed = (0..3000).try_for_each(|_| {
+                let l = b.list(ObjectKind::Lock)?;
+                assert!(l.iter().any(|o| o.name == "kept"), "{l:?}");
+                Ok::<_, Error>(())
+            });
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            listed.unwrap();
+        });
     }
 
     #[test]

@@ -139,7 +139,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         offset: u64,
         max_len: u64,
     ) -> Result<Vec<u8>>;
-    /// Every object of `kind`, or an error; never a partial list.
+    /// Every object of `kind`, or an error; never a partial list. An object
+    /// present throughout the listing is in it; one deleted while it ran
+    /// may be left out (as from an S3 LIST), not turned into an error.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
     /// [`Backend::put`] for a buffer the caller no longer needs, so a
