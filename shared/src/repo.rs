@@ -24,7 +24,7 @@ use crate::pack::{blob_aad, BlobKind};
 use crate::wire::Timestamp;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Repository format version written by this build.
@@ -103,6 +103,36 @@ pub struct Snapshot {
 pub struct IndexFiles {
     pub live: Vec<(ObjectId, IndexFile)>,
     pub superseded: Vec<ObjectId>,
+}
+
+/// Listings of index/ that [`Repository::index_files`] takes before it
+/// gives up on a prune that deletes what it lists faster than it reads.
+const INDEX_RELIST_ROUNDS: u32 = 30;
+const INDEX_RELIST_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+const INDEX_RELIST_MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl IndexFiles {
+    /// The objects of one listing (in its order), split by whether another
+    /// of them supersedes them.
+    fn split(listed: Vec<ObjectId>, mut read: HashMap<ObjectId, IndexFile>) -> IndexFiles {
+        let files: Vec<(ObjectId, IndexFile)> = listed
+            .into_iter()
+            .filter_map(|id| read.remove(&id).map(|f| (id, f)))
+            .collect();
+        let superseded: HashSet<ObjectId> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        let mut out = IndexFiles::default();
+        for (id, f) in files {
+            if superseded.contains(&id) {
+                out.superseded.push(id);
+            } else {
+                out.live.push((id, f));
+            }
+        }
+        out
+    }
 }
 
 pub struct Repository {
@@ -381,44 +411,69 @@ impl Repository {
     }
 
     /// Reads every index object; those superseded by a compacted object
-    /// are set aside. An object that vanishes between listing and reading
-    /// (a concurrent prune's sweep) restarts the load.
+    /// are set aside.
+    ///
+    /// A prune's sweep deletes superseded index objects, possibly between
+    /// this listing and the reads that follow it. The object that
+    /// supersedes them was written before they were deleted, so a fresh
+    /// listing names it: the load re-lists and reads only what it has not
+    /// read yet (objects never change), until one listing has been read
+    /// whole. The result is that listing's objects, as if it had been
+    /// taken after the sweep. A prune compacting in a tight loop can make
+    /// a round miss again, hence the backoff and the bound.
     pub fn index_files(&self) -> Result<IndexFiles> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.index_files_once() {
-                Err(e) if e.is_not_found() && attempt < 4 => continue,
-                r => return r,
+        let mut read: HashMap<ObjectId, IndexFile> = HashMap::new();
+        let mut pause = INDEX_RELIST_FIRST_PAUSE;
+        for _ in 0..INDEX_RELIST_ROUNDS {
+            let listed: Vec<ObjectId> = self
+                .backend
+                .list(ObjectKind::Index)?
+                .iter()
+                .filter_map(|o| ObjectId::from_hex(&o.name))
+                .collect();
+            let unread: Vec<ObjectId> = listed
+                .iter()
+                .filter(|id| !read.contains_key(id))
+                .copied()
+                .collect();
+            let loaded = parallel_map(&unread, self.backend.write_concurrency().max(4), |id| {
+                Ok((*id, self.read_index_object(id)?))
+            })?;
+            let mut complete = true;
+            for (id, file) in loaded {
+                match file {
+                    Some(f) => {
+                        read.insert(id, f);
+                    }
+                    None => complete = false,
+                }
             }
+            if complete {
+                return Ok(IndexFiles::split(listed, read));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(INDEX_RELIST_MAX_PAUSE);
         }
+        Err(Error::Storage {
+            object: "index/".into(),
+            source: std::io::Error::other(format!(
+                "index objects were deleted before they could be read in {INDEX_RELIST_ROUNDS} \
+                 listings in a row (a prune compacting the index without pause?); run again"
+            )),
+            retryable: true,
+        })
     }
 
-    fn index_files_once(&self) -> Result<IndexFiles> {
-        let objects = self.backend.list(ObjectKind::Index)?;
-        let names: Vec<ObjectId> = objects
-            .iter()
-            .filter_map(|o| ObjectId::from_hex(&o.name))
-            .collect();
-        let files = parallel_map(&names, self.backend.write_concurrency().max(4), |id| {
-            let name = id.to_hex();
-            let raw = self.backend.get(ObjectKind::Index, &name)?;
-            check_name(ObjectKind::Index, &name, &raw)?;
-            Ok((*id, IndexFile::open(&self.keys, &name, &raw)?))
-        })?;
-        let superseded: std::collections::HashSet<ObjectId> = files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
-        let mut out = IndexFiles::default();
-        for (id, f) in files {
-            if superseded.contains(&id) {
-                out.superseded.push(id);
-            } else {
-                out.live.push((id, f));
-            }
-        }
-        Ok(out)
+    /// One index object, authenticated; `None` if it no longer exists.
+    fn read_index_object(&self, id: &ObjectId) -> Result<Option<IndexFile>> {
+        let name = id.to_hex();
+        let raw = match self.backend.get(ObjectKind::Index, &name) {
+            Ok(raw) => raw,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        check_name(ObjectKind::Index, &name, &raw)?;
+        Ok(Some(IndexFile::open(&self.keys, &name, &raw)?))
     }
 
     pub fn write_index(&self, file: &IndexFile) -> Result<ObjectId> {
@@ -522,9 +577,19 @@ impl Repository {
             .iter()
             .filter_map(|o| ObjectId::from_hex(&o.name))
             .collect();
-        let mut out = parallel_map(&ids, self.backend.write_concurrency().max(4), |id| {
-            Ok((*id, self.load_snapshot(&id.to_hex())?))
-        })?;
+        // A snapshot deleted between the listing and its read was
+        // forgotten by a prune meanwhile: leave it out, as a listing taken
+        // a moment later would.
+        let loaded = parallel_map(
+            &ids,
+            self.backend.write_concurrency().max(4),
+            |id| match self.backend.get(ObjectKind::Snapshot, &id.to_hex()) {
+                Ok(raw) => Ok(Some((*id, self.open_snapshot(&id.to_hex(), &raw)?))),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            },
+        )?;
+        let mut out: Vec<(ObjectId, Snapshot)> = loaded.into_iter().flatten().collect();
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(out)
     }

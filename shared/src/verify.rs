@@ -175,6 +175,35 @@ struct Pending {
     chunks: Vec<ChunkId>,
     /// A storage failure kept something from being checked (exit 1, not 13).
     unreadable: bool,
+    /// Set for errors a concurrent prune or backup can cause: they are
+    /// looked at again before they are reported.
+    recheck: Option<Recheck>,
+}
+
+/// An error finding that the repository changing under verify can cause,
+/// and what to look at again to tell that from damage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Recheck {
+    /// Index objects name this pack, and the pack listing lacked it.
+    PackMissing(ObjectId),
+    /// This snapshot's listing could not be read to its end, or names
+    /// chunks that no index object or mark has.
+    Listing(ObjectId),
+}
+
+/// Rounds of fresh listings a recheckable error must survive. A round in
+/// which every remaining finding still holds ends the rechecking.
+const RECHECK_ROUNDS: usize = 3;
+
+/// The repository listed afresh for [`Verifier::recheck`], in the same
+/// order as the first look: snapshots, marks, index objects, packs.
+struct FreshView {
+    snapshots: HashSet<ObjectId>,
+    /// Live index objects and marks, merged.
+    index: Index,
+    /// Packs that a live index object names.
+    named: HashSet<ObjectId>,
+    packs: HashSet<ObjectId>,
 }
 
 #[derive(Default)]
@@ -229,6 +258,26 @@ impl Report {
                 },
                 chunks,
                 unreadable: false,
+                recheck: None,
+            });
+    }
+
+    /// Adds an error finding that is re-checked before it is reported.
+    fn push_rechecked(
+        &self,
+        recheck: Recheck,
+        finding: Finding,
+        chunks: Vec<ChunkId>,
+        unreadable: bool,
+    ) {
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Pending {
+                finding,
+                chunks,
+                unreadable,
+                recheck: Some(recheck),
             });
     }
 
@@ -254,7 +303,39 @@ impl Report {
             },
             chunks: Vec::new(),
             unreadable,
+            recheck: None,
         });
+    }
+}
+
+/// The index readers resolve chunks through: live index objects plus the
+/// entries of marks not yet swept (see `Repository::load_index`).
+fn merged_index<'f>(
+    live: impl Iterator<Item = &'f IndexFile>,
+    marks: &[crate::gc::StoredMark],
+) -> Index {
+    let mut index = Index::default();
+    for f in live {
+        index.add_file(f);
+    }
+    for m in marks {
+        index.add_file(&m.mark.entries);
+    }
+    index.finish();
+    index
+}
+
+/// An error finding with no snapshots or paths yet.
+fn error_finding(check: &str, object: String, message: String) -> Finding {
+    Finding {
+        v: wire::VERSION,
+        severity: Severity::Error,
+        check: check.into(),
+        object,
+        message,
+        snapshots: Vec::new(),
+        paths: Vec::new(),
+        more_paths: 0,
     }
 }
 
@@ -542,8 +623,27 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
         ..Default::default()
     };
 
+    // Listed in the reverse of the commit order (packs → index →
+    // snapshot, marks before the compacted index that drops their packs):
+    // what a listed object names was durable before the next listing
+    // began, so it is in that listing unless a prune deleted it meanwhile
+    // (ARCHITECTURE.md §15). Errors such a deletion can cause are
+    // re-checked before they are reported (`Verifier::recheck`).
     let mut listed: HashMap<ObjectKind, Vec<ObjectInfo>> = HashMap::new();
-    for kind in ObjectKind::ALL {
+    listed.insert(
+        ObjectKind::Snapshot,
+        repo.backend().list(ObjectKind::Snapshot)?,
+    );
+    // A damaged mark is prune's to report; readers then go without it.
+    let marks = crate::gc::load_marks(repo).unwrap_or_default();
+    for kind in [
+        ObjectKind::Index,
+        ObjectKind::Pack,
+        ObjectKind::Gc,
+        ObjectKind::Key,
+        ObjectKind::Lock,
+        ObjectKind::Config,
+    ] {
         listed.insert(kind, repo.backend().list(kind)?);
     }
     let metrics_objects = ObjectKind::ALL
@@ -562,19 +662,11 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
 
     let index_objects = v.load_index_objects(&listed[&ObjectKind::Index])?;
     summary.index_objects = listed[&ObjectKind::Index].len() as u64;
-    let index = match repo.load_index() {
-        Ok(i) => i,
-        // Some index object is damaged (reported above): resolve chunks
-        // through the others.
-        Err(_) => {
-            let mut i = Index::default();
-            for (_, f) in &index_objects.active {
-                i.add_file(f);
-            }
-            i.finish();
-            i
-        }
-    };
+    // What readers resolve chunks through (`Repository::load_index`),
+    // from the objects listed above; damaged ones are left out (and
+    // reported).
+    let index = merged_index(index_objects.active.iter().map(|(_, f)| f), &marks);
+    drop(marks);
     summary.chunks = index.chunk_count() as u64;
 
     let packs: Vec<(ObjectId, u64)> = listed[&ObjectKind::Pack]
@@ -606,6 +698,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
         summary.bytes_read = bytes;
         summary.blobs_checked = blobs;
     }
+    v.recheck(&index_objects)?;
     drop(index_objects);
 
     if let Some((dir, (id, snap))) = &against {
@@ -925,14 +1018,15 @@ impl Verifier<'_> {
                         .filter(|e| resolved_here(&e.id, pack, e.offset))
                         .map(|e| e.id)
                         .collect();
-                    self.report.push(
-                        Severity::Error,
-                        "pack",
-                        pack_path(pack),
-                        format!("missing: {named_by} lists {} blob(s) in it", entries.len()),
+                    self.report.push_rechecked(
+                        Recheck::PackMissing(*pack),
+                        error_finding(
+                            "pack",
+                            pack_path(pack),
+                            format!("missing: {named_by} lists {} blob(s) in it", entries.len()),
+                        ),
                         chunks,
-                        Vec::new(),
-                        Vec::new(),
+                        false,
                     );
                 }
                 Some(&size) => {
@@ -1040,24 +1134,15 @@ impl Verifier<'_> {
             let sid = snapshots[i].0;
             let object = format!("snapshots/{sid}");
             if let Some(p) = problem {
-                self.report
-                    .items
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(Pending {
-                        finding: Finding {
-                            v: wire::VERSION,
-                            severity: Severity::Error,
-                            check: if p.unreadable { "read" } else { "listing" }.into(),
-                            object: object.clone(),
-                            message: p.message,
-                            snapshots: vec![sid],
-                            paths: Vec::new(),
-                            more_paths: 0,
-                        },
-                        chunks: Vec::new(),
-                        unreadable: p.unreadable,
-                    });
+                let check = if p.unreadable { "read" } else { "listing" };
+                let mut finding = error_finding(check, object.clone(), p.message);
+                finding.snapshots = vec![sid];
+                self.report.push_rechecked(
+                    Recheck::Listing(sid),
+                    finding,
+                    Vec::new(),
+                    p.unreadable,
+                );
             }
             let mut missing_paths = Vec::new();
             let mut missing_chunks = HashSet::new();
@@ -1087,8 +1172,7 @@ impl Verifier<'_> {
                     p.dedup();
                     p.len()
                 };
-                self.report.push(
-                    Severity::Error,
+                let mut finding = error_finding(
                     "listing",
                     object,
                     format!(
@@ -1096,13 +1180,144 @@ impl Verifier<'_> {
                         missing_chunks.len(),
                         first[0]
                     ),
-                    Vec::new(),
-                    vec![sid],
-                    missing_paths,
                 );
+                finding.snapshots = vec![sid];
+                (finding.paths, finding.more_paths) = cap_paths(missing_paths);
+                self.report
+                    .push_rechecked(Recheck::Listing(sid), finding, Vec::new(), false);
             }
         }
         Ok(walker.chunks_read.load(Ordering::Relaxed))
+    }
+
+    /// Looks again, on fresh listings, at every error a concurrent prune
+    /// or backup can cause, and drops those that no longer hold: verify
+    /// reports what a second run would report too, not what changed under
+    /// it. A real deletion or damage holds in every round.
+    fn recheck(&self, first_look: &IndexObjects) -> Result<()> {
+        let known: HashMap<&str, &IndexFile> = first_look
+            .active
+            .iter()
+            .map(|(name, f)| (name.as_str(), f))
+            .collect();
+        let mut dropped = 0;
+        for _ in 0..RECHECK_ROUNDS {
+            let pending: Vec<Recheck> = {
+                let items = self.report.items.lock().unwrap_or_else(|p| p.into_inner());
+                items.iter().filter_map(|p| p.recheck).collect()
+            };
+            if pending.is_empty() {
+                break;
+            }
+            let view = self.fresh_view(&known)?;
+            let mut gone = HashSet::new();
+            for r in pending {
+                if !self.still_holds(r, &view)? {
+                    gone.insert(r);
+                }
+            }
+            if gone.is_empty() {
+                break;
+            }
+            let mut items = self.report.items.lock().unwrap_or_else(|p| p.into_inner());
+            let before = items.len();
+            items.retain(|p| p.recheck.is_none_or(|r| !gone.contains(&r)));
+            dropped += before - items.len();
+        }
+        if dropped > 0 {
+            self.report.add(
+                Severity::Info,
+                "concurrency",
+                "repository",
+                format!(
+                    "{dropped} error(s) seen during the run no longer held on a fresh look: \
+                     the repository changed meanwhile (a concurrent prune or backup)"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Lists snapshots, marks, index objects and packs again, in the order
+    /// of the first look. Index objects already read are not read again
+    /// (objects never change); damaged ones are left out (reported once).
+    fn fresh_view(&self, known: &HashMap<&str, &IndexFile>) -> Result<FreshView> {
+        let backend = self.repo.backend();
+        let snapshots = backend
+            .list(ObjectKind::Snapshot)?
+            .iter()
+            .filter_map(|o| ObjectId::from_hex(&o.name))
+            .collect();
+        let marks = crate::gc::load_marks(self.repo).unwrap_or_default();
+        let listed = backend.list(ObjectKind::Index)?;
+        let unread: Vec<&str> = listed
+            .iter()
+            .map(|o| o.name.as_str())
+            .filter(|n| is_object_name(n) && !known.contains_key(n))
+            .collect();
+        let read = parallel_map(&unread, self.meta_threads, |name| {
+            let file = backend.get(ObjectKind::Index, name).and_then(|raw| {
+                check_name(ObjectKind::Index, name, &raw)?;
+                IndexFile::open(self.repo.keys(), name, &raw)
+            });
+            Ok((*name, file.ok()))
+        })?;
+        let mut files: Vec<(&str, &IndexFile)> = listed
+            .iter()
+            .filter_map(|o| known.get(o.name.as_str()).map(|f| (o.name.as_str(), *f)))
+            .collect();
+        files.extend(read.iter().filter_map(|(n, f)| f.as_ref().map(|f| (*n, f))));
+        let superseded: HashSet<ObjectId> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        files.retain(|(n, _)| ObjectId::from_hex(n).is_none_or(|id| !superseded.contains(&id)));
+        let named = files
+            .iter()
+            .flat_map(|(_, f)| f.packs.iter().map(|(p, _)| *p))
+            .collect();
+        let index = merged_index(files.iter().map(|(_, f)| *f), &marks);
+        let packs = backend
+            .list(ObjectKind::Pack)?
+            .iter()
+            .filter_map(|o| ObjectId::from_hex(&o.name))
+            .collect();
+        Ok(FreshView {
+            snapshots,
+            index,
+            named,
+            packs,
+        })
+    }
+
+    /// Whether the error `r` stands for is still there in `view`.
+    fn still_holds(&self, r: Recheck, view: &FreshView) -> Result<bool> {
+        match r {
+            Recheck::PackMissing(pack) => {
+                Ok(!view.packs.contains(&pack) && view.named.contains(&pack))
+            }
+            Recheck::Listing(sid) => {
+                if !view.snapshots.contains(&sid) {
+                    return Ok(false);
+                }
+                let name = sid.to_hex();
+                let snap = match self.repo.backend().get(ObjectKind::Snapshot, &name) {
+                    Ok(raw) => match self.repo.open_snapshot(&name, &raw) {
+                        Ok(s) => s,
+                        Err(_) => return Ok(true),
+                    },
+                    Err(e) if e.is_not_found() => return Ok(false),
+                    Err(_) => return Ok(true),
+                };
+                let reader = ChunkReader::new(self.repo, &view.index);
+                let walker = ListingWalker::<ChunkId>::new(&reader);
+                let visit = |e: &Listed, found: &mut Vec<ChunkId>| {
+                    found.extend(e.chunks.iter().filter(|c| !view.index.contains(c)));
+                };
+                let (missing, problem) = walker.walk(&snap.listing, &visit)?;
+                Ok(problem.is_some() || !missing.is_empty())
+            }
+        }
     }
 
     /// Downloads the selected packs and checks everything in them. Returns

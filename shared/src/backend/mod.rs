@@ -24,6 +24,7 @@
 //! Errors carry a retryable flag ([`crate::Error::is_retryable`]); backends
 //! retry transient failures themselves within a bounded budget.
 
+pub mod fault;
 pub mod local;
 mod quickack_http;
 pub mod s3;

@@ -623,3 +623,94 @@ fn packs_of_a_dead_prunes_mark_are_never_marked_twice() {
     assert_eq!(sum["marks_pending"], 0, "{out}");
     assert_eq!(restore(&env, "latest", "r"), tree_contents(&src));
 }
+
+/// Regression (issue 34): a backup failed with "storage error on
+/// index/<id>: No such file or directory" when a prune deleted index
+/// objects it had listed, superseded by a compacted one, before it read
+/// them. Here every one of the backup's first six listings of index/ is
+/// followed at once by a compaction that supersedes and deletes what it
+/// listed (more rounds than the old bound of four re-reads); the backup
+/// must re-list, commit, and restore.
+#[test]
+fn regression_backup_fails_when_prune_compacts_the_index_it_listed() {
+    use bk::backend::fault::{Action, FaultBackend, Op, When};
+    use bk::backend::ObjectKind;
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        std::fs::write(src.join(format!("f{i}")), noise(200_000, 40 + i)).unwrap();
+        env.backup(&src, "");
+    }
+    let inner = open_backend(&env);
+    let side = open_repo(inner.clone());
+    let compactions = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = compactions.clone();
+    let fault =
+        FaultBackend::new(inner).on(Op::List, ObjectKind::Index, When::After, move |call, b| {
+            if call.nth > 6 {
+                return Action::Proceed;
+            }
+            let files = side.index_files().unwrap();
+            let supersedes: Vec<_> = files
+                .live
+                .iter()
+                .map(|(id, _)| *id)
+                .chain(files.superseded.iter().copied())
+                .collect();
+            let packs = files.live.into_iter().flat_map(|(_, f)| f.packs).collect();
+            side.write_index(&bk::index::IndexFile {
+                supersedes: supersedes.clone(),
+                packs,
+            })
+            .unwrap();
+            for id in supersedes {
+                b.delete(ObjectKind::Index, &id.to_hex()).unwrap();
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Action::Proceed
+        });
+    let fault = std::sync::Arc::new(fault);
+    let repo = open_repo(fault.clone());
+    let data = noise(300_000, 77);
+    let id = put_bytes(&repo, "stream.bin", &data);
+    assert_eq!(compactions.load(std::sync::atomic::Ordering::Relaxed), 6);
+    assert!(fault.calls(Op::List, ObjectKind::Index) > 6);
+    env.ok(&format!("bk-get {id} --into out"));
+    assert_eq!(std::fs::read(env.path("out/stream.bin")).unwrap(), data);
+    env.ok("bk-verify --read-data");
+}
+
+/// Regression (issue 34): listing snapshots failed with "no snapshot …"
+/// (exit 2) when a prune forgot one between the listing and its read.
+/// It is left out, as from a listing taken a moment later.
+#[test]
+fn regression_listing_snapshots_fails_when_one_is_forgotten_meanwhile() {
+    use bk::backend::fault::{Action, FaultBackend, Op, When};
+    use bk::backend::ObjectKind;
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(10_000, 1)).unwrap();
+    let first = env.backup(&src, "")["id"].as_str().unwrap().to_string();
+    std::fs::write(src.join("a"), noise(10_000, 2)).unwrap();
+    let second = env.backup(&src, "")["id"].as_str().unwrap().to_string();
+    let gone = first.clone();
+    let fault = FaultBackend::new(open_backend(&env)).on(
+        Op::List,
+        ObjectKind::Snapshot,
+        When::After,
+        move |_, b| {
+            let _ = b.delete(ObjectKind::Snapshot, &gone);
+            Action::Proceed
+        },
+    );
+    let repo = open_repo(std::sync::Arc::new(fault));
+    let ids: Vec<String> = repo
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id.to_hex())
+        .collect();
+    assert_eq!(ids, vec![second]);
+}

@@ -195,3 +195,28 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     out.truncate(n);
     out
 }
+
+/// The passphrase every [`Env`] repository is created with.
+pub const PASSPHRASE: &str = "it's a secret passphrase";
+
+/// The repository's storage as the library opens it in this process
+/// (local or, in S3 mode, the test server), for tests that drive the
+/// library directly or wrap the storage in a fault-injecting backend.
+pub fn open_backend(env: &Env) -> std::sync::Arc<dyn bk::backend::Backend> {
+    if let Some((endpoint, _, _)) = s3_mode() {
+        std::env::set_var("AWS_ENDPOINT_URL", endpoint);
+    }
+    bk::backend::open(&env.repo_url).unwrap()
+}
+
+/// The repository opened over `backend` with the test passphrase.
+pub fn open_repo(backend: std::sync::Arc<dyn bk::backend::Backend>) -> bk::repo::Repository {
+    let secret = bk::keys::Secret::passphrase(PASSPHRASE.into());
+    bk::repo::Repository::open(backend, &secret).unwrap()
+}
+
+/// Commits `data` as a one-file snapshot from this process; returns its id.
+pub fn put_bytes(repo: &bk::repo::Repository, name: &str, data: &[u8]) -> String {
+    let out = bk::put::put_stream(repo, name, data, &Default::default()).unwrap();
+    out.snapshot.id.to_hex()
+}
