@@ -104,6 +104,22 @@ impl Env {
         c
     }
 
+    /// One bk tool run directly (no shell), with the same environment as
+    /// [`Env::sh`], so a test can signal the tool's own process.
+    pub fn tool(&self, name: &str) -> Command {
+        let mut c = Command::new(bin_dir().join(name));
+        c.env("BK_REPO", &self.repo_url)
+            .env("BK_PASSWORD_FILE", &self.pw)
+            .env_remove("BK_PASSWORD")
+            .env_remove("BK_IDENTITY_FILE")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        if let Some((endpoint, _, _)) = s3_mode() {
+            c.env("AWS_ENDPOINT_URL", endpoint);
+        }
+        c
+    }
+
     pub fn run(&self, script: &str) -> Output {
         self.sh(script).output().unwrap()
     }
