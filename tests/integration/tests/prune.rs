@@ -727,7 +727,7 @@ fn soak_tree(writer: u64, round: u64) -> BTreeMap<String, Vec<u8>> {
         noise(150_000, 1_000_000 + writer * 10_000 + round),
     );
     t.insert("shared".to_string(), noise(400_000, 500 + round % 5));
-    if round % 3 != 0 {
+    if !round.is_multiple_of(3) {
         t.insert(format!("sub/extra{}", round % 4), noise(30_000, round));
     }
     t
@@ -904,7 +904,7 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
                 let mut cmd = env.tool("bk-verify");
-                if n % 2 == 1 {
+                if !n.is_multiple_of(2) {
                     cmd.args(["--read-data-subset", "5%"]);
                 }
                 n += 1;
