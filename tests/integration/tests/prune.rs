@@ -901,7 +901,7 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
             }
         });
         s.spawn(move || {
-            let mut n = 0;
+            let mut n: u64 = 0;
             while !stop.load(Ordering::Relaxed) {
                 let mut cmd = env.tool("bk-verify");
                 if !n.is_multiple_of(2) {
