@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// The documented process exit codes (see `bk(7)` and README).
+/// The documented process exit codes (see `bk(7)` and docs/ARCHITECTURE.md §17).
 ///
 /// The numbers follow restic where restic has the same meaning (10, 11, 12,
 /// 130), so operators' existing alert rules keep working.
