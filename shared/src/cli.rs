@@ -5,8 +5,8 @@
 //! from argv (which every user on the machine can read in /proc).
 
 use crate::error::{Error, ExitCode, Result};
-use crate::keys::Secret;
-use crate::repo::Repository;
+use crate::store::keys::Secret;
+use crate::store::repo::Repository;
 use crate::sys::AllocatorProfile;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -112,7 +112,7 @@ impl RepoArgs {
     }
 
     pub fn open(&self) -> Result<Repository> {
-        let backend = crate::backend::open(self.location()?)?;
+        let backend = crate::store::backend::open(self.location()?)?;
         Repository::open(backend, &self.secret(false)?)
     }
 }

@@ -3,31 +3,36 @@
 //! This crate holds everything the `bk-*` binaries share; the binaries only
 //! parse arguments and call into it. Start with docs/ARCHITECTURE.md for the
 //! repository format, the stream format and the invariants.
+//!
+//! The modules are layers, and imports only point down (a test below
+//! checks it):
+//!
+//! * [`error`], [`sys`]: the error type and exit codes; facts about the
+//!   operating system (host, users, signals).
+//! * [`format`]: bytes at rest and on the wire, with no I/O: ids, the
+//!   chunker, sealing, packs, index objects, stream records.
+//! * [`store`]: where objects live and how they are read and written
+//!   consistently: backends, the repository, keys, locks, GC marks,
+//!   chunk and listing readers.
+//! * [`ops`]: what the tools do: backup, restore, verify, retention and
+//!   garbage collection.
+//! * [`cli`]: what the binaries share on their command lines.
 #![deny(unsafe_code)]
 
-pub mod backend;
-pub mod chunker;
 pub mod cli;
-pub mod crypto;
 pub mod error;
-pub mod gc;
-pub mod id;
-pub mod index;
-pub mod keys;
-pub mod listing;
-pub mod locks;
-pub mod metrics;
-pub mod pack;
-pub mod policy;
-pub mod prune;
-pub mod put;
-pub mod reader;
-pub mod repo;
-pub mod restore;
-pub mod source;
-pub mod speed;
+pub mod format;
+pub mod ops;
+pub mod store;
 pub mod sys;
-pub mod verify;
-pub mod wire;
 
 pub use error::{Error, ExitCode, Result};
+
+// The paths tools, tests and docs have used since before the layers
+// (`bk::repo::Repository`, `bk::backend::open`, …).
+pub use format::{chunker, crypto, id, index, pack, wire};
+pub use ops::{gc, metrics, policy, prune, put, restore, source, speed, verify};
+pub use store::{backend, keys, listing, locks, reader, repo};
+
+#[cfg(test)]
+mod layers;

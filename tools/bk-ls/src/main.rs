@@ -1,7 +1,7 @@
 mod cli;
 
 use bk::listing::{matches_filters, ListingRecords};
-use bk::put::snapshot_record;
+use bk::repo::snapshot_record;
 use bk::wire::{self, Record, Trailer};
 use bk::{ExitCode, Result};
 use std::io::{BufWriter, Write};

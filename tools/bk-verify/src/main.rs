@@ -1,7 +1,11 @@
 mod cli;
 
-use bk::verify::{PackSelection, VerifyOptions};
-use std::io::BufWriter;
+use bk::repo::Repository;
+use bk::verify::{Outcome, PackSelection, VerifyOptions};
+use bk::ExitCode;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Instant;
 
 fn main() {
     let cli: cli::Cli = bk::cli::parse();
@@ -19,7 +23,7 @@ fn main() {
             threads: cli.threads,
         };
         let mut out = BufWriter::new(std::io::stdout().lock());
-        bk::verify::run_tool(
+        run_tool(
             &cli.repo,
             &opts,
             cli.metrics.as_deref(),
@@ -27,4 +31,74 @@ fn main() {
             &mut out,
         )
     });
+}
+
+/// bk-verify's whole run: opens the repository (taking a shared lock
+/// unless `lock` is false), runs [`verify`], and writes the metrics file
+/// if asked, also when the repository could not be opened or verified.
+fn run_tool(
+    args: &bk::cli::RepoArgs,
+    opts: &VerifyOptions,
+    metrics: Option<&Path>,
+    lock: bool,
+    out: &mut impl Write,
+) -> bk::Result<ExitCode> {
+    let last_run = bk::wire::Timestamp::now();
+    let started = Instant::now();
+    let mut label = args.repo.clone().unwrap_or_default();
+    let result = (|| -> bk::Result<Outcome> {
+        let backend = bk::backend::open(args.location()?)?;
+        label = backend.location();
+        let repo = Repository::open(backend, &args.secret(false)?)?;
+        let _lock = if lock {
+            Some(bk::locks::LockGuard::acquire(
+                repo.backend().clone(),
+                repo.keys(),
+                bk::locks::LockMode::Shared,
+                "bk-verify",
+            )?)
+        } else {
+            None
+        };
+        bk::verify::verify(&repo, opts, out)
+    })();
+    let Some(path) = metrics else {
+        return result.map(|o| o.exit);
+    };
+    let m = match &result {
+        Ok(o) => bk::metrics::VerifyMetrics {
+            repository: label,
+            last_run: last_run.secs as f64 + last_run.nanos as f64 / 1e9,
+            success: o.exit == ExitCode::Success,
+            duration_s: started.elapsed().as_secs_f64(),
+            findings: [o.summary.errors, o.summary.warnings, o.summary.infos],
+            packs_read: o.summary.packs_read,
+            bytes_read: o.summary.bytes_read,
+            repo: Some(o.metrics.clone()),
+        },
+        Err(_) => bk::metrics::VerifyMetrics {
+            repository: label,
+            last_run: last_run.secs as f64 + last_run.nanos as f64 / 1e9,
+            success: false,
+            duration_s: started.elapsed().as_secs_f64(),
+            findings: [0; 3],
+            packs_read: 0,
+            bytes_read: 0,
+            repo: None,
+        },
+    };
+    let written = bk::metrics::write_atomic(path, &bk::metrics::render(&m));
+    match (result, written) {
+        (Ok(o), Ok(())) => Ok(o.exit),
+        (Ok(o), Err(e)) if o.exit == ExitCode::Success => Err(e),
+        (Ok(o), Err(e)) => {
+            eprintln!("bk-verify: error: {e}");
+            Ok(o.exit)
+        }
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(m)) => {
+            eprintln!("bk-verify: error: {m}");
+            Err(e)
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! repositories can be verified on one node without colliding series.
 
 use crate::error::{Error, Result};
-use crate::wire::Severity;
+use crate::format::wire::Severity;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;

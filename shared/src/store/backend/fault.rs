@@ -273,7 +273,7 @@ impl Staged for FaultStaged<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::local::LocalBackend;
+    use crate::store::backend::local::LocalBackend;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn local() -> (tempfile::TempDir, Arc<dyn Backend>) {

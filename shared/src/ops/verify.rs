@@ -20,17 +20,19 @@
 //! Every problem becomes one [`Finding`]; damaged or missing data is mapped
 //! back to the snapshots and paths it affects.
 
-use crate::backend::{ObjectInfo, ObjectKind};
-use crate::chunker::Chunker;
 use crate::error::{Error, ExitCode, Result};
-use crate::id::{ChunkId, ObjectId};
-use crate::index::{Index, IndexFile};
-use crate::keys::{authenticate_key_file, KeyAuth};
-use crate::metrics::{IdentityMetrics, RepositoryMetrics};
-use crate::pack::{read_header, BlobEntry, BlobKind};
-use crate::reader::ChunkReader;
-use crate::repo::{check_name, parallel_map, Repository, Snapshot};
-use crate::wire::{self, Entry, Finding, Kind, Record, Severity, VerifyResult, VerifySummary};
+use crate::format::chunker::Chunker;
+use crate::format::id::{ChunkId, ObjectId};
+use crate::format::index::{Index, IndexFile};
+use crate::format::pack::{read_header, BlobEntry, BlobKind};
+use crate::format::wire::{
+    self, Entry, Finding, Kind, Record, Severity, VerifyResult, VerifySummary,
+};
+use crate::ops::metrics::{IdentityMetrics, RepositoryMetrics};
+use crate::store::backend::{ObjectInfo, ObjectKind};
+use crate::store::keys::{authenticate_key_file, KeyAuth};
+use crate::store::reader::ChunkReader;
+use crate::store::repo::{check_name, parallel_map, Repository, Snapshot};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -312,7 +314,7 @@ impl Report {
 /// entries of marks not yet swept (see `Repository::load_index`).
 fn merged_index<'f>(
     live: impl Iterator<Item = &'f IndexFile>,
-    marks: &[crate::gc::StoredMark],
+    marks: &[crate::store::marks::StoredMark],
 ) -> Index {
     let mut index = Index::default();
     for f in live {
@@ -635,7 +637,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
         repo.backend().list(ObjectKind::Snapshot)?,
     );
     // A damaged mark is prune's to report; readers then go without it.
-    let marks = crate::gc::load_marks(repo).unwrap_or_default();
+    let marks = repo.marks().unwrap_or_default();
     for kind in [
         ObjectKind::Index,
         ObjectKind::Pack,
@@ -771,76 +773,6 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
             identities: identity_metrics(&snapshots),
         },
     })
-}
-
-/// bk-verify's whole run: opens the repository (taking a shared lock
-/// unless `lock` is false), runs [`verify`], and writes the metrics file
-/// if asked, also when the repository could not be opened or verified.
-pub fn run_tool(
-    args: &crate::cli::RepoArgs,
-    opts: &VerifyOptions,
-    metrics: Option<&Path>,
-    lock: bool,
-    out: &mut impl Write,
-) -> Result<ExitCode> {
-    let last_run = crate::wire::Timestamp::now();
-    let started = Instant::now();
-    let mut label = args.repo.clone().unwrap_or_default();
-    let result = (|| -> Result<Outcome> {
-        let backend = crate::backend::open(args.location()?)?;
-        label = backend.location();
-        let repo = Repository::open(backend, &args.secret(false)?)?;
-        let _lock = if lock {
-            Some(crate::locks::LockGuard::acquire(
-                repo.backend().clone(),
-                repo.keys(),
-                crate::locks::LockMode::Shared,
-                "bk-verify",
-            )?)
-        } else {
-            None
-        };
-        verify(&repo, opts, out)
-    })();
-    let Some(path) = metrics else {
-        return result.map(|o| o.exit);
-    };
-    let m = match &result {
-        Ok(o) => crate::metrics::VerifyMetrics {
-            repository: label,
-            last_run: last_run.secs as f64 + last_run.nanos as f64 / 1e9,
-            success: o.exit == ExitCode::Success,
-            duration_s: started.elapsed().as_secs_f64(),
-            findings: [o.summary.errors, o.summary.warnings, o.summary.infos],
-            packs_read: o.summary.packs_read,
-            bytes_read: o.summary.bytes_read,
-            repo: Some(o.metrics.clone()),
-        },
-        Err(_) => crate::metrics::VerifyMetrics {
-            repository: label,
-            last_run: last_run.secs as f64 + last_run.nanos as f64 / 1e9,
-            success: false,
-            duration_s: started.elapsed().as_secs_f64(),
-            findings: [0; 3],
-            packs_read: 0,
-            bytes_read: 0,
-            repo: None,
-        },
-    };
-    let written = crate::metrics::write_atomic(path, &crate::metrics::render(&m));
-    match (result, written) {
-        (Ok(o), Ok(())) => Ok(o.exit),
-        (Ok(o), Err(e)) if o.exit == ExitCode::Success => Err(e),
-        (Ok(o), Err(e)) => {
-            eprintln!("bk-verify: error: {e}");
-            Ok(o.exit)
-        }
-        (Err(e), Ok(())) => Err(e),
-        (Err(e), Err(m)) => {
-            eprintln!("bk-verify: error: {m}");
-            Err(e)
-        }
-    }
 }
 
 fn identity_metrics(snapshots: &[(ObjectId, Snapshot)]) -> Vec<IdentityMetrics> {
@@ -1248,7 +1180,7 @@ impl Verifier<'_> {
             .iter()
             .filter_map(|o| ObjectId::from_hex(&o.name))
             .collect();
-        let marks = crate::gc::load_marks(self.repo).unwrap_or_default();
+        let marks = self.repo.marks().unwrap_or_default();
         let listed = backend.list(ObjectKind::Index)?;
         let unread: Vec<&str> = listed
             .iter()
@@ -1634,7 +1566,7 @@ impl Verifier<'_> {
             bytes: AtomicU64::new(0),
         };
         let mut expected: HashMap<Vec<u8>, Entry> = HashMap::new();
-        for e in crate::listing::entries(crate::listing::ListingRecords::new(
+        for e in crate::store::listing::entries(crate::store::listing::ListingRecords::new(
             self.repo,
             reader.index(),
             &snap.listing,
@@ -1701,7 +1633,7 @@ impl Verifier<'_> {
                     };
                     let rel: Vec<u8> = match &single {
                         Some(n) => n.clone(),
-                        None => crate::source::listing_path(dir, item.path()),
+                        None => crate::ops::source::listing_path(dir, item.path()),
                     };
                     let shown = String::from_utf8_lossy(&rel).into_owned();
                     let md = match item.metadata() {
@@ -1792,7 +1724,7 @@ fn kind_label(k: Kind) -> &'static str {
 }
 
 fn kind_name(md: &std::fs::Metadata) -> &'static str {
-    kind_label(crate::source::entry_from_metadata(b"x", md).kind)
+    kind_label(crate::ops::source::entry_from_metadata(b"x", md).kind)
 }
 
 /// Why comparing a file's content stopped.
@@ -1830,7 +1762,7 @@ impl Against<'_> {
         md: &std::fs::Metadata,
         want: &Entry,
     ) -> Option<Entry> {
-        let have = crate::source::entry_from_metadata(b"x", md);
+        let have = crate::ops::source::entry_from_metadata(b"x", md);
         if have.kind != want.kind {
             self.diff(
                 path,

@@ -7,10 +7,10 @@
 //! a pack number and the blob's offset and stored length. Pack ids live once
 //! in a side table. restic needs about 60 bytes per chunk for the same job.
 
-use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, ObjectId};
-use crate::pack::{decode_entries, encode_entries, BlobEntry, BlobKind};
+use crate::format::crypto::Keys;
+use crate::format::id::{ChunkId, ObjectId};
+use crate::format::pack::{decode_entries, encode_entries, BlobEntry, BlobKind};
 use std::collections::HashMap;
 
 const INDEX_MAGIC: &[u8; 4] = b"BKI1";
@@ -230,7 +230,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::MasterKey;
+    use crate::format::crypto::MasterKey;
     use proptest::prelude::*;
 
     fn entries(n: u32, salt: u8) -> Vec<BlobEntry> {

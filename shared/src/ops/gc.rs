@@ -35,180 +35,32 @@
 //! backup whose lock was not yet visible took it after the compacted index
 //! was written, so its index load excludes the marked packs and it cannot
 //! refer to them. A backup that lost its lock (could not refresh it for
-//! [`crate::locks::LOST_AFTER`]) refuses to commit. Readers resolve chunks
+//! [`crate::store::locks::LOST_AFTER`]) refuses to commit. Readers resolve chunks
 //! through [`Repository::load_index`], which includes the marks' entries,
 //! so a snapshot that raced a mark stays readable until it is recovered.
 
-use crate::backend::{ObjectKind, Staged, GC_ARM_PREFIX};
-use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, ObjectId};
-use crate::index::{Index, IndexFile};
-use crate::locks::{list_lock_objects, storage_now, LockGuard};
-use crate::pack::{BlobEntry, BlobKind, PackStream};
-use crate::reader::ChunkReader;
-use crate::repo::{check_name, parallel_map, IndexFiles, Repository, Snapshot};
-use crate::wire::{GcRecord, PruneSummary, Timestamp};
-use serde::{Deserialize, Serialize};
+use crate::format::id::{ChunkId, ObjectId};
+use crate::format::index::{Index, IndexFile};
+use crate::format::pack::{BlobEntry, BlobKind};
+use crate::format::time::Timestamp;
+use crate::format::wire::{GcRecord, PruneSummary};
+use crate::store::backend::{ObjectKind, Staged};
+use crate::store::locks::{list_lock_objects, storage_now, LockGuard};
+use crate::store::marks::{load_arms, Arm, Mark, MarkReason, MarkedPack, StoredArm, StoredMark};
+use crate::store::packer::PackStream;
+use crate::store::reader::ChunkReader;
+use crate::store::repo::{check_name, parallel_map, IndexFiles, Repository, Snapshot};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-const MARK_AAD: &[u8] = b"bk gc mark v1";
-const ARM_AAD: &[u8] = b"bk gc arm v1";
 /// Compacted index objects hold at most this many blobs each, so loading
 /// stays parallel and no single object becomes huge.
 const INDEX_PART_BLOBS: usize = 250_000;
 /// Temp files and multipart uploads are never younger than this when
 /// removed, whatever the grace period: nothing tells us who writes them.
 const MIN_INCOMPLETE_AGE: Duration = Duration::from_secs(3600);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MarkReason {
-    /// No remaining snapshot refers to any chunk in the pack.
-    Unreferenced,
-    /// Its chunks still in use were copied into new packs.
-    Repacked,
-    /// No index object names the pack (left by a killed writer).
-    Unindexed,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MarkedPack {
-    pub id: ObjectId,
-    pub size: u64,
-    pub reason: MarkReason,
-}
-
-#[derive(Serialize, Deserialize)]
-struct MarkHeader {
-    v: u32,
-    created: Timestamp,
-    packs: Vec<MarkedPack>,
-    superseded: Vec<ObjectId>,
-}
-
-/// Packs scheduled for deletion, with their index entries (for readers
-/// and for recovery) and the index objects a compaction replaced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Mark {
-    pub created: Timestamp,
-    pub packs: Vec<MarkedPack>,
-    pub superseded: Vec<ObjectId>,
-    pub entries: IndexFile,
-}
-
-impl Mark {
-    fn encode(&self) -> Vec<u8> {
-        let header = serde_json::to_vec(&MarkHeader {
-            v: 1,
-            created: self.created,
-            packs: self.packs.clone(),
-            superseded: self.superseded.clone(),
-        })
-        .expect("serializable");
-        let mut out = (header.len() as u32).to_le_bytes().to_vec();
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&self.entries.encode());
-        out
-    }
-
-    fn decode(b: &[u8]) -> Option<Mark> {
-        let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
-        let header: MarkHeader = serde_json::from_slice(b.get(4..4 + n)?).ok()?;
-        let entries = IndexFile::decode(&b[4 + n..])?;
-        Some(Mark {
-            created: header.created,
-            packs: header.packs,
-            superseded: header.superseded,
-            entries,
-        })
-    }
-
-    fn seal(&self, keys: &Keys) -> Vec<u8> {
-        keys.seal(MARK_AAD, &self.encode(), Some(3))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct StoredMark {
-    pub name: String,
-    pub mark: Mark,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Arm {
-    v: u32,
-    mark: String,
-    waiting_for: Vec<String>,
-    created: Timestamp,
-}
-
-#[derive(Debug, Clone)]
-struct StoredArm {
-    name: String,
-    arm: Arm,
-    modified: Option<SystemTime>,
-}
-
-/// Every mark in the repository. A mark that disappears while being read
-/// was swept meanwhile: its packs are deleted or back in the index.
-pub fn load_marks(repo: &Repository) -> Result<Vec<StoredMark>> {
-    let names: Vec<String> = repo
-        .backend()
-        .list(ObjectKind::Gc)?
-        .into_iter()
-        .map(|o| o.name)
-        .filter(|n| ObjectId::from_hex(n).is_some())
-        .collect();
-    let marks = parallel_map(&names, 4, |name| {
-        let raw = match repo.backend().get(ObjectKind::Gc, name) {
-            Ok(r) => r,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        check_name(ObjectKind::Gc, name, &raw)?;
-        let plain = repo
-            .keys()
-            .open(MARK_AAD, &raw)
-            .map_err(|e| Error::integrity(format!("gc/{name}"), e.to_string()))?;
-        let mark = Mark::decode(&plain)
-            .ok_or_else(|| Error::integrity(format!("gc/{name}"), "malformed mark"))?;
-        Ok(Some(StoredMark {
-            name: name.clone(),
-            mark,
-        }))
-    })?;
-    Ok(marks.into_iter().flatten().collect())
-}
-
-fn load_arms(repo: &Repository) -> Result<Vec<StoredArm>> {
-    let mut out = Vec::new();
-    for obj in repo.backend().list(ObjectKind::Gc)? {
-        if !obj.name.starts_with(GC_ARM_PREFIX) {
-            continue;
-        }
-        let raw = match repo.backend().get(ObjectKind::Gc, &obj.name) {
-            Ok(r) => r,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e),
-        };
-        check_name(ObjectKind::Gc, &obj.name, &raw)?;
-        let arm: Arm = repo
-            .keys()
-            .open(ARM_AAD, &raw)
-            .ok()
-            .and_then(|p| serde_json::from_slice(&p).ok())
-            .ok_or_else(|| Error::integrity(format!("gc/{}", obj.name), "unreadable arm"))?;
-        out.push(StoredArm {
-            name: obj.name,
-            arm,
-            modified: obj.modified,
-        });
-    }
-    Ok(out)
-}
 
 /// How much unused space in partly used packs is tolerated before
 /// repacking (restic's `--max-unused`).
@@ -286,7 +138,7 @@ impl Default for GcOptions {
 /// One thing garbage collection did (or, in a dry run, would do).
 fn action(action: &str, object: String, bytes: u64) -> GcRecord {
     GcRecord {
-        v: crate::wire::VERSION,
+        v: crate::format::wire::VERSION,
         action: action.to_string(),
         object,
         bytes,
@@ -327,7 +179,7 @@ pub fn collect(
     gc.summary.marks_pending = if opts.dry_run {
         0
     } else {
-        load_marks(repo)?.len() as u64
+        repo.marks()?.len() as u64
     };
     gc.summary.duration_s = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     Ok(gc.summary)
@@ -341,7 +193,7 @@ pub fn forget_only(
     emit: &mut Emit<'_>,
 ) -> Result<PruneSummary> {
     let mut summary = PruneSummary {
-        v: crate::wire::VERSION,
+        v: crate::format::wire::VERSION,
         dry_run: opts.dry_run,
         ..Default::default()
     };
@@ -386,7 +238,7 @@ impl Gc<'_> {
     /// objects and marks that name its data, so all of them are seen.
     fn referenced(&mut self) -> Result<(HashSet<ChunkId>, IndexFiles, Vec<StoredMark>)> {
         let snaps = self.snapshots()?;
-        let marks = load_marks(self.repo)?;
+        let marks = self.repo.marks()?;
         let files = self.repo.index_files()?;
         let index = Repository::read_index(&files, &marks);
         let referenced = self.scanner.referenced(self.repo, &index, &snaps)?;
@@ -417,12 +269,7 @@ impl Gc<'_> {
                 .collect(),
             created: Timestamp::now(),
         };
-        let sealed = self.repo.keys().seal(
-            ARM_AAD,
-            &serde_json::to_vec(&arm).expect("serializable"),
-            None,
-        );
-        let name = format!("{GC_ARM_PREFIX}{}", ObjectId::digest(&sealed).to_hex());
+        let (name, sealed) = arm.seal(self.repo.keys());
         self.repo.backend().put(ObjectKind::Gc, &name, &sealed)?;
         let reason = if arm.waiting_for.is_empty() {
             "no backup was running".to_string()
@@ -434,11 +281,11 @@ impl Gc<'_> {
 
     /// Sweeps every armed mark that is due.
     fn sweep(&mut self, emit: &mut Emit<'_>) -> Result<()> {
-        let marks = load_marks(self.repo)?;
+        let marks = self.repo.marks()?;
         if marks.is_empty() {
             return Ok(());
         }
-        let mut arms = load_arms(self.repo)?;
+        let mut arms = load_arms(&**self.repo.backend(), self.repo.keys())?;
         // A mark without an arm was left by a prune that died after
         // writing it: arm it now (every writer still running is waited for).
         if !self.opts.dry_run {
@@ -451,7 +298,7 @@ impl Gc<'_> {
                 for m in &unarmed {
                     self.arm(m, emit)?;
                 }
-                arms = load_arms(self.repo)?;
+                arms = load_arms(&**self.repo.backend(), self.repo.keys())?;
             }
         }
         let (live, now) = self.live_holders()?;
@@ -539,9 +386,8 @@ impl Gc<'_> {
                 // Unindexed packs carry no entries: read the pack's own
                 // header, in case it holds something a snapshot uses.
                 None => match backend.get(ObjectKind::Pack, &name) {
-                    Ok(raw) => {
-                        crate::pack::read_header(self.repo.keys(), &name, &raw).unwrap_or_default()
-                    }
+                    Ok(raw) => crate::format::pack::read_header(self.repo.keys(), &name, &raw)
+                        .unwrap_or_default(),
                     Err(e) if e.is_not_found() => Vec::new(),
                     Err(e) => return Err(e),
                 },
@@ -1080,37 +926,6 @@ mod tests {
             scan_ids(&joint, &mut ids);
             assert!(ids.contains(&a), "cut at {cut}");
         }
-    }
-
-    #[test]
-    fn mark_round_trip() {
-        let keys = crate::crypto::MasterKey::generate().derive();
-        let m = Mark {
-            created: Timestamp::now(),
-            packs: vec![MarkedPack {
-                id: ObjectId::digest(b"p"),
-                size: 10,
-                reason: MarkReason::Repacked,
-            }],
-            superseded: vec![ObjectId::digest(b"i")],
-            entries: IndexFile {
-                supersedes: vec![],
-                packs: vec![(
-                    ObjectId::digest(b"p"),
-                    vec![BlobEntry {
-                        kind: BlobKind::Data,
-                        id: ChunkId::digest(b"c"),
-                        offset: 0,
-                        len: 5,
-                        raw_len: 4,
-                    }],
-                )],
-            },
-        };
-        let sealed = m.seal(&keys);
-        let plain = keys.open(MARK_AAD, &sealed).unwrap();
-        assert_eq!(Mark::decode(&plain).unwrap(), m);
-        assert!(Mark::decode(&plain[..plain.len() - 1]).is_none());
     }
 
     #[test]

@@ -23,11 +23,11 @@
 //! Two processes that take conflicting locks at the same moment both see
 //! each other and both back off: safe, never both proceed.
 
-use crate::backend::{Backend, ObjectKind};
-use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::id::ObjectId;
-use crate::wire::Timestamp;
+use crate::format::crypto::Keys;
+use crate::format::id::ObjectId;
+use crate::format::time::Timestamp;
+use crate::store::backend::{Backend, ObjectKind};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -357,8 +357,8 @@ impl Drop for LockGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::local::LocalBackend;
-    use crate::crypto::MasterKey;
+    use crate::format::crypto::MasterKey;
+    use crate::store::backend::local::LocalBackend;
 
     #[test]
     fn shared_locks_coexist_exclusive_conflicts_and_stale_is_ignored() {

@@ -13,15 +13,19 @@
 //! tmp/                 local backend only: files being written
 //! ```
 
-use crate::backend::{Backend, ObjectKind};
-use crate::chunker::{Chunker, ChunkerParams};
-use crate::crypto::{Keys, MasterKey};
+use crate::store::backend::{Backend, ObjectKind};
+// Re-exported: their users predate the move to the layers below.
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, ObjectId};
-use crate::index::{BlobLocation, Index, IndexFile};
-use crate::keys::{KeyFile, NewKey, Secret, Unwrapped};
-use crate::pack::{blob_aad, BlobKind};
-use crate::wire::Timestamp;
+use crate::format::chunker::{Chunker, ChunkerParams};
+use crate::format::crypto::{Keys, MasterKey};
+use crate::format::id::{ChunkId, ObjectId};
+use crate::format::index::{BlobLocation, Index, IndexFile};
+use crate::format::pack::{blob_aad, BlobKind};
+use crate::format::time::Timestamp;
+pub use crate::store::backend::check_name;
+use crate::store::keys::{KeyFile, NewKey, Secret, Unwrapped};
+use crate::store::marks::{load_marks, StoredMark};
+pub use crate::sys::parallel_map;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -384,7 +388,7 @@ impl Repository {
     pub fn load_index(&self) -> Result<Index> {
         // Marks first: a sweep writes a recovered pack's index object
         // before deleting the mark, so one of the two names it.
-        let marks = crate::gc::load_marks(self)?;
+        let marks = self.marks()?;
         let files = self.index_files()?;
         Ok(Repository::read_index(&files, &marks))
     }
@@ -396,9 +400,14 @@ impl Repository {
         Ok(Repository::read_index(&self.index_files()?, &[]))
     }
 
+    /// Every garbage-collection mark not yet swept (see `store::marks`).
+    pub fn marks(&self) -> Result<Vec<StoredMark>> {
+        load_marks(&*self.backend, &self.keys)
+    }
+
     /// The merged index of the live index objects plus the entries of
     /// `marks` (see [`Repository::load_index`]).
-    pub fn read_index(files: &IndexFiles, marks: &[crate::gc::StoredMark]) -> Index {
+    pub fn read_index(files: &IndexFiles, marks: &[StoredMark]) -> Index {
         let mut index = Index::default();
         for (_, f) in &files.live {
             index.add_file(f);
@@ -680,52 +689,23 @@ impl Repository {
     }
 }
 
-/// Applies `f` to every item on up to `threads` threads (small objects from
-/// a remote store are latency-bound), keeping the input order. The first
-/// error wins.
-pub fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(&T) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<R>>>> =
-        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, items.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(item) = items.get(i) else { break };
-                let r = f(item);
-                let failed = r.is_err();
-                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                if failed {
-                    next.store(usize::MAX / 2, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
-        }
-    });
-    let mut out = Vec::with_capacity(items.len());
-    for r in results {
-        match r.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(Ok(v)) => out.push(v),
-            Some(Err(e)) => return Err(e),
-            None => {}
-        }
+/// The record tools print for a stored snapshot (without the figures only
+/// the backup that wrote it knows).
+pub fn snapshot_record(id: &ObjectId, s: &Snapshot) -> crate::format::wire::SnapshotRecord {
+    crate::format::wire::SnapshotRecord {
+        v: crate::format::wire::VERSION,
+        id: *id,
+        time: s.time,
+        identity: s.identity.clone(),
+        tags: s.tags.clone(),
+        files: s.files,
+        dirs: s.dirs,
+        bytes: s.bytes,
+        errors: s.errors,
+        new_bytes: None,
+        stored_bytes: None,
+        new_chunks: None,
+        unmodified_files: None,
+        duration_s: None,
     }
-    Ok(out)
-}
-
-/// Objects are named by the SHA-256 of their stored bytes; check it.
-pub fn check_name(kind: ObjectKind, name: &str, raw: &[u8]) -> Result<()> {
-    if kind
-        .digest_name(name)
-        .is_some_and(|d| ObjectId::digest(raw).to_hex() != d)
-    {
-        return Err(Error::integrity(
-            kind.path(name),
-            "content does not match its name (corrupt or replaced)",
-        ));
-    }
-    Ok(())
 }

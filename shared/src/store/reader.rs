@@ -4,7 +4,7 @@
 //! them, so neighbouring blobs sit side by side in the same pack. One
 //! request per blob costs a round trip each on S3 (a tree of 100k small
 //! files became 100k GETs); on backends that say so
-//! ([`crate::backend::Backend::read_window`]) a read fetches a window of the
+//! ([`crate::store::backend::Backend::read_window`]) a read fetches a window of the
 //! pack starting at the blob and later reads are served from the windows
 //! kept in memory (bounded). Local reads go straight to the blob.
 //! Every blob is still authenticated and re-hashed when it is served.
@@ -19,11 +19,11 @@
 //! every announced read of it has been served (or released with
 //! [`ChunkReader::release`]).
 
-use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, ObjectId};
-use crate::index::{BlobLocation, Index};
-use crate::repo::Repository;
+use crate::format::id::{ChunkId, ObjectId};
+use crate::format::index::{BlobLocation, Index};
+use crate::store::backend::ObjectKind;
+use crate::store::repo::Repository;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -597,7 +597,7 @@ impl<'a> ChunkReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::BlobKind;
+    use crate::format::pack::BlobKind;
 
     const BLOB: u64 = 256 * 1024;
 

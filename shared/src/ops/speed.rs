@@ -8,9 +8,9 @@
 //! of it and a profile can be read against it. Nothing here touches a
 //! repository or the disk.
 
-use crate::chunker::{Chunker, ChunkerParams};
-use crate::crypto::MasterKey;
-use crate::id::ChunkId;
+use crate::format::chunker::{Chunker, ChunkerParams};
+use crate::format::crypto::MasterKey;
+use crate::format::id::ChunkId;
 use std::time::{Duration, Instant};
 
 /// One measured building block.

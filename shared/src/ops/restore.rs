@@ -3,7 +3,7 @@
 //! Safety rules, so a hostile or damaged listing cannot write outside the
 //! target directory:
 //!
-//! * every path must pass [`crate::wire::check_relative_path`] (no `..`,
+//! * every path must pass [`crate::format::wire::check_relative_path`] (no `..`,
 //!   no absolute paths); offending entries are skipped and reported;
 //! * every parent directory is walked component by component with lstat
 //!   and must be a real directory, never a symlink (once per restore:
@@ -18,10 +18,11 @@
 //! sparse files stay sparse.
 
 use crate::error::{Error, Result};
-use crate::index::Index;
-use crate::reader::ChunkReader;
-use crate::repo::Repository;
-use crate::wire::{self, Entry, Kind, Timestamp};
+use crate::format::index::Index;
+use crate::format::time::Timestamp;
+use crate::format::wire::{self, Entry, Kind};
+use crate::store::reader::ChunkReader;
+use crate::store::repo::Repository;
 use rand::RngCore;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -495,7 +496,7 @@ pub fn restore(
                 crate::sys::check_interrupted()?;
                 let e = e?;
                 let rel = e.path_bytes()?;
-                if !crate::listing::matches_filters(&rel, &opts.filters) {
+                if !crate::store::listing::matches_filters(&rel, &opts.filters) {
                     continue;
                 }
                 if let Err(m) = wire::check_relative_path(&rel) {
@@ -669,11 +670,11 @@ fn make_special(p: &Path, e: &Entry) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::local::LocalBackend;
-    use crate::backend::{Backend, ObjectInfo, ObjectKind};
-    use crate::keys::Secret;
-    use crate::repo::InitOptions;
-    use crate::source::{chunk_tree, ChunkOptions};
+    use crate::ops::source::{chunk_tree, ChunkOptions};
+    use crate::store::backend::local::LocalBackend;
+    use crate::store::backend::{Backend, ObjectInfo, ObjectKind};
+    use crate::store::keys::Secret;
+    use crate::store::repo::InitOptions;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -817,7 +818,7 @@ mod tests {
         let copts = ChunkOptions::for_repo(&repo);
         let mut stream = Vec::new();
         chunk_tree(&src, &copts, &mut stream).unwrap();
-        crate::put::put(&repo, &stream[..], &crate::put::PutOptions::default()).unwrap();
+        crate::ops::put::put(&repo, &stream[..], &crate::ops::put::PutOptions::default()).unwrap();
         backend.faults.store(faults, Ordering::SeqCst);
         backend.faulted.lock().unwrap().clear();
         (dir, backend, repo)
@@ -826,13 +827,13 @@ mod tests {
     fn restore_all(dir: &Path, repo: &Repository) -> RestoreSummary {
         let index = repo.load_index().unwrap();
         let (_, snap) = repo.find_snapshot("latest", None).unwrap();
-        let records = crate::listing::ListingRecords::new(repo, &index, &snap.listing);
+        let records = crate::store::listing::ListingRecords::new(repo, &index, &snap.listing);
         let opts = RestoreOptions {
             into: dir.join("out"),
             filters: vec![],
             threads: 4,
         };
-        restore(repo, &index, crate::listing::entries(records), &opts).unwrap()
+        restore(repo, &index, crate::store::listing::entries(records), &opts).unwrap()
     }
 
     fn assert_same_tree(a: &Path, b: &Path) {
@@ -945,10 +946,10 @@ mod tests {
             ..InitOptions::default()
         };
         let repo = Repository::init(Arc::new(LocalBackend::new(&repo_dir)), &secret, opts).unwrap();
-        let put = crate::put::put_tree(
+        let put = crate::ops::put::put_tree(
             &repo,
             &src,
-            &crate::put::ParentChoice::None,
+            &crate::ops::put::ParentChoice::None,
             &Default::default(),
         )
         .unwrap();
@@ -956,11 +957,9 @@ mod tests {
 
         let index = repo.load_index().unwrap();
         let (_, snap) = repo.find_snapshot("latest", None).unwrap();
-        let entries: Vec<Entry> = crate::listing::entries(crate::listing::ListingRecords::new(
-            &repo,
-            &index,
-            &snap.listing,
-        ))
+        let entries: Vec<Entry> = crate::store::listing::entries(
+            crate::store::listing::ListingRecords::new(&repo, &index, &snap.listing),
+        )
         .collect::<Result<_>>()
         .unwrap();
         let bad_entry = entries.iter().find(|e| e.path == "bad").unwrap();

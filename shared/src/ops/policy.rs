@@ -39,8 +39,9 @@
 //! so every day is exactly 24 hours long.
 
 use crate::error::{Error, Result};
-use crate::id::ObjectId;
-use crate::wire::{SnapshotRecord, Timestamp};
+use crate::format::id::ObjectId;
+use crate::format::time::Timestamp;
+use crate::format::wire::SnapshotRecord;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;

@@ -8,10 +8,10 @@
 //! hard-linked file, carry their chunk ids in the entry and no data. A final
 //! trailer says the stream is complete.
 
-use crate::chunker::Chunker;
 use crate::error::{Error, Result};
-use crate::id::ChunkId;
-use crate::wire::{
+use crate::format::chunker::Chunker;
+use crate::format::id::ChunkId;
+use crate::format::wire::{
     self, Entry, ErrorRecord, Header, Kind, Record, RecordReader, Timestamp, Trailer,
 };
 use std::collections::{HashMap, HashSet};
@@ -97,7 +97,7 @@ pub struct ChunkOptions {
 
 impl ChunkOptions {
     /// The repository's keyed chunker, no parent.
-    pub fn for_repo(repo: &crate::repo::Repository) -> Self {
+    pub fn for_repo(repo: &crate::store::repo::Repository) -> Self {
         ChunkOptions {
             chunker: repo.chunker(),
             chunker_name: repo.chunker_name(),

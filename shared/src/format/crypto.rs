@@ -1,7 +1,7 @@
 //! Authenticated encryption of everything bk stores.
 //!
 //! One random 256-bit master key per repository, wrapped by age in each key
-//! file (see [`crate::keys`]). Sub-keys are derived with HKDF-SHA256 so each
+//! file (see [`crate::store::keys`]). Sub-keys are derived with HKDF-SHA256 so each
 //! purpose has its own key:
 //!
 //! * `data`: AES-256-GCM for blobs, index objects, snapshots and locks.

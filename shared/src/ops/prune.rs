@@ -3,13 +3,15 @@
 //! also runs on snapshot records from stdin without any repository.
 
 use crate::error::{Error, Result};
-use crate::gc::{self, GcOptions};
-use crate::id::ObjectId;
-use crate::locks::{LockGuard, LockMode};
-use crate::policy::{self, GroupBy, Policy, Selection};
-use crate::put::snapshot_record;
-use crate::repo::Repository;
-use crate::wire::{self, DecisionRecord, PruneSummary, Record, RecordReader, SnapshotRecord};
+use crate::format::id::ObjectId;
+use crate::format::wire::{
+    self, DecisionRecord, PruneSummary, Record, RecordReader, SnapshotRecord,
+};
+use crate::ops::gc::{self, GcOptions};
+use crate::ops::policy::{self, GroupBy, Policy, Selection};
+use crate::store::locks::{LockGuard, LockMode};
+use crate::store::repo::snapshot_record;
+use crate::store::repo::Repository;
 use std::io::{BufRead, Write};
 use std::time::Duration;
 

@@ -2,15 +2,15 @@
 //! time, concatenated into the JSON-lines they were cut from.
 
 use crate::error::Result;
-use crate::id::ChunkId;
-use crate::index::Index;
-use crate::repo::Repository;
-use crate::wire::{Entry, Record, RecordReader};
+use crate::format::id::ChunkId;
+use crate::format::index::Index;
+use crate::format::wire::{Entry, Record, RecordReader};
+use crate::store::repo::Repository;
 use std::io::{BufReader, Read};
 
 /// A `Read` over the concatenation of chunks, fetched lazily.
 pub struct ChunkStream<'a> {
-    reader: crate::reader::ChunkReader<'a>,
+    reader: crate::store::reader::ChunkReader<'a>,
     ids: &'a [ChunkId],
     next: usize,
     cur: Vec<u8>,
@@ -20,7 +20,7 @@ pub struct ChunkStream<'a> {
 impl<'a> ChunkStream<'a> {
     pub fn new(repo: &'a Repository, index: &'a Index, ids: &'a [ChunkId]) -> Self {
         ChunkStream {
-            reader: crate::reader::ChunkReader::new(repo, index),
+            reader: crate::store::reader::ChunkReader::new(repo, index),
             ids,
             next: 0,
             cur: Vec::new(),

@@ -13,18 +13,19 @@
 //! A crash or interruption at any point leaves a valid repository plus
 //! unreferenced packs that garbage collection removes later.
 
-use crate::chunker::Chunker;
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, ObjectId};
-use crate::index::{Index, IndexFile};
-use crate::listing::ListingRecords;
-use crate::locks::{LockGuard, LockMode};
-use crate::pack::{blob_aad, BlobEntry, BlobKind, PackStream, StreamedPack};
-use crate::repo::{Repository, Snapshot};
-use crate::source::{self, ChunkOptions, ParentListing, StreamSink};
-use crate::wire::{
+use crate::format::chunker::Chunker;
+use crate::format::id::{ChunkId, ObjectId};
+use crate::format::index::{Index, IndexFile};
+use crate::format::pack::{blob_aad, BlobEntry, BlobKind};
+use crate::format::wire::{
     self, Entry, ErrorRecord, Header, Kind, Record, RecordReader, SnapshotRecord, Timestamp,
 };
+use crate::ops::source::{self, ChunkOptions, ParentListing, StreamSink};
+use crate::store::listing::ListingRecords;
+use crate::store::locks::{LockGuard, LockMode};
+use crate::store::packer::{PackStream, StreamedPack};
+use crate::store::repo::{snapshot_record, Repository, Snapshot};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Read};
@@ -683,25 +684,6 @@ pub fn default_identity(h: &Header) -> String {
     format!("{user}@{host}:{path}")
 }
 
-pub fn snapshot_record(id: &ObjectId, s: &Snapshot) -> SnapshotRecord {
-    SnapshotRecord {
-        v: wire::VERSION,
-        id: *id,
-        time: s.time,
-        identity: s.identity.clone(),
-        tags: s.tags.clone(),
-        files: s.files,
-        dirs: s.dirs,
-        bytes: s.bytes,
-        errors: s.errors,
-        new_bytes: None,
-        stored_bytes: None,
-        new_chunks: None,
-        unmodified_files: None,
-        duration_s: None,
-    }
-}
-
 /// The receiving end of a chunk stream: checks its shape, builds the
 /// listing and hands chunk data to the workers. Fed by the JSON reader
 /// ([`put`]) or directly by the tree walker ([`put_tree`]).
@@ -929,11 +911,11 @@ impl StreamSink for Consumer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::local::LocalBackend;
-    use crate::backend::{stage_in_memory, Backend, ObjectInfo, ObjectKind, Staged};
-    use crate::keys::Secret;
-    use crate::repo::InitOptions;
-    use crate::source::{chunk_tree, ChunkOptions};
+    use crate::ops::source::{chunk_tree, ChunkOptions};
+    use crate::store::backend::local::LocalBackend;
+    use crate::store::backend::{stage_in_memory, Backend, ObjectInfo, ObjectKind, Staged};
+    use crate::store::keys::Secret;
+    use crate::store::repo::InitOptions;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
@@ -1143,15 +1125,19 @@ mod tests {
         let index = repo.load_index().unwrap();
         let (_, snap) = repo.find_snapshot("latest", Some("a@b:/c")).unwrap();
         let into = dir.path().join("out");
-        let records = crate::listing::ListingRecords::new(&repo, &index, &snap.listing);
-        let opts = crate::restore::RestoreOptions {
+        let records = crate::store::listing::ListingRecords::new(&repo, &index, &snap.listing);
+        let opts = crate::ops::restore::RestoreOptions {
             into: into.clone(),
             filters: vec![],
             threads: 2,
         };
-        let summary =
-            crate::restore::restore(&repo, &index, crate::listing::entries(records), &opts)
-                .unwrap();
+        let summary = crate::ops::restore::restore(
+            &repo,
+            &index,
+            crate::store::listing::entries(records),
+            &opts,
+        )
+        .unwrap();
         assert_eq!((summary.files, summary.errors), (6, 0));
         for i in 0..6 {
             let name = format!("f{i}");

@@ -108,6 +108,20 @@ impl ObjectKind {
     }
 }
 
+/// Objects are named by the SHA-256 of their stored bytes; check it.
+pub fn check_name(kind: ObjectKind, name: &str, raw: &[u8]) -> Result<()> {
+    if kind
+        .digest_name(name)
+        .is_some_and(|d| crate::format::id::ObjectId::digest(raw).to_hex() != d)
+    {
+        return Err(crate::Error::integrity(
+            kind.path(name),
+            "content does not match its name (corrupt or replaced)",
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub name: String,
@@ -152,7 +166,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
     /// Reading many small neighbouring ranges costs a round trip each:
     /// backends where that matters return the window size worth fetching
-    /// at once (see [`crate::reader`]).
+    /// at once (see [`crate::store::reader`]).
     fn read_window(&self) -> Option<u64> {
         None
     }

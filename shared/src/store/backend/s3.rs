@@ -668,8 +668,8 @@ impl Backend for S3Backend {
         // the upload checksum costs nothing; config and keys are small.
         let sha256 = kind
             .digest_name(name)
-            .and_then(crate::id::ObjectId::from_hex)
-            .unwrap_or_else(|| crate::id::ObjectId::digest(&data));
+            .and_then(crate::format::id::ObjectId::from_hex)
+            .unwrap_or_else(|| crate::format::id::ObjectId::digest(&data));
         let sha256 = *sha256.as_bytes();
         let data = bytes::Bytes::from(data);
         let key = self.key(kind, name);
@@ -701,7 +701,8 @@ impl Backend for S3Backend {
         let digest_name = kind.digest_name(name);
         self.retrying(|| {
             let data = self.rt.block_on(self.get_bytes(&key, None))?;
-            if digest_name.is_some_and(|d| crate::id::ObjectId::digest(&data).to_hex() != d) {
+            if digest_name.is_some_and(|d| crate::format::id::ObjectId::digest(&data).to_hex() != d)
+            {
                 return Err(Error::integrity(
                     kind.path(name),
                     "content read back does not match its name",

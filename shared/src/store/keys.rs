@@ -9,9 +9,9 @@
 //! and unwrap in microseconds: the path for automation that opens the
 //! repository once per file, such as PostgreSQL's archive_command.
 
-use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, Result};
-use crate::wire::Timestamp;
+use crate::format::crypto::{Keys, MasterKey};
+use crate::format::time::Timestamp;
 use age::secrecy::{ExposeSecret, SecretString};
 use base64::Engine;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,10 @@
+//! Bytes at rest and on the wire. Nothing here does I/O: each module turns
+//! values into bytes and back, and checks what it reads.
+
+pub mod chunker;
+pub mod crypto;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod time;
+pub mod wire;

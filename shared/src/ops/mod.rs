@@ -1,0 +1,13 @@
+//! What the tools do, built on the store: backup (`put`, from `source`),
+//! `restore`, `verify` (with its `metrics`), retention (`policy`, `prune`)
+//! and garbage collection (`gc`), and the building-block `speed` check.
+
+pub mod gc;
+pub mod metrics;
+pub mod policy;
+pub mod prune;
+pub mod put;
+pub mod restore;
+pub mod source;
+pub mod speed;
+pub mod verify;
