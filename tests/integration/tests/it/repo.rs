@@ -1,8 +1,7 @@
 //! Repository administration, keys, errors and exit codes.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn init_prints_one_line_and_refuses_to_overwrite() {

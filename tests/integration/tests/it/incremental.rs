@@ -1,8 +1,7 @@
 //! Incremental backups, cross-identity dedup and snapshot selection.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn tree(env: &Env, files: usize, size: usize) -> std::path::PathBuf {
     let src = env.path("src");

@@ -1,9 +1,8 @@
 //! Incomplete or hostile input must never produce a snapshot or write
 //! outside the restore target.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::io::Write;
 use std::process::Stdio;
 

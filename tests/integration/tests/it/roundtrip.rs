@@ -1,8 +1,7 @@
 //! Backup → restore fidelity through the real binaries and real pipes.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -2,6 +2,9 @@
 //! run through `bash -c` so pipelines use real pipes.
 #![allow(dead_code)]
 
+pub mod faultproxy;
+pub mod tlsfront;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -2,9 +2,8 @@
 //! emptied, deleted and swapped; subsets; --against; metrics. After every
 //! fault, bk-get must fail or restore the right bytes, never wrong ones.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

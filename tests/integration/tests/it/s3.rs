@@ -1,13 +1,9 @@
 //! S3-specific behaviour against the real S3 test server that scripts/test
 //! starts (run with BK_TEST_BACKEND=s3; skipped otherwise).
 
-mod common;
-#[path = "common/faultproxy.rs"]
-mod faultproxy;
-#[path = "common/tlsfront.rs"]
-mod tlsfront;
+use crate::common::{faultproxy, tlsfront};
 
-use common::*;
+use crate::common::*;
 use std::collections::HashMap;
 
 fn s3() -> Option<(String, std::path::PathBuf, String)> {

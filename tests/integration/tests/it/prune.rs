@@ -1,9 +1,8 @@
 //! bk-prune: forgetting, garbage collection, repacking, and the two-phase
 //! protocol against backups running at the same time.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
