@@ -912,110 +912,39 @@ impl StreamSink for Consumer<'_> {
 mod tests {
     use super::*;
     use crate::ops::source::{chunk_tree, ChunkOptions};
+    use crate::store::backend::fault::{Action, FaultBackend, Op, When};
     use crate::store::backend::local::LocalBackend;
-    use crate::store::backend::{stage_in_memory, Backend, ObjectInfo, ObjectKind, Staged};
+    use crate::store::backend::{Backend, ObjectKind};
     use crate::store::keys::Secret;
     use crate::store::repo::InitOptions;
-    use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
-    /// Fault injection around the real local backend: pack writes fail
-    /// after `allowed` successes, as on a full disk.
-    #[derive(Debug)]
-    struct FailingPacks {
-        inner: LocalBackend,
-        allowed: Arc<AtomicUsize>,
-        /// Stage packs in the local backend's tmp/ (the path local backups
-        /// take) instead of building them in memory for `put`.
-        staged: bool,
-    }
-
-    /// Spends one pack of the allowance, or fails like a full disk.
-    fn take_one(allowed: &AtomicUsize, name: &str) -> Result<()> {
-        match allowed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(Error::storage(
-                name,
-                std::io::Error::other("injected: no space left on device"),
-            )),
+    /// The real local backend whose pack writes fail after `allowed`
+    /// successes, as on a full disk. `staged`: packs are staged in the
+    /// local backend's tmp/ (the path local backups take) and the failure
+    /// comes at publication, as fsync(2) fails on a full disk; otherwise
+    /// they are built in memory and put whole.
+    fn failing_packs(repo_dir: &std::path::Path, allowed: u64, staged: bool) -> FaultBackend {
+        let inner: Arc<dyn Backend> = Arc::new(LocalBackend::new(repo_dir));
+        let backend =
+            FaultBackend::new(inner).on(Op::Put, ObjectKind::Pack, When::Before, move |call, _| {
+                if call.nth > allowed {
+                    Action::Fail(
+                        std::io::ErrorKind::Other,
+                        "injected: no space left on device".into(),
+                    )
+                } else {
+                    Action::Proceed
+                }
+            });
+        if staged {
+            backend
+        } else {
+            backend.with_staging_in_memory()
         }
     }
 
-    /// A staged pack whose publication fails once the allowance is spent
-    /// (as fsync(2) does on a full disk).
-    struct FailingStaged<'a> {
-        inner: Box<dyn Staged + 'a>,
-        allowed: Arc<AtomicUsize>,
-    }
-
-    impl std::io::Write for FailingStaged<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.inner.write(buf)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.inner.flush()
-        }
-    }
-
-    impl Staged for FailingStaged<'_> {
-        fn publish(self: Box<Self>, name: &str) -> Result<()> {
-            take_one(&self.allowed, name)?;
-            self.inner.publish(name)
-        }
-    }
-
-    impl Backend for FailingPacks {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        fn create(&self) -> Result<()> {
-            self.inner.create()
-        }
-        fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
-            if kind == ObjectKind::Pack {
-                take_one(&self.allowed, name)?;
-            }
-            self.inner.put(kind, name, data)
-        }
-        fn stage(&self, kind: ObjectKind, size_hint: usize) -> Result<Box<dyn Staged + '_>> {
-            if !self.staged {
-                return Ok(stage_in_memory(self, kind, size_hint));
-            }
-            Ok(Box::new(FailingStaged {
-                inner: self.inner.stage(kind, size_hint)?,
-                allowed: self.allowed.clone(),
-            }))
-        }
-        fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-            self.inner.get(kind, name)
-        }
-        fn get_range_upto(
-            &self,
-            kind: ObjectKind,
-            name: &str,
-            offset: u64,
-            max_len: u64,
-        ) -> Result<Vec<u8>> {
-            self.inner.get_range_upto(kind, name, offset, max_len)
-        }
-        fn get_range(
-            &self,
-            kind: ObjectKind,
-            name: &str,
-            offset: u64,
-            len: u64,
-        ) -> Result<Vec<u8>> {
-            self.inner.get_range(kind, name, offset, len)
-        }
-        fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-            self.inner.list(kind)
-        }
-        fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
-            self.inner.delete(kind, name)
-        }
-    }
-
-    fn setup(allowed: usize, staged: bool) -> (tempfile::TempDir, Repository, Vec<u8>) {
+    fn setup(allowed: u64, staged: bool) -> (tempfile::TempDir, Repository, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir(&src).unwrap();
@@ -1031,11 +960,7 @@ mod tests {
                 .collect();
             std::fs::write(src.join(format!("f{i}")), data).unwrap();
         }
-        let backend = Arc::new(FailingPacks {
-            inner: LocalBackend::new(dir.path().join("repo")),
-            allowed: Arc::new(AtomicUsize::new(allowed)),
-            staged,
-        });
+        let backend = Arc::new(failing_packs(&dir.path().join("repo"), allowed, staged));
         let secret = Secret::Identities(vec![age::x25519::Identity::generate()]);
         let opts = InitOptions {
             pack_size: 1 << 20,
@@ -1069,7 +994,7 @@ mod tests {
     /// instead of failing the backup or naming data that may be deleted.
     #[test]
     fn regression_put_tree_rereads_parent_files_whose_data_left_the_index() {
-        let (dir, repo, _) = setup(usize::MAX, true);
+        let (dir, repo, _) = setup(u64::MAX, true);
         let src = dir.path().join("src");
         let opts = PutOptions::default();
         let first = put_tree(&repo, &src, &ParentChoice::Latest, &opts).unwrap();
@@ -1105,7 +1030,7 @@ mod tests {
 
     #[test]
     fn put_and_restore_in_process() {
-        let (dir, repo, stream) = setup(usize::MAX, true);
+        let (dir, repo, stream) = setup(u64::MAX, true);
         let out = put(
             &repo,
             &stream[..],

@@ -671,22 +671,21 @@ fn make_special(p: &Path, e: &Entry) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
     use crate::ops::source::{chunk_tree, ChunkOptions};
+    use crate::store::backend::fault::{Action, Call, FaultBackend, Op, When};
     use crate::store::backend::local::LocalBackend;
-    use crate::store::backend::{Backend, ObjectInfo, ObjectKind};
+    use crate::store::backend::{Backend, ObjectKind};
     use crate::store::keys::Secret;
     use crate::store::repo::InitOptions;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    /// The real local backend dressed as a remote one (it offers a read
-    /// window, so restores plan and prefetch ranges), counting the pack
-    /// bytes it serves and optionally failing or corrupting the first
-    /// ranged read of each of `faults` packs (later reads of those packs,
-    /// such as the direct reads a failed range falls back to, succeed, as a
-    /// retried request to a real server would).
-    #[derive(Debug)]
+    /// What the remote-like repository counts, and the faults it is told
+    /// to inject: the first ranged read of each of `faults` packs fails or
+    /// (`corrupt`) comes back with a flipped byte. Later reads of those
+    /// packs, such as the direct reads a failed range falls back to,
+    /// succeed, as a retried request to a real server would.
+    #[derive(Debug, Default)]
     struct RemoteLike {
-        inner: LocalBackend,
         pack_bytes_read: AtomicU64,
         requests: AtomicU64,
         faults: AtomicUsize,
@@ -694,79 +693,55 @@ mod tests {
         faulted: Mutex<std::collections::HashSet<String>>,
     }
 
-    impl RemoteLike {
-        fn count(&self, kind: ObjectKind, data: &[u8]) {
-            if kind == ObjectKind::Pack {
-                self.pack_bytes_read
-                    .fetch_add(data.len() as u64, Ordering::SeqCst);
-                self.requests.fetch_add(1, Ordering::SeqCst);
+    /// The real local backend dressed as a remote one through the fault
+    /// backend: it offers a read window (so restores plan and prefetch
+    /// ranges), counts the pack bytes it serves and injects `remote`'s
+    /// faults.
+    fn remote_like(repo_dir: &Path, remote: Arc<RemoteLike>) -> FaultBackend {
+        let inner: Arc<dyn Backend> = Arc::new(LocalBackend::new(repo_dir));
+        let counting = |remote: Arc<RemoteLike>| {
+            move |call: &Call, _: &dyn Backend| {
+                remote.pack_bytes_read.fetch_add(call.len, Ordering::SeqCst);
+                remote.requests.fetch_add(1, Ordering::SeqCst);
+                Action::Proceed
             }
-        }
-    }
-
-    impl Backend for RemoteLike {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        fn create(&self) -> Result<()> {
-            self.inner.create()
-        }
-        fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
-            self.inner.put(kind, name, data)
-        }
-        fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-            let d = self.inner.get(kind, name)?;
-            self.count(kind, &d);
-            Ok(d)
-        }
-        fn get_range(
-            &self,
-            kind: ObjectKind,
-            name: &str,
-            offset: u64,
-            len: u64,
-        ) -> Result<Vec<u8>> {
-            let mut d = self.inner.get_range(kind, name, offset, len)?;
-            self.count(kind, &d);
-            if kind == ObjectKind::Pack
-                && self.faulted.lock().unwrap().insert(name.to_string())
-                && self
-                    .faults
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-            {
-                if self.corrupt {
-                    let mid = d.len() / 2;
-                    d[mid] ^= 0x40;
-                } else {
-                    return Err(Error::storage(
-                        name,
-                        std::io::Error::other("injected: connection reset"),
-                    ));
-                }
-            }
-            Ok(d)
-        }
-        fn get_range_upto(
-            &self,
-            kind: ObjectKind,
-            name: &str,
-            offset: u64,
-            max_len: u64,
-        ) -> Result<Vec<u8>> {
-            let d = self.inner.get_range_upto(kind, name, offset, max_len)?;
-            self.count(kind, &d);
-            Ok(d)
-        }
-        fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-            self.inner.list(kind)
-        }
-        fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
-            self.inner.delete(kind, name)
-        }
-        fn read_window(&self) -> Option<u64> {
-            Some(4 << 20)
-        }
+        };
+        let faulting = remote.clone();
+        FaultBackend::new(inner)
+            .with_read_window(Some(4 << 20))
+            .on(
+                Op::Get,
+                ObjectKind::Pack,
+                When::After,
+                counting(remote.clone()),
+            )
+            .on(
+                Op::GetRange,
+                ObjectKind::Pack,
+                When::After,
+                counting(remote.clone()),
+            )
+            .on(Op::GetUpto, ObjectKind::Pack, When::After, counting(remote))
+            .on(
+                Op::GetRange,
+                ObjectKind::Pack,
+                When::After,
+                move |call, _| {
+                    let r = &faulting;
+                    let first = r.faulted.lock().unwrap().insert(call.name.clone());
+                    let budget = r
+                        .faults
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                    match (first && budget.is_ok(), r.corrupt) {
+                        (false, _) => Action::Proceed,
+                        (true, true) => Action::FlipByte(call.len as usize / 2),
+                        (true, false) => Action::Fail(
+                            std::io::ErrorKind::Other,
+                            "injected: connection reset".into(),
+                        ),
+                    }
+                },
+            )
     }
 
     fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -801,20 +776,17 @@ mod tests {
         }
         std::fs::write(src.join("empty"), b"").unwrap();
         let backend = Arc::new(RemoteLike {
-            inner: LocalBackend::new(dir.path().join("repo")),
-            pack_bytes_read: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            faults: AtomicUsize::new(0),
             corrupt,
-            faulted: Mutex::new(Default::default()),
+            ..Default::default()
         });
+        let storage = Arc::new(remote_like(&dir.path().join("repo"), backend.clone()));
         let secret = Secret::Identities(vec![age::x25519::Identity::generate()]);
         let opts = InitOptions {
             pack_size: 1 << 20,
             compression: 0,
             ..InitOptions::default()
         };
-        let repo = Repository::init(backend.clone(), &secret, opts).unwrap();
+        let repo = Repository::init(storage, &secret, opts).unwrap();
         let copts = ChunkOptions::for_repo(&repo);
         let mut stream = Vec::new();
         chunk_tree(&src, &copts, &mut stream).unwrap();

@@ -19,8 +19,13 @@ use std::sync::{Arc, Mutex};
 pub enum Op {
     /// `put`, `put_owned`, and the publication of a staged object.
     Put,
-    /// `get`, `get_range` and `get_range_upto`.
+    /// `get`: a whole object.
     Get,
+    /// `get_range`: an exact range.
+    GetRange,
+    /// `get_range_upto`: a range that may end short at the object's end
+    /// (the windows readers fetch ahead).
+    GetUpto,
     List,
     Delete,
 }
@@ -44,6 +49,9 @@ pub struct Call {
     /// 1 for the first call of this `op` on this `kind` since the backend
     /// was wrapped, 2 for the second, …
     pub nth: u64,
+    /// After a read: how many bytes it returned; after a listing: how many
+    /// objects. 0 otherwise.
+    pub len: u64,
 }
 
 /// What the call does after a hook ran.
@@ -52,6 +60,13 @@ pub enum Action {
     Proceed,
     /// The call fails with this error (kind and message of the I/O error).
     Fail(std::io::ErrorKind, String),
+    /// Sleeps this long, then goes on (a slow store).
+    Delay(std::time::Duration),
+    /// After a read: the byte at this offset of what was read (clamped to
+    /// the last one) is flipped, as a bit rotting in transit would.
+    FlipByte(usize),
+    /// After a read: only this many bytes of it are returned.
+    Truncate(usize),
 }
 
 type Hook = Box<dyn Fn(&Call, &dyn Backend) -> Action + Send + Sync>;
@@ -61,6 +76,12 @@ pub struct FaultBackend {
     inner: Arc<dyn Backend>,
     hooks: Vec<(Op, ObjectKind, When, Hook)>,
     counts: Mutex<HashMap<(Op, ObjectKind), u64>>,
+    /// `Some`: overrides the wrapped backend's read window (a local
+    /// repository dressed as a remote one).
+    read_window: Option<Option<u64>>,
+    /// Objects are staged in memory and published with one hooked put,
+    /// as a backend without streaming writes (S3) does.
+    stage_in_memory: bool,
 }
 
 impl std::fmt::Debug for FaultBackend {
@@ -78,7 +99,23 @@ impl FaultBackend {
             inner,
             hooks: Vec::new(),
             counts: Mutex::new(HashMap::new()),
+            read_window: None,
+            stage_in_memory: false,
         }
+    }
+
+    /// Reports `window` as the read window instead of the wrapped
+    /// backend's, so readers plan ranged reads as they do against S3.
+    pub fn with_read_window(mut self, window: Option<u64>) -> FaultBackend {
+        self.read_window = Some(window);
+        self
+    }
+
+    /// Stages objects in memory (the trait's default) instead of in the
+    /// wrapped backend, so every publication is one hooked put.
+    pub fn with_staging_in_memory(mut self) -> FaultBackend {
+        self.stage_in_memory = true;
+        self
     }
 
     /// Runs `hook` at `when` of every `op` on objects of `kind`. The hook
@@ -128,26 +165,47 @@ impl FaultBackend {
         *n
     }
 
-    fn run_hooks(&self, op: Op, kind: ObjectKind, name: &str, when: When, nth: u64) -> Result<()> {
-        let call = Call {
-            op,
-            kind,
-            name: name.to_string(),
-            when,
-            nth,
-        };
+    /// Runs the matching hooks in order. A failure ends the call; a delay
+    /// is slept; flips and truncations are applied to `data` (reads).
+    fn run_hooks(&self, call: &Call, mut data: Option<&mut Vec<u8>>) -> Result<()> {
         for (o, k, w, hook) in &self.hooks {
-            if (*o, *k, *w) != (op, kind, when) {
+            if (*o, *k, *w) != (call.op, call.kind, call.when) {
                 continue;
             }
-            if let Action::Fail(error, message) = hook(&call, &*self.inner) {
-                return Err(Error::storage(
-                    kind.path(name),
-                    std::io::Error::new(error, message),
-                ));
+            match hook(call, &*self.inner) {
+                Action::Proceed => {}
+                Action::Fail(error, message) => {
+                    return Err(Error::storage(
+                        call.kind.path(&call.name),
+                        std::io::Error::new(error, message),
+                    ))
+                }
+                Action::Delay(d) => std::thread::sleep(d),
+                Action::FlipByte(at) => {
+                    if let Some(d) = data.as_deref_mut().filter(|d| !d.is_empty()) {
+                        let at = at.min(d.len() - 1);
+                        d[at] ^= 0x40;
+                    }
+                }
+                Action::Truncate(len) => {
+                    if let Some(d) = data.as_deref_mut() {
+                        d.truncate(len);
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    fn call(&self, op: Op, kind: ObjectKind, name: &str) -> Call {
+        Call {
+            op,
+            kind,
+            name: name.to_string(),
+            when: When::Before,
+            nth: self.count(op, kind),
+            len: 0,
+        }
     }
 
     /// Counts the call, runs the `Before` hooks, the call itself, then the
@@ -159,11 +217,30 @@ impl FaultBackend {
         name: &str,
         call: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let nth = self.count(op, kind);
-        self.run_hooks(op, kind, name, When::Before, nth)?;
+        let mut c = self.call(op, kind, name);
+        self.run_hooks(&c, None)?;
         let out = call()?;
-        self.run_hooks(op, kind, name, When::After, nth)?;
+        c.when = When::After;
+        self.run_hooks(&c, None)?;
         Ok(out)
+    }
+
+    /// [`FaultBackend::around`] for reads, whose `After` hooks may alter
+    /// the bytes read.
+    fn read(
+        &self,
+        op: Op,
+        kind: ObjectKind,
+        name: &str,
+        call: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let mut c = self.call(op, kind, name);
+        self.run_hooks(&c, None)?;
+        let mut data = call()?;
+        c.when = When::After;
+        c.len = data.len() as u64;
+        self.run_hooks(&c, Some(&mut data))?;
+        Ok(data)
     }
 }
 
@@ -187,11 +264,11 @@ impl Backend for FaultBackend {
     }
 
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        self.around(Op::Get, kind, name, || self.inner.get(kind, name))
+        self.read(Op::Get, kind, name, || self.inner.get(kind, name))
     }
 
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.around(Op::Get, kind, name, || {
+        self.read(Op::GetRange, kind, name, || {
             self.inner.get_range(kind, name, offset, len)
         })
     }
@@ -203,13 +280,19 @@ impl Backend for FaultBackend {
         offset: u64,
         max_len: u64,
     ) -> Result<Vec<u8>> {
-        self.around(Op::Get, kind, name, || {
+        self.read(Op::GetUpto, kind, name, || {
             self.inner.get_range_upto(kind, name, offset, max_len)
         })
     }
 
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        self.around(Op::List, kind, "", || self.inner.list(kind))
+        let mut c = self.call(Op::List, kind, "");
+        self.run_hooks(&c, None)?;
+        let listed = self.inner.list(kind)?;
+        c.when = When::After;
+        c.len = listed.len() as u64;
+        self.run_hooks(&c, None)?;
+        Ok(listed)
     }
 
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
@@ -217,10 +300,13 @@ impl Backend for FaultBackend {
     }
 
     fn read_window(&self) -> Option<u64> {
-        self.inner.read_window()
+        self.read_window.unwrap_or_else(|| self.inner.read_window())
     }
 
     fn stage(&self, kind: ObjectKind, size_hint: usize) -> Result<Box<dyn Staged + '_>> {
+        if self.stage_in_memory {
+            return Ok(super::stage_in_memory(self, kind, size_hint));
+        }
         Ok(Box::new(FaultStaged {
             backend: self,
             kind,

@@ -24,8 +24,11 @@
 //! Errors carry a retryable flag ([`crate::Error::is_retryable`]); backends
 //! retry transient failures themselves within a bounded budget.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod fault;
 pub mod local;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
 mod quickack_http;
 pub mod s3;
 mod s3_tls;
@@ -259,4 +262,98 @@ pub fn open(location: &str) -> Result<std::sync::Arc<dyn Backend>> {
         return Err(crate::Error::Usage("empty repository address".into()));
     }
     Ok(std::sync::Arc::new(local::LocalBackend::new(location)))
+}
+
+#[cfg(test)]
+mod contract {
+    //! Every backend (and the fault backend wrapping one with no hooks)
+    //! answers the same calls the same way.
+    use super::fault::FaultBackend;
+    use super::local::LocalBackend;
+    use super::memory::MemoryBackend;
+    use super::*;
+    use std::sync::Arc;
+
+    /// Every method of [`Backend`] on a fresh location, as a transcript of
+    /// results (error kinds, not messages: those name the location).
+    fn transcript(b: &dyn Backend) -> Vec<String> {
+        let r = |x: Result<Vec<u8>>| match x {
+            Ok(d) => format!("ok {d:?}"),
+            Err(e) => format!("err {:?}", io_kind(&e)),
+        };
+        let u = |x: Result<()>| match x {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("err {:?}", io_kind(&e)),
+        };
+        let pack = "ab".repeat(32);
+        let mut t = vec![
+            u(b.create()),
+            u(b.put(ObjectKind::Config, "config", b"c")),
+            u(b.put(ObjectKind::Config, "config", b"c")),
+            u(b.put(ObjectKind::Key, "k1", b"key")),
+            u(b.put(ObjectKind::Key, "k1", b"key")),
+            u(b.put(ObjectKind::Lock, "l1", b"lock")),
+            u(b.put(ObjectKind::Lock, "l1", b"lock")),
+            u(b.put(ObjectKind::Pack, &pack, b"0123456789")),
+            u(b.put(ObjectKind::Pack, &pack, b"0123456789")),
+            u(b.put_owned(ObjectKind::Index, "i1", b"index".to_vec())),
+            r(b.get(ObjectKind::Index, "i1")),
+            r(b.get(ObjectKind::Index, "nope")),
+            r(b.get_range(ObjectKind::Pack, &pack, 2, 3)),
+            r(b.get_range(ObjectKind::Pack, &pack, 8, 5)),
+            r(b.get_range(ObjectKind::Pack, "cd", 0, 1)),
+            r(b.get_range_upto(ObjectKind::Pack, &pack, 8, 5)),
+            r(b.get_range_upto(ObjectKind::Pack, &pack, 20, 5)),
+        ];
+        let mut staged = b.stage(ObjectKind::Snapshot, 3).unwrap();
+        std::io::Write::write_all(&mut staged, b"snap").unwrap();
+        t.push(u(staged.publish("s1")));
+        let dropped = b.stage(ObjectKind::Snapshot, 3).unwrap();
+        drop(dropped);
+        t.push(r(b.get(ObjectKind::Snapshot, "s1")));
+        for kind in ObjectKind::ALL {
+            let mut l: Vec<(String, u64, bool)> = b
+                .list(kind)
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.name, o.size, o.modified.is_some()))
+                .collect();
+            l.sort();
+            t.push(format!("{kind:?} {l:?}"));
+        }
+        t.push(u(b.delete(ObjectKind::Index, "i1")));
+        t.push(u(b.delete(ObjectKind::Index, "i1")));
+        t.push(r(b.get(ObjectKind::Index, "i1")));
+        t.push(format!("incomplete {}", b.incomplete().unwrap().len()));
+        t.push(u(b.remove_incomplete("none")));
+        t.push(u(b.create()));
+        t
+    }
+
+    fn io_kind(e: &crate::Error) -> Option<std::io::ErrorKind> {
+        match e {
+            crate::Error::Storage { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_backend_answers_every_method_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = || -> Arc<dyn Backend> {
+            Arc::new(LocalBackend::new(
+                tempfile::tempdir_in(dir.path()).unwrap().keep(),
+            ))
+        };
+        let memory = || -> Arc<dyn Backend> { Arc::new(MemoryBackend::new()) };
+        let reference = transcript(&*local());
+        assert_eq!(transcript(&*memory()), reference);
+        for inner in [local(), memory()] {
+            let wrapped = FaultBackend::new(inner.clone());
+            assert_eq!(transcript(&wrapped), reference);
+            assert_eq!(wrapped.location(), inner.location());
+            assert_eq!(wrapped.read_window(), inner.read_window());
+            assert_eq!(wrapped.write_concurrency(), inner.write_concurrency());
+        }
+    }
 }

@@ -1,6 +1,5 @@
 //! Incremental backups, cross-identity dedup and snapshot selection.
 
-
 use crate::common::*;
 
 fn tree(env: &Env, files: usize, size: usize) -> std::path::PathBuf {

@@ -1,7 +1,6 @@
 //! bk-prune: forgetting, garbage collection, repacking, and the two-phase
 //! protocol against backups running at the same time.
 
-
 use crate::common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -310,12 +309,8 @@ fn a_second_prune_is_refused_and_a_dead_prunes_lock_does_not_block() {
     std::fs::write(src.join("a"), b"a").unwrap();
     env.backup(&src, "");
     // A prune lock held by a live process (this test, via the library).
-    if let Some((endpoint, _, _)) = s3_mode() {
-        std::env::set_var("AWS_ENDPOINT_URL", endpoint);
-    }
-    let backend = bk::backend::open(&env.repo_url).unwrap();
-    let secret = bk::keys::Secret::passphrase("it's a secret passphrase".into());
-    let repo = bk::repo::Repository::open(backend.clone(), &secret).unwrap();
+    let backend = open_backend(&env);
+    let repo = open_repo(backend.clone());
     let held = bk::locks::LockGuard::acquire(
         backend.clone(),
         repo.keys(),
@@ -522,59 +517,6 @@ fn concurrent_backups_and_prunes_never_lose_committed_data() {
     assert_eq!(snaps.len(), writers * 2);
 }
 
-/// Storage that refuses index writes: a prune dies after writing its mark
-/// and before its compacted index.
-#[derive(Debug)]
-struct FailIndexWrites(std::sync::Arc<dyn bk::backend::Backend>);
-
-impl bk::backend::Backend for FailIndexWrites {
-    fn location(&self) -> String {
-        self.0.location()
-    }
-    fn create(&self) -> bk::Result<()> {
-        self.0.create()
-    }
-    fn put(&self, kind: bk::backend::ObjectKind, name: &str, data: &[u8]) -> bk::Result<()> {
-        if kind == bk::backend::ObjectKind::Index {
-            return Err(bk::Error::storage(
-                "index",
-                std::io::Error::other("injected failure"),
-            ));
-        }
-        self.0.put(kind, name, data)
-    }
-    fn get(&self, kind: bk::backend::ObjectKind, name: &str) -> bk::Result<Vec<u8>> {
-        self.0.get(kind, name)
-    }
-    fn get_range(
-        &self,
-        kind: bk::backend::ObjectKind,
-        name: &str,
-        offset: u64,
-        len: u64,
-    ) -> bk::Result<Vec<u8>> {
-        self.0.get_range(kind, name, offset, len)
-    }
-    fn get_range_upto(
-        &self,
-        kind: bk::backend::ObjectKind,
-        name: &str,
-        offset: u64,
-        max_len: u64,
-    ) -> bk::Result<Vec<u8>> {
-        self.0.get_range_upto(kind, name, offset, max_len)
-    }
-    fn list(&self, kind: bk::backend::ObjectKind) -> bk::Result<Vec<bk::backend::ObjectInfo>> {
-        self.0.list(kind)
-    }
-    fn delete(&self, kind: bk::backend::ObjectKind, name: &str) -> bk::Result<()> {
-        self.0.delete(kind, name)
-    }
-}
-
-/// Regression: a prune that died between its mark and its compacted index
-/// left packs that the next run marked a second time, so the older mark's
-/// sweep could delete them without waiting for the newer mark's writers.
 #[test]
 fn packs_of_a_dead_prunes_mark_are_never_marked_twice() {
     let env = Env::new();
@@ -586,14 +528,22 @@ fn packs_of_a_dead_prunes_mark_are_never_marked_twice() {
     std::fs::write(src.join("b.bin"), noise(1_000_000, 2)).unwrap();
     env.backup(&src, "");
 
-    if let Some((endpoint, _, _)) = s3_mode() {
-        std::env::set_var("AWS_ENDPOINT_URL", endpoint);
-    }
-    let backend = bk::backend::open(&env.repo_url).unwrap();
-    let failing: std::sync::Arc<dyn bk::backend::Backend> =
-        std::sync::Arc::new(FailIndexWrites(backend));
-    let secret = bk::keys::Secret::passphrase("it's a secret passphrase".into());
-    let repo = bk::repo::Repository::open(failing, &secret).unwrap();
+    let backend = open_backend(&env);
+    // Storage that refuses index writes: the prune dies after writing its
+    // mark and before its compacted index.
+    let failing = bk::backend::fault::FaultBackend::new(backend).on(
+        bk::backend::fault::Op::Put,
+        bk::backend::ObjectKind::Index,
+        bk::backend::fault::When::Before,
+        |_, _| {
+            bk::backend::fault::Action::Fail(
+                std::io::ErrorKind::Other,
+                "injected: index writes refused".into(),
+            )
+        },
+    );
+    let failing: std::sync::Arc<dyn bk::backend::Backend> = std::sync::Arc::new(failing);
+    let repo = open_repo(failing);
     let opts = bk::prune::PruneOptions {
         forget: vec![s1.clone()],
         gc: Some(bk::gc::GcOptions {

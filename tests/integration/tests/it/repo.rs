@@ -1,6 +1,5 @@
 //! Repository administration, keys, errors and exit codes.
 
-
 use crate::common::*;
 
 #[test]
@@ -101,20 +100,8 @@ fn lock_conflict_and_stale_lock_cleanup() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), b"x").unwrap();
     // Hold an exclusive lock from this (live) process through the library.
-    if let Some((endpoint, _, _)) = s3_mode() {
-        std::env::set_var("AWS_ENDPOINT_URL", endpoint);
-    }
-    let backend = bk::backend::open(&env.repo_url).unwrap();
-    let repo = bk::repo::Repository::open(
-        backend.clone(),
-        &bk::keys::Secret::passphrase(
-            std::fs::read_to_string(&env.pw)
-                .unwrap()
-                .trim_end()
-                .to_string(),
-        ),
-    )
-    .unwrap();
+    let backend = open_backend(&env);
+    let repo = open_repo(backend.clone());
     let guard =
         bk::locks::LockGuard::acquire(backend, repo.keys(), bk::locks::LockMode::Exclusive, "test")
             .unwrap();

@@ -1,6 +1,5 @@
 //! Backup → restore fidelity through the real binaries and real pipes.
 
-
 use crate::common::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;

@@ -1,7 +1,6 @@
 //! Incomplete or hostile input must never produce a snapshot or write
 //! outside the restore target.
 
-
 use crate::common::*;
 use std::io::Write;
 use std::process::Stdio;

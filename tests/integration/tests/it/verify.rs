@@ -2,7 +2,6 @@
 //! emptied, deleted and swapped; subsets; --against; metrics. After every
 //! fault, bk-get must fail or restore the right bytes, never wrong ones.
 
-
 use crate::common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -53,7 +53,7 @@ impl Env {
     pub fn bare() -> Env {
         let dir = tempfile::Builder::new().prefix("bk-it-").tempdir().unwrap();
         let pw = dir.path().join("pw");
-        std::fs::write(&pw, "it's a secret passphrase\n").unwrap();
+        std::fs::write(&pw, format!("{PASSPHRASE}\n")).unwrap();
         let (repo, repo_url) = match s3_mode() {
             Some((_, root, bucket)) => {
                 let prefix = dir
