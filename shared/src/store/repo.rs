@@ -676,6 +676,52 @@ impl Repository {
         }
     }
 
+    /// Every key file, by name. A key file that does not parse is an
+    /// integrity error: listing must not hide a key from its owner.
+    pub fn key_files(&self) -> Result<Vec<(String, KeyFile)>> {
+        let mut out = Vec::new();
+        for obj in self.backend.list(ObjectKind::Key)? {
+            let raw = match self.backend.get(ObjectKind::Key, &obj.name) {
+                Ok(raw) => raw,
+                // Removed since the listing (bk-repo key remove elsewhere).
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            let kf: KeyFile = serde_json::from_slice(&raw)
+                .map_err(|e| Error::integrity(format!("keys/{}", obj.name), e.to_string()))?;
+            out.push((obj.name, kf));
+        }
+        Ok(out)
+    }
+
+    /// Removes the one key file whose name starts with `prefix`; returns
+    /// its name. The repository's last key is never removed: nothing could
+    /// open the repository again.
+    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+        let keys = self.key_files()?;
+        let matches: Vec<&String> = keys
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        let name = match matches.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                return Err(Error::Usage(format!(
+                    "no key {prefix:?} (see `bk-repo key list`)"
+                )))
+            }
+            _ => return Err(Error::Usage(format!("key prefix {prefix:?} is ambiguous"))),
+        };
+        if keys.len() == 1 {
+            return Err(Error::Usage(
+                "refusing to remove the repository's last key: nothing could open it again".into(),
+            ));
+        }
+        self.backend.delete(ObjectKind::Key, &name)?;
+        Ok(name)
+    }
+
     pub fn add_key(&self, new: &NewKey, label: Option<String>) -> Result<String> {
         let mut kf = KeyFile::seal(&self.master, &self.config.id, new, label)?;
         let name = random_hex(16);
@@ -707,5 +753,50 @@ pub fn snapshot_record(id: &ObjectId, s: &Snapshot) -> crate::format::wire::Snap
         new_chunks: None,
         unmodified_files: None,
         duration_s: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::backend::memory::MemoryBackend;
+
+    #[test]
+    fn the_last_key_is_never_removed() {
+        let me = age::x25519::Identity::generate();
+        let secret = Secret::Identities(vec![me.clone()]);
+        let repo = Repository::init(
+            Arc::new(MemoryBackend::new()),
+            &secret,
+            InitOptions::default(),
+        )
+        .unwrap();
+        let other = age::x25519::Identity::generate();
+        let added = repo
+            .add_key(&NewKey::Recipient(other.to_public()), Some("spare".into()))
+            .unwrap();
+        assert_eq!(repo.key_files().unwrap().len(), 2);
+        let ambiguous = repo.remove_key("").unwrap_err();
+        assert!(ambiguous.to_string().contains("ambiguous"), "{ambiguous}");
+        assert!(repo
+            .remove_key("zz-no-such")
+            .unwrap_err()
+            .to_string()
+            .contains("no key"));
+        assert_eq!(repo.remove_key(repo.key_name()).unwrap(), repo.key_name());
+        let last = repo.remove_key(&added).unwrap_err();
+        assert_eq!(last.exit_code(), crate::ExitCode::Usage);
+        assert!(last.to_string().contains("last key"), "{last}");
+        let left: Vec<String> = repo
+            .key_files()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(left, vec![added.clone()]);
+        // The spare key opens the repository.
+        let backend = repo.backend().clone();
+        let reopened = Repository::open(backend, &Secret::Identities(vec![other])).unwrap();
+        assert_eq!(reopened.key_name(), added);
     }
 }

@@ -1,7 +1,7 @@
 mod cli;
 
 use bk::backend::ObjectKind;
-use bk::keys::{KeyFile, NewKey, Secret};
+use bk::keys::{NewKey, Secret};
 use bk::locks::{list_lock_objects, LockObject};
 use bk::repo::{InitOptions, Repository};
 use bk::wire;
@@ -128,22 +128,11 @@ fn lock_json(l: &LockObject, now: std::time::SystemTime) -> serde_json::Value {
     }
 }
 
-fn read_keys(repo: &Repository) -> Result<Vec<(String, KeyFile)>> {
-    let mut out = Vec::new();
-    for obj in repo.backend().list(ObjectKind::Key)? {
-        let raw = repo.backend().get(ObjectKind::Key, &obj.name)?;
-        let kf: KeyFile = serde_json::from_slice(&raw)
-            .map_err(|e| Error::integrity(format!("keys/{}", obj.name), e.to_string()))?;
-        out.push((obj.name, kf));
-    }
-    Ok(out)
-}
-
 fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
     let repo = args.open()?;
     match command {
         KeyCommand::List => {
-            for (name, kf) in read_keys(&repo)? {
+            for (name, kf) in repo.key_files()? {
                 emit(
                     &json!({"type": "key", "v": wire::VERSION, "id": name, "kind": kf.kind, "created": kf.created,
                     "host": kf.host, "user": kf.user, "label": kf.label, "recipient": kf.recipient,
@@ -190,24 +179,7 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
             emit(&json!({"type": "key", "v": wire::VERSION, "id": name, "added": true}))?;
         }
         KeyCommand::Remove { key } => {
-            let keys = read_keys(&repo)?;
-            let matches: Vec<_> = keys.iter().filter(|(n, _)| n.starts_with(&key)).collect();
-            let (name, _) = match matches.as_slice() {
-                [one] => *one,
-                [] => {
-                    return Err(Error::Usage(format!(
-                        "no key {key:?} (see `bk-repo key list`)"
-                    )))
-                }
-                _ => return Err(Error::Usage(format!("key prefix {key:?} is ambiguous"))),
-            };
-            if keys.len() == 1 {
-                return Err(Error::Usage(
-                    "refusing to remove the repository's last key: nothing could open it again"
-                        .into(),
-                ));
-            }
-            repo.backend().delete(ObjectKind::Key, name)?;
+            let name = repo.remove_key(&key)?;
             emit(&json!({"type": "key", "v": wire::VERSION, "id": name, "removed": true}))?;
         }
     }
