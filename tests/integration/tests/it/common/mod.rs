@@ -94,16 +94,8 @@ impl Env {
             bin_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        c.env("PATH", path)
-            .env("BK_REPO", &self.repo_url)
-            .env("BK_PASSWORD_FILE", &self.pw)
-            .env_remove("BK_PASSWORD")
-            .env_remove("BK_IDENTITY_FILE")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        if let Some((endpoint, _, _)) = s3_mode() {
-            c.env("AWS_ENDPOINT_URL", endpoint);
-        }
+        c.env("PATH", path);
+        self.repository_env(&mut c);
         c
     }
 
@@ -111,6 +103,13 @@ impl Env {
     /// [`Env::sh`], so a test can signal the tool's own process.
     pub fn tool(&self, name: &str) -> Command {
         let mut c = Command::new(bin_dir().join(name));
+        self.repository_env(&mut c);
+        c
+    }
+
+    /// The repository, its secret and (S3 mode) the endpoint, in this
+    /// scratch directory, with nothing on stdin.
+    fn repository_env(&self, c: &mut Command) {
         c.env("BK_REPO", &self.repo_url)
             .env("BK_PASSWORD_FILE", &self.pw)
             .env_remove("BK_PASSWORD")
@@ -120,7 +119,6 @@ impl Env {
         if let Some((endpoint, _, _)) = s3_mode() {
             c.env("AWS_ENDPOINT_URL", endpoint);
         }
-        c
     }
 
     pub fn run(&self, script: &str) -> Output {
