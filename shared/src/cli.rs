@@ -147,6 +147,9 @@ pub fn run_with_allocator(
 ) -> ! {
     crate::sys::tune_allocator(profile);
     crate::sys::install_signal_handlers();
+    if log::set_logger(&STDERR_LOG).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
     let code = match body() {
         Ok(code) => code,
         Err(e) if e.is_broken_pipe() => ExitCode::Success,
@@ -159,4 +162,30 @@ pub fn run_with_allocator(
         }
     };
     std::process::exit(code.code())
+}
+
+/// Prints the library's warnings and per-item errors (the `log` facade) on
+/// stderr as `warning: …` and `error: …`, the lines the tools have always
+/// printed; records from other crates are left out.
+struct StderrLog;
+
+static STDERR_LOG: StderrLog = StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn && (m.target() == "bk" || m.target().starts_with("bk::"))
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            let word = if r.level() == log::Level::Error {
+                "error"
+            } else {
+                "warning"
+            };
+            eprintln!("{word}: {}", r.args());
+        }
+    }
+
+    fn flush(&self) {}
 }

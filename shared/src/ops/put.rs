@@ -468,7 +468,7 @@ pub fn put_tree(
                     chunk_opts.parent_name = Some(id.to_hex());
                 }
                 Err(e) if e.is_retryable() => return Err(e),
-                Err(e) => eprintln!("warning: parent snapshot {id}: {e}; reading every file"),
+                Err(e) => log::warn!("parent snapshot {id}: {e}; reading every file"),
             }
         }
         source::walk_tree(root, &chunk_opts, consumer).map(|_| ())
@@ -795,8 +795,8 @@ impl Consumer<'_> {
                     return Err(self.bad("a second header, or a header after entries".into()));
                 }
                 if h.chunker != self.repo_chunker {
-                    eprintln!(
-                        "warning: the stream was chunked with the {:?} chunker, not this repository's; \
+                    log::warn!(
+                        "the stream was chunked with the {:?} chunker, not this repository's; \
                          deduplication against earlier backups suffers (give bk-chunk -r or BK_REPO)",
                         h.chunker
                     );
@@ -853,7 +853,7 @@ impl Consumer<'_> {
                 } else {
                     self.finish_file()?;
                 }
-                eprintln!("warning: {}: {}", er.path, er.message);
+                log::warn!("{}: {}", er.path, er.message);
                 self.st.errors += 1;
                 self.push_listing(&Record::Error(ErrorRecord {
                     v: wire::VERSION,

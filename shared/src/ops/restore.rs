@@ -69,11 +69,11 @@ struct Problems {
 
 impl Problems {
     fn error(&mut self, path: &str, msg: impl std::fmt::Display) {
-        eprintln!("error: {path}: {msg}");
+        log::error!("{path}: {msg}");
         self.errors += 1;
     }
     fn skip(&mut self, path: &str, msg: impl std::fmt::Display) {
-        eprintln!("warning: {path}: {msg}");
+        log::warn!("{path}: {msg}");
         self.skipped += 1;
     }
 }

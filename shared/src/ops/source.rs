@@ -247,7 +247,7 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
     }
 
     fn error(&mut self, path: &[u8], message: String) -> Result<()> {
-        eprintln!("warning: {}: {message}", String::from_utf8_lossy(path));
+        log::warn!("{}: {message}", String::from_utf8_lossy(path));
         self.summary.errors += 1;
         let rec = ErrorRecord {
             v: wire::VERSION,
@@ -315,8 +315,8 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
             Ok((ids, n)) => {
                 if let Ok(md) = file.metadata() {
                     if (n, ts(md.mtime(), md.mtime_nsec())) != before || md.size() != n {
-                        eprintln!(
-                            "warning: {}: file changed while it was read; stored as read ({n} bytes)",
+                        log::warn!(
+                            "{}: file changed while it was read; stored as read ({n} bytes)",
                             String::from_utf8_lossy(rel)
                         );
                     }

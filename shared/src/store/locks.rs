@@ -336,7 +336,7 @@ fn refresh_loop(
                 let old = std::mem::replace(&mut *cur, new);
                 let _ = backend.delete(ObjectKind::Lock, &old);
             }
-            Err(e) => eprintln!("warning: could not refresh lock: {e}"),
+            Err(e) => log::warn!("could not refresh lock: {e}"),
         }
     }
 }
@@ -349,7 +349,7 @@ impl Drop for LockGuard {
         }
         let name = self.name();
         if let Err(e) = self.backend.delete(ObjectKind::Lock, &name) {
-            eprintln!("warning: could not remove lock {name}: {e}");
+            log::warn!("could not remove lock {name}: {e}");
         }
     }
 }

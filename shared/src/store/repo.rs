@@ -255,10 +255,7 @@ impl Repository {
             let kf: KeyFile = match serde_json::from_slice(&raw) {
                 Ok(k) => k,
                 Err(e) => {
-                    eprintln!(
-                        "warning: keys/{}: unreadable key file ({e}), skipped",
-                        obj.name
-                    );
+                    log::warn!("keys/{}: unreadable key file ({e}), skipped", obj.name);
                     unreadable.get_or_insert(Error::integrity(
                         format!("keys/{}", obj.name),
                         format!("unreadable key file ({e})"),
@@ -274,15 +271,16 @@ impl Repository {
                 Ok(Unwrapped::Master(m)) => Some(m),
                 Ok(Unwrapped::NotThisSecret) => None,
                 Ok(Unwrapped::OtherRepository(other)) => {
-                    eprintln!(
-                        "warning: keys/{}: key belongs to repository {other}, not {}; skipped",
-                        obj.name, config.id
+                    log::warn!(
+                        "keys/{}: key belongs to repository {other}, not {}; skipped",
+                        obj.name,
+                        config.id
                     );
                     foreign.get_or_insert((obj.name.clone(), other));
                     None
                 }
                 Err(e) => {
-                    eprintln!("warning: {e}; skipped");
+                    log::warn!("{e}; skipped");
                     damaged.get_or_insert(e);
                     None
                 }

@@ -393,7 +393,7 @@ impl S3Backend {
                     transient += 1
                 }
                 Err(e @ Error::Integrity { .. }) if mismatches < 1 => {
-                    eprintln!("warning: {e}; reading it again");
+                    log::warn!("{e}; reading it again");
                     mismatches += 1;
                 }
                 r => return r,

@@ -287,3 +287,22 @@ fn stdin_stream_round_trip() {
     assert_eq!(out.stdout, text);
     env.fails("bk-chunk - < /dev/null", 2);
 }
+
+/// The library reports warnings through the log facade and the tools
+/// print them on stderr as `warning: …`, as they did when the library
+/// printed them itself; the snapshot is still committed.
+#[test]
+fn library_warnings_reach_stderr_through_the_tools() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"some bytes").unwrap();
+    let out = env.run("BK_REPO= bk-chunk src | bk-put");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("warning: the stream was chunked with the \"default\" chunker"),
+        "{stderr}"
+    );
+    assert_eq!(env.snapshots().len(), 1);
+}
