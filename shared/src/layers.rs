@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("sys", 0),
+    ("testing", 0),
     ("format", 1),
     ("store", 2),
     ("ops", 3),

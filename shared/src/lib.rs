@@ -25,6 +25,8 @@ pub mod format;
 pub mod ops;
 pub mod store;
 pub mod sys;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, ExitCode, Result};
 

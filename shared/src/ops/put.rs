@@ -949,15 +949,7 @@ mod tests {
         let src = dir.path().join("src");
         std::fs::create_dir(&src).unwrap();
         for i in 0..6u8 {
-            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ i as u64;
-            let data: Vec<u8> = (0..1_500_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 32) as u8
-                })
-                .collect();
+            let data = crate::testing::noise(1_500_000, i as u64);
             std::fs::write(src.join(format!("f{i}")), data).unwrap();
         }
         let backend = Arc::new(failing_packs(&dir.path().join("repo"), allowed, staged));

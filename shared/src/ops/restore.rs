@@ -676,6 +676,7 @@ mod tests {
     use crate::store::backend::{Backend, ObjectKind};
     use crate::store::keys::Secret;
     use crate::store::repo::InitOptions;
+    use crate::testing::noise;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -744,18 +745,6 @@ mod tests {
             )
     }
 
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect()
-    }
-
     /// A tree of many small files (the case that used to fetch a 4 MiB
     /// window per miss) and a few multi-chunk ones, backed up into a
     /// remote-like repository with 1 MiB packs.
@@ -767,12 +756,12 @@ mod tests {
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(
                 d.join(format!("f{i}")),
-                noise(i, 500 + (i as usize * 37) % 9000),
+                noise(500 + (i as usize * 37) % 9000, i),
             )
             .unwrap();
         }
         for i in 0..3u64 {
-            std::fs::write(src.join(format!("big{i}")), noise(10_000 + i, 3_000_000)).unwrap();
+            std::fs::write(src.join(format!("big{i}")), noise(3_000_000, 10_000 + i)).unwrap();
         }
         std::fs::write(src.join("empty"), b"").unwrap();
         let backend = Arc::new(RemoteLike {
@@ -908,7 +897,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir(&src).unwrap();
-        let (good, bad) = (noise(1, 24 << 20), noise(2, 24 << 20));
+        let (good, bad) = (noise(24 << 20, 1), noise(24 << 20, 2));
         std::fs::write(src.join("good"), &good).unwrap();
         std::fs::write(src.join("bad"), &bad).unwrap();
         let secret = Secret::Identities(vec![age::x25519::Identity::generate()]);

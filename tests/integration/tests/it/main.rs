@@ -5,6 +5,7 @@
 
 mod common;
 
+mod cli;
 mod incremental;
 mod prune;
 mod repo;

@@ -199,19 +199,7 @@ pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Deterministic pseudo-random bytes (xorshift), incompressible.
-pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
+pub use bk::testing::noise;
 
 /// The passphrase every [`Env`] repository is created with.
 pub const PASSPHRASE: &str = "it's a secret passphrase";
