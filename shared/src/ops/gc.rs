@@ -168,6 +168,7 @@ pub fn collect(
         forget: forget.iter().copied().collect(),
         scanner: RefScanner::default(),
         summary: forget_only(repo, forget, opts, emit)?,
+        index_deletes: HashSet::new(),
     };
     gc.sweep(emit)?;
     crate::sys::check_interrupted()?;
@@ -212,6 +213,192 @@ pub fn forget_only(
     Ok(summary)
 }
 
+/// What the mark phase decides before it writes anything: computed from
+/// listings alone by [`plan_mark`], carried out by `Gc::mark` (or, in a
+/// dry run, only printed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkPlan {
+    /// Packs to mark now: unreferenced, or in no index.
+    pub marked: Vec<MarkedPack>,
+    /// Partly used packs whose used chunks are copied into new packs (and
+    /// which are then marked `repacked`), emptiest first.
+    pub to_repack: Vec<ObjectId>,
+    /// More than one live index object, or superseded ones that no
+    /// pending mark will delete: the index is compacted.
+    pub compact: bool,
+    /// Packs a live index names that are not stored.
+    pub missing: Vec<ObjectId>,
+}
+
+impl MarkPlan {
+    pub fn is_empty(&self) -> bool {
+        self.marked.is_empty() && self.to_repack.is_empty() && !self.compact
+    }
+}
+
+/// Every pack the live index objects name, with all their entries.
+fn indexed_packs(files: &IndexFiles) -> HashMap<ObjectId, Vec<BlobEntry>> {
+    let mut indexed: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
+    for (_, f) in &files.live {
+        for (p, e) in &f.packs {
+            indexed.entry(*p).or_default().extend_from_slice(e);
+        }
+    }
+    indexed
+}
+
+/// The location a reader uses for each chunk (the merged live index);
+/// other copies of a chunk are unused.
+fn canonical_index(files: &IndexFiles) -> Index {
+    let mut canonical = Index::default();
+    for (_, f) in &files.live {
+        canonical.add_file(f);
+    }
+    canonical.finish();
+    canonical
+}
+
+/// The mark phase's decisions (ARCHITECTURE §24.3, steps 2–5), from the
+/// referenced set, the index objects, the pending marks and the pack
+/// listing. Pure: the same inputs give the same plan.
+pub fn plan_mark(
+    referenced: &HashSet<ChunkId>,
+    files: &IndexFiles,
+    pending_marks: &[StoredMark],
+    pack_sizes: &HashMap<ObjectId, u64>,
+    max_unused: MaxUnused,
+) -> MarkPlan {
+    let pending: HashSet<ObjectId> = pending_marks
+        .iter()
+        .flat_map(|m| m.mark.packs.iter().map(|p| p.id))
+        .collect();
+    let canonical = canonical_index(files);
+    let indexed = indexed_packs(files);
+    let mut plan = MarkPlan {
+        marked: Vec::new(),
+        to_repack: Vec::new(),
+        compact: false,
+        missing: Vec::new(),
+    };
+    let mut partial: Vec<(ObjectId, u64, u64)> = Vec::new(); // pack, used, unused
+    let (mut used_total, mut unused_total) = (0u64, 0u64);
+    for (pack, entries) in &indexed {
+        // A pack a pending mark holds is still in the live index only
+        // when that mark's compacted index was never written (a prune
+        // died): that mark's sweep keeps it, and a later run marks it
+        // properly. Marking it again here would let the older mark's
+        // sweep delete it without waiting for this mark's writers.
+        if pending.contains(pack) {
+            continue;
+        }
+        let Some(&size) = pack_sizes.get(pack) else {
+            plan.missing.push(*pack);
+            continue;
+        };
+        let used: u64 = entries
+            .iter()
+            .filter(|e| {
+                referenced.contains(&e.id) && canonical.get(&e.id).is_some_and(|l| l.pack == *pack)
+            })
+            .map(|e| u64::from(e.len))
+            .sum();
+        if used == 0 {
+            plan.marked.push(MarkedPack {
+                id: *pack,
+                size,
+                reason: MarkReason::Unreferenced,
+            });
+        } else {
+            let blobs: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
+            let unused = blobs.saturating_sub(used);
+            used_total += used;
+            unused_total += unused;
+            if unused > 0 {
+                partial.push((*pack, used, unused));
+            }
+        }
+    }
+    // Repack the emptiest packs until the unused space left is within
+    // the limit (restic's --max-unused semantics).
+    partial.sort_by(|a, b| {
+        let ra = a.2 as f64 / (a.1 + a.2) as f64;
+        let rb = b.2 as f64 / (b.1 + b.2) as f64;
+        rb.total_cmp(&ra).then(a.0.cmp(&b.0))
+    });
+    let limit = max_unused.limit(used_total);
+    for (pack, _, unused) in partial {
+        if unused_total <= limit {
+            break;
+        }
+        unused_total -= unused;
+        plan.to_repack.push(pack);
+    }
+    for (name, size) in pack_sizes {
+        if !indexed.contains_key(name) && !pending.contains(name) {
+            plan.marked.push(MarkedPack {
+                id: *name,
+                size: *size,
+                reason: MarkReason::Unindexed,
+            });
+        }
+    }
+    plan.marked.sort_by_key(|p| p.id);
+    plan.missing.sort();
+    // Superseded objects that no pending mark will delete (left by a
+    // prune that died) also call for a new mark.
+    let pending_superseded: HashSet<ObjectId> = pending_marks
+        .iter()
+        .flat_map(|m| m.mark.superseded.iter().copied())
+        .collect();
+    let orphans = files
+        .superseded
+        .iter()
+        .any(|s| !pending_superseded.contains(s));
+    plan.compact = files.live.len() > 1 || orphans;
+    plan
+}
+
+/// What a sweep does with one pack of a due mark.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SweepAction {
+    /// A live index names it: a writer indexed it after the mark.
+    Keep,
+    /// It holds a referenced chunk that no live index has: it is named by
+    /// a recovery index instead of being deleted.
+    Recover(Vec<BlobEntry>),
+    Delete,
+}
+
+/// The sweep's decision for each pack of a due mark (ARCHITECTURE §24.4).
+/// `entries` are the blobs each pack holds (from the mark, or for an
+/// unindexed pack from its own header); `live_pack` and `live_chunk` say
+/// what the live index objects name. Pure.
+pub fn plan_sweep(
+    packs: &[MarkedPack],
+    entries: &HashMap<ObjectId, Vec<BlobEntry>>,
+    referenced: &HashSet<ChunkId>,
+    live_pack: impl Fn(&ObjectId) -> bool,
+    live_chunk: impl Fn(&ChunkId) -> bool,
+) -> Vec<(MarkedPack, SweepAction)> {
+    let needed = |e: &BlobEntry| referenced.contains(&e.id) && !live_chunk(&e.id);
+    packs
+        .iter()
+        .map(|p| {
+            let action = if live_pack(&p.id) {
+                SweepAction::Keep
+            } else {
+                let pack_entries = entries.get(&p.id).cloned().unwrap_or_default();
+                if pack_entries.iter().any(needed) {
+                    SweepAction::Recover(pack_entries)
+                } else {
+                    SweepAction::Delete
+                }
+            };
+            (p.clone(), action)
+        })
+        .collect()
+}
+
 struct Gc<'a> {
     repo: &'a Repository,
     lock: &'a LockGuard,
@@ -219,6 +406,9 @@ struct Gc<'a> {
     forget: HashSet<ObjectId>,
     scanner: RefScanner,
     summary: PruneSummary,
+    /// Index objects whose deletion this run already reported (a dry run
+    /// reports them for each mark that would delete them; once is enough).
+    index_deletes: HashSet<ObjectId>,
 }
 
 impl Gc<'_> {
@@ -367,41 +557,12 @@ impl Gc<'_> {
         emit: &mut Emit<'_>,
     ) -> Result<()> {
         let backend = self.repo.backend();
-        let entries: HashMap<ObjectId, &Vec<BlobEntry>> =
-            m.mark.entries.packs.iter().map(|(p, e)| (*p, e)).collect();
-        let needed = |e: &BlobEntry| referenced.contains(&e.id) && !live_index.contains(&e.id);
-        let mut recovered = IndexFile::default();
-        let mut delete = Vec::new();
-        for p in &m.mark.packs {
-            let name = p.id.to_hex();
-            if live_packs.contains(&p.id) {
-                emit(
-                    &action("keep", ObjectKind::Pack.path(&name), p.size)
-                        .with_reason("a backup indexed it after it was marked"),
-                )?;
-                continue;
-            }
-            let pack_entries: Vec<BlobEntry> = match entries.get(&p.id) {
-                Some(e) => (*e).clone(),
-                // Unindexed packs carry no entries: read the pack's own
-                // header, in case it holds something a snapshot uses.
-                None => match backend.get(ObjectKind::Pack, &name) {
-                    Ok(raw) => crate::format::pack::read_header(self.repo.keys(), &name, &raw)
-                        .unwrap_or_default(),
-                    Err(e) if e.is_not_found() => Vec::new(),
-                    Err(e) => return Err(e),
-                },
-            };
-            if pack_entries.iter().any(needed) {
-                emit(
-                    &action("recover", ObjectKind::Pack.path(&name), p.size)
-                        .with_reason("a snapshot committed after the mark uses it"),
-                )?;
-                recovered.packs.push((p.id, pack_entries));
-                continue;
-            }
-            delete.push(p.clone());
-        }
+        let live_pack = |p: &ObjectId| live_packs.contains(p);
+        let entries = self.pack_entries(&m.mark.packs, &m.mark.entries, live_pack)?;
+        let decisions = plan_sweep(&m.mark.packs, &entries, referenced, live_pack, |c| {
+            live_index.contains(c)
+        });
+        let (recovered, delete) = self.report_sweep(decisions, emit)?;
         if !self.opts.dry_run {
             self.lock.ensure_held()?;
             if !recovered.packs.is_empty() {
@@ -414,7 +575,79 @@ impl Gc<'_> {
                 backend.delete(ObjectKind::Pack, &p.id.to_hex())
             })?;
         }
-        for p in &delete {
+        self.report_deletions(&delete, emit)?;
+        self.delete_superseded(&m.mark.superseded, emit)?;
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        backend.delete(ObjectKind::Gc, &arm.name)?;
+        backend.delete(ObjectKind::Gc, &m.name)?;
+        emit(&action("swept", format!("gc/{}", m.name), 0))?;
+        Ok(())
+    }
+
+    /// The blobs each marked pack holds, for the sweep's recovery check:
+    /// from the mark's entries, or for an unindexed pack from its own
+    /// header (it may hold something a snapshot uses). Packs a live index
+    /// names are kept whatever they hold, and not read.
+    fn pack_entries(
+        &self,
+        packs: &[MarkedPack],
+        mark_entries: &IndexFile,
+        live_pack: impl Fn(&ObjectId) -> bool,
+    ) -> Result<HashMap<ObjectId, Vec<BlobEntry>>> {
+        let backend = self.repo.backend();
+        let in_mark: HashMap<ObjectId, &Vec<BlobEntry>> =
+            mark_entries.packs.iter().map(|(p, e)| (*p, e)).collect();
+        let mut out = HashMap::new();
+        for p in packs.iter().filter(|p| !live_pack(&p.id)) {
+            let name = p.id.to_hex();
+            let entries = match in_mark.get(&p.id) {
+                Some(e) => (*e).clone(),
+                None => match backend.get(ObjectKind::Pack, &name) {
+                    Ok(raw) => crate::format::pack::read_header(self.repo.keys(), &name, &raw)
+                        .unwrap_or_default(),
+                    Err(e) if e.is_not_found() => Vec::new(),
+                    Err(e) => return Err(e),
+                },
+            };
+            out.insert(p.id, entries);
+        }
+        Ok(out)
+    }
+
+    /// Prints the sweep's keep and recover decisions; returns the recovery
+    /// index to write and the packs to delete.
+    fn report_sweep(
+        &mut self,
+        decisions: Vec<(MarkedPack, SweepAction)>,
+        emit: &mut Emit<'_>,
+    ) -> Result<(IndexFile, Vec<MarkedPack>)> {
+        let mut recovered = IndexFile::default();
+        let mut delete = Vec::new();
+        for (p, decision) in decisions {
+            let path = ObjectKind::Pack.path(&p.id.to_hex());
+            match decision {
+                SweepAction::Keep => emit(
+                    &action("keep", path, p.size)
+                        .with_reason("a backup indexed it after it was marked"),
+                )?,
+                SweepAction::Recover(entries) => {
+                    emit(
+                        &action("recover", path, p.size)
+                            .with_reason("a snapshot committed after the mark uses it"),
+                    )?;
+                    recovered.packs.push((p.id, entries));
+                }
+                SweepAction::Delete => delete.push(p),
+            }
+        }
+        Ok((recovered, delete))
+    }
+
+    /// Prints (and counts) the pack deletions of a sweep.
+    fn report_deletions(&mut self, delete: &[MarkedPack], emit: &mut Emit<'_>) -> Result<()> {
+        for p in delete {
             emit(&action(
                 "delete",
                 ObjectKind::Pack.path(&p.id.to_hex()),
@@ -426,30 +659,88 @@ impl Gc<'_> {
                 self.summary.objects_deleted += 1;
             }
         }
-        if self.opts.dry_run {
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    /// Deletes (in a dry run: prints) the index objects a mark's compacted
+    /// index replaced that still exist.
+    fn delete_superseded(&mut self, superseded: &[ObjectId], emit: &mut Emit<'_>) -> Result<()> {
+        let backend = self.repo.backend();
         let index_sizes: HashMap<String, u64> = backend
             .list(ObjectKind::Index)?
             .into_iter()
             .map(|o| (o.name, o.size))
             .collect();
-        for s in &m.mark.superseded {
+        for s in superseded {
             let name = s.to_hex();
+            if !self.index_deletes.insert(*s) {
+                continue;
+            }
             if let Some(size) = index_sizes.get(&name) {
-                backend.delete(ObjectKind::Index, &name)?;
+                if !self.opts.dry_run {
+                    backend.delete(ObjectKind::Index, &name)?;
+                    self.summary.objects_deleted += 1;
+                }
                 emit(
                     &action("delete", ObjectKind::Index.path(&name), *size)
                         .with_reason("replaced by a compacted index"),
                 )?;
                 self.summary.bytes_freed += size;
-                self.summary.objects_deleted += 1;
             }
         }
-        backend.delete(ObjectKind::Gc, &arm.name)?;
-        backend.delete(ObjectKind::Gc, &m.name)?;
-        emit(&action("swept", format!("gc/{}", m.name), 0))?;
         Ok(())
+    }
+
+    /// A dry run with `--grace 0`: what the sweep right after this run's
+    /// mark would do, so the dry run shows every deletion the real run
+    /// makes. The real sweep lists snapshots and index afresh; with no
+    /// writer running they are what this run read, the live index being
+    /// the compacted one (every unmarked pack plus the repacked copies).
+    fn dry_sweep(
+        &mut self,
+        marked: &[MarkedPack],
+        indexed: &HashMap<ObjectId, Vec<BlobEntry>>,
+        referenced: &HashSet<ChunkId>,
+        copied: &HashSet<ChunkId>,
+        superseded: &[ObjectId],
+        emit: &mut Emit<'_>,
+    ) -> Result<()> {
+        if !self.opts.grace.is_zero() {
+            return Ok(());
+        }
+        let (live, _) = self.live_holders()?;
+        if !live.is_empty() {
+            return emit(
+                &action("postpone", "gc/(this run's mark)".into(), 0).with_reason(format!(
+                    "{} writer(s) running now would be waited for",
+                    live.len()
+                )),
+            );
+        }
+        let marked_ids: HashSet<ObjectId> = marked.iter().map(|p| p.id).collect();
+        let kept: HashSet<ChunkId> = indexed
+            .iter()
+            .filter(|(p, _)| !marked_ids.contains(p))
+            .flat_map(|(_, e)| e.iter().map(|e| e.id))
+            .collect();
+        let mark_entries = IndexFile {
+            supersedes: Vec::new(),
+            packs: marked
+                .iter()
+                .filter_map(|p| Some((p.id, indexed.get(&p.id)?.clone())))
+                .collect(),
+        };
+        let entries = self.pack_entries(marked, &mark_entries, |_| false)?;
+        let decisions = plan_sweep(
+            marked,
+            &entries,
+            referenced,
+            |_| false,
+            |c| kept.contains(c) || copied.contains(c),
+        );
+        let (_, delete) = self.report_sweep(decisions, emit)?;
+        self.report_deletions(&delete, emit)?;
+        self.delete_superseded(superseded, emit)
     }
 
     /// Plans and writes a new mark (and the compacted index). Returns
@@ -458,119 +749,43 @@ impl Gc<'_> {
         let backend = self.repo.backend().clone();
         let (referenced, files, pending_marks) = self.referenced()?;
         self.summary.index_objects_before = (files.live.len() + files.superseded.len()) as u64;
-        let pending: HashSet<ObjectId> = pending_marks
-            .iter()
-            .flat_map(|m| m.mark.packs.iter().map(|p| p.id))
-            .collect();
         let pack_sizes: HashMap<ObjectId, u64> = backend
             .list(ObjectKind::Pack)?
             .into_iter()
             .filter_map(|o| Some((ObjectId::from_hex(&o.name)?, o.size)))
             .collect();
-        // The location a reader uses for each chunk; other copies are unused.
-        let mut canonical = Index::default();
-        for (_, f) in &files.live {
-            canonical.add_file(f);
+        let plan = plan_mark(
+            &referenced,
+            &files,
+            &pending_marks,
+            &pack_sizes,
+            self.opts.max_unused,
+        );
+        for pack in &plan.missing {
+            emit(
+                &action("missing", ObjectKind::Pack.path(&pack.to_hex()), 0)
+                    .with_reason("the index names a pack that is not stored; run bk-verify"),
+            )?;
         }
-        canonical.finish();
-
-        let mut indexed: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
-        for (_, f) in &files.live {
-            for (p, e) in &f.packs {
-                indexed.entry(*p).or_default().extend_from_slice(e);
-            }
-        }
-        let mut marked: Vec<MarkedPack> = Vec::new();
-        let mut partial: Vec<(ObjectId, u64, u64)> = Vec::new(); // pack, used, unused
-        let (mut used_total, mut unused_total) = (0u64, 0u64);
-        for (pack, entries) in &indexed {
-            // A pack a pending mark holds is still in the live index only
-            // when that mark's compacted index was never written (a prune
-            // died): that mark's sweep keeps it, and a later run marks it
-            // properly. Marking it again here would let the older mark's
-            // sweep delete it without waiting for this mark's writers.
-            if pending.contains(pack) {
-                continue;
-            }
-            let Some(&size) = pack_sizes.get(pack) else {
-                emit(
-                    &action("missing", ObjectKind::Pack.path(&pack.to_hex()), 0)
-                        .with_reason("the index names a pack that is not stored; run bk-verify"),
-                )?;
-                continue;
-            };
-            let used: u64 = entries
-                .iter()
-                .filter(|e| {
-                    referenced.contains(&e.id)
-                        && canonical.get(&e.id).is_some_and(|l| l.pack == *pack)
-                })
-                .map(|e| u64::from(e.len))
-                .sum();
-            if used == 0 {
-                marked.push(MarkedPack {
-                    id: *pack,
-                    size,
-                    reason: MarkReason::Unreferenced,
-                });
-            } else {
-                let blobs: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
-                let unused = blobs.saturating_sub(used);
-                used_total += used;
-                unused_total += unused;
-                if unused > 0 {
-                    partial.push((*pack, used, unused));
-                }
-            }
-        }
-        // Repack the emptiest packs until the unused space left is within
-        // the limit (restic's --max-unused semantics).
-        partial.sort_by(|a, b| {
-            let ra = a.2 as f64 / (a.1 + a.2) as f64;
-            let rb = b.2 as f64 / (b.1 + b.2) as f64;
-            rb.total_cmp(&ra).then(a.0.cmp(&b.0))
-        });
-        let limit = self.opts.max_unused.limit(used_total);
-        let mut to_repack = Vec::new();
-        for (pack, _, unused) in partial {
-            if unused_total <= limit {
-                break;
-            }
-            unused_total -= unused;
-            to_repack.push(pack);
-        }
-        for (name, size) in &pack_sizes {
-            if !indexed.contains_key(name) && !pending.contains(name) {
-                marked.push(MarkedPack {
-                    id: *name,
-                    size: *size,
-                    reason: MarkReason::Unindexed,
-                });
-            }
-        }
-        // Superseded objects that no pending mark will delete (left by a
-        // prune that died) also call for a new mark.
-        let pending_superseded: HashSet<ObjectId> = pending_marks
-            .iter()
-            .flat_map(|m| m.mark.superseded.iter().copied())
-            .collect();
-        let orphans = files
-            .superseded
-            .iter()
-            .any(|s| !pending_superseded.contains(s));
-        let compact = files.live.len() > 1 || orphans;
-        if marked.is_empty() && to_repack.is_empty() && !compact {
+        if plan.is_empty() {
             return Ok(false);
         }
+        let canonical = canonical_index(&files);
+        let indexed = indexed_packs(&files);
+        let mut marked = plan.marked;
+        let to_repack = plan.to_repack;
 
         // Repack: copy the chunks still used out of the packs to repack.
         let mut new_packs: Vec<PackEntries> = Vec::new();
+        let mut copied = HashSet::new();
         if !to_repack.is_empty() {
             let keep = |pack: &ObjectId, e: &BlobEntry| {
                 referenced.contains(&e.id) && canonical.get(&e.id).is_some_and(|l| l.pack == *pack)
             };
-            let (written, repacked) = self.repack(&to_repack, &indexed, &pack_sizes, keep, emit)?;
+            let (written, repacked, copies) =
+                self.repack(&to_repack, &indexed, &pack_sizes, keep, emit)?;
             new_packs = written;
+            copied = copies;
             for p in repacked {
                 marked.push(MarkedPack {
                     id: p,
@@ -593,13 +808,14 @@ impl Gc<'_> {
             self.summary.packs_marked += 1;
             self.summary.bytes_marked += p.size;
         }
-        if self.opts.dry_run {
-            return Ok(true);
-        }
-
         let mut all_index: Vec<ObjectId> = files.live.iter().map(|(id, _)| *id).collect();
         all_index.extend(files.superseded.iter().copied());
         all_index.sort();
+        if self.opts.dry_run {
+            self.dry_sweep(&marked, &indexed, &referenced, &copied, &all_index, emit)?;
+            return Ok(true);
+        }
+
         let mark = Mark {
             created: Timestamp::now(),
             packs: marked.clone(),
@@ -649,7 +865,8 @@ impl Gc<'_> {
     }
 
     /// Copies the used blobs of `packs` into new packs. Returns the new
-    /// packs and the old packs fully copied (damaged ones are left alone).
+    /// packs, the old packs fully copied (damaged ones are left alone) and
+    /// the chunks copied.
     fn repack(
         &mut self,
         packs: &[ObjectId],
@@ -657,7 +874,7 @@ impl Gc<'_> {
         sizes: &HashMap<ObjectId, u64>,
         keep: impl Fn(&ObjectId, &BlobEntry) -> bool,
         emit: &mut Emit<'_>,
-    ) -> Result<(Vec<PackEntries>, Vec<ObjectId>)> {
+    ) -> Result<(Vec<PackEntries>, Vec<ObjectId>, HashSet<ChunkId>)> {
         let repo = self.repo;
         let pack_size = repo.config().pack_size as usize;
         // New packs stream out as they fill, through the backend's staging
@@ -749,7 +966,7 @@ impl Gc<'_> {
                 }
             }
         }
-        Ok((written, done))
+        Ok((written, done, copied))
     }
 
     /// Temp files and multipart uploads of killed writers; stale locks.
@@ -926,6 +1143,124 @@ mod tests {
             scan_ids(&joint, &mut ids);
             assert!(ids.contains(&a), "cut at {cut}");
         }
+    }
+
+    fn entry(c: &ChunkId, offset: u32, len: u32) -> BlobEntry {
+        BlobEntry {
+            kind: BlobKind::Data,
+            id: *c,
+            offset,
+            len,
+            raw_len: len,
+        }
+    }
+
+    fn pack_id(n: u8) -> ObjectId {
+        ObjectId::digest(&[n])
+    }
+
+    #[test]
+    fn the_mark_plan_marks_repacks_skips_pending_and_reports_missing() {
+        let (a, b, c, d) = (
+            ChunkId::digest(b"a"),
+            ChunkId::digest(b"b"),
+            ChunkId::digest(b"c"),
+            ChunkId::digest(b"d"),
+        );
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: vec![
+                (pack_id(1), vec![entry(&a, 0, 100)]), // unreferenced
+                (pack_id(2), vec![entry(&b, 0, 100), entry(&c, 100, 300)]), // partly used
+                (pack_id(3), vec![entry(&d, 0, 100)]), // in a pending mark
+                (pack_id(4), vec![entry(&b, 0, 100)]), // not stored
+            ],
+        };
+        let files = IndexFiles {
+            live: vec![(ObjectId::digest(b"i1"), file)],
+            superseded: Vec::new(),
+        };
+        let pending = StoredMark {
+            name: "m".into(),
+            mark: Mark {
+                created: Timestamp::now(),
+                packs: vec![MarkedPack {
+                    id: pack_id(3),
+                    size: 108,
+                    reason: MarkReason::Unreferenced,
+                }],
+                superseded: Vec::new(),
+                entries: IndexFile::default(),
+            },
+        };
+        let sizes: HashMap<ObjectId, u64> = [
+            (pack_id(1), 108),
+            (pack_id(2), 408),
+            (pack_id(3), 108),
+            (pack_id(5), 50),
+        ]
+        .into();
+        let referenced: HashSet<ChunkId> = [b].into();
+        let plan = plan_mark(
+            &referenced,
+            &files,
+            &[pending],
+            &sizes,
+            MaxUnused::Fraction(0.0),
+        );
+        let marked: Vec<(ObjectId, MarkReason)> =
+            plan.marked.iter().map(|p| (p.id, p.reason)).collect();
+        let mut want = vec![
+            (pack_id(1), MarkReason::Unreferenced),
+            (pack_id(5), MarkReason::Unindexed),
+        ];
+        want.sort_by_key(|(id, _)| *id);
+        assert_eq!(marked, want);
+        assert_eq!(plan.to_repack, vec![pack_id(2)]);
+        assert_eq!(plan.missing, vec![pack_id(4)]);
+        assert!(!plan.compact);
+        // With the default 5%, 300 unused bytes of 100 used are still too
+        // many; unlimited repacks nothing.
+        let lax = plan_mark(&referenced, &files, &[], &sizes, MaxUnused::Unlimited);
+        assert!(lax.to_repack.is_empty());
+    }
+
+    #[test]
+    fn the_sweep_plan_keeps_recovers_and_deletes() {
+        let (used, unused) = (ChunkId::digest(b"used"), ChunkId::digest(b"unused"));
+        let packs: Vec<MarkedPack> = (1..=3)
+            .map(|n| MarkedPack {
+                id: pack_id(n),
+                size: 10,
+                reason: MarkReason::Unreferenced,
+            })
+            .collect();
+        let entries: HashMap<ObjectId, Vec<BlobEntry>> = [
+            (pack_id(1), vec![entry(&used, 0, 10)]),
+            (pack_id(2), vec![entry(&used, 0, 10)]),
+            (pack_id(3), vec![entry(&unused, 0, 10)]),
+        ]
+        .into();
+        let referenced: HashSet<ChunkId> = [used].into();
+        let plan = plan_sweep(
+            &packs,
+            &entries,
+            &referenced,
+            |p| *p == pack_id(1),
+            |_| false,
+        );
+        let actions: Vec<&SweepAction> = plan.iter().map(|(_, a)| a).collect();
+        assert_eq!(
+            actions,
+            vec![
+                &SweepAction::Keep,
+                &SweepAction::Recover(vec![entry(&used, 0, 10)]),
+                &SweepAction::Delete
+            ]
+        );
+        // A live copy of the chunk elsewhere: nothing to recover.
+        let plan = plan_sweep(&packs, &entries, &referenced, |_| false, |c| *c == used);
+        assert!(plan.iter().all(|(_, a)| *a == SweepAction::Delete));
     }
 
     #[test]

@@ -962,3 +962,72 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
     );
     assert!(!committed.is_empty(), "{report}");
 }
+
+/// Plan, then execute: a dry run with `--grace 0` prints every deletion
+/// the real run then makes — the packs its mark's sweep deletes and the
+/// index objects the compaction replaces — not only the mark, and the
+/// summary counts agree. Unreferenced, partly used (repacked with
+/// `--max-unused 0%`) and unindexed packs are all in play.
+#[test]
+fn dry_run_with_grace_0_shows_exactly_what_the_real_run_deletes() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("keep.bin"), noise(1_500_000, 30)).unwrap();
+    std::fs::write(src.join("gone.bin"), noise(1_500_000, 31)).unwrap();
+    let first = env.backup(&src, "")["id"].as_str().unwrap().to_string();
+    std::fs::remove_file(src.join("gone.bin")).unwrap();
+    std::fs::write(src.join("new.bin"), noise(1_500_000, 32)).unwrap();
+    env.backup(&src, "");
+    // An unindexed pack, as a killed writer leaves one.
+    let inner = open_backend(&env);
+    let stray = "ab".repeat(32);
+    inner
+        .put(
+            bk::backend::ObjectKind::Pack,
+            &stray,
+            b"left by a killed writer",
+        )
+        .unwrap();
+    let files_before = walk_files(&env.repo);
+    let deletions = |out: &str| -> std::collections::BTreeSet<String> {
+        actions(out, "delete")
+            .iter()
+            .map(|a| a["object"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let prune = format!("bk-prune --forget {first} --grace 0 --max-unused 0%");
+
+    let dry = env.ok(&format!("{prune} --dry-run"));
+    assert_eq!(
+        walk_files(&env.repo),
+        files_before,
+        "the dry run changed the repository"
+    );
+    let real = env.ok(&prune);
+
+    let planned = deletions(&dry);
+    assert!(planned.iter().any(|o| o.starts_with("data/")), "{dry}");
+    assert!(planned.iter().any(|o| o.starts_with("index/")), "{dry}");
+    assert!(planned.contains(&format!("data/ab/{stray}")), "{dry}");
+    assert!(!actions(&dry, "repack").is_empty(), "{dry}");
+    assert_eq!(
+        planned,
+        deletions(&real),
+        "dry run:\n{dry}\nreal run:\n{real}"
+    );
+    for key in [
+        "packs_marked",
+        "packs_repacked",
+        "packs_deleted",
+        "bytes_freed",
+    ] {
+        assert_eq!(
+            summary(&dry)[key],
+            summary(&real)[key],
+            "{key}\n{dry}\n{real}"
+        );
+    }
+    assert_eq!(restore(&env, "latest", "r"), tree_contents(&src));
+    env.ok("bk-verify --read-data");
+}
