@@ -236,26 +236,38 @@ impl MarkPlan {
     }
 }
 
-/// Every pack the live index objects name, with all their entries.
-fn indexed_packs(files: &IndexFiles) -> HashMap<ObjectId, Vec<BlobEntry>> {
-    let mut indexed: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
-    for (_, f) in &files.live {
-        for (p, e) in &f.packs {
-            indexed.entry(*p).or_default().extend_from_slice(e);
-        }
-    }
-    indexed
+/// The live index objects as the mark phase uses them, built once per
+/// run: every pack they name with all its entries, and the location a
+/// reader uses for each chunk (other copies of a chunk are unused).
+pub struct LiveIndex {
+    pub indexed: HashMap<ObjectId, Vec<BlobEntry>>,
+    pub canonical: Index,
 }
 
-/// The location a reader uses for each chunk (the merged live index);
-/// other copies of a chunk are unused.
-fn canonical_index(files: &IndexFiles) -> Index {
-    let mut canonical = Index::default();
-    for (_, f) in &files.live {
-        canonical.add_file(f);
+impl LiveIndex {
+    pub fn of(files: &IndexFiles) -> LiveIndex {
+        let mut indexed: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
+        for (_, f) in &files.live {
+            for (p, e) in &f.packs {
+                indexed.entry(*p).or_default().extend_from_slice(e);
+            }
+        }
+        LiveIndex {
+            indexed,
+            canonical: Repository::read_index(files, &[]),
+        }
     }
-    canonical.finish();
-    canonical
+
+    /// The index entries of `packs`, as a mark stores them.
+    fn entries_of(&self, packs: &[MarkedPack]) -> IndexFile {
+        IndexFile {
+            supersedes: Vec::new(),
+            packs: packs
+                .iter()
+                .filter_map(|p| Some((p.id, self.indexed.get(&p.id)?.clone())))
+                .collect(),
+        }
+    }
 }
 
 /// The mark phase's decisions (ARCHITECTURE §24.3, steps 2–5), from the
@@ -264,6 +276,7 @@ fn canonical_index(files: &IndexFiles) -> Index {
 pub fn plan_mark(
     referenced: &HashSet<ChunkId>,
     files: &IndexFiles,
+    live: &LiveIndex,
     pending_marks: &[StoredMark],
     pack_sizes: &HashMap<ObjectId, u64>,
     max_unused: MaxUnused,
@@ -272,8 +285,7 @@ pub fn plan_mark(
         .iter()
         .flat_map(|m| m.mark.packs.iter().map(|p| p.id))
         .collect();
-    let canonical = canonical_index(files);
-    let indexed = indexed_packs(files);
+    let (canonical, indexed) = (&live.canonical, &live.indexed);
     let mut plan = MarkPlan {
         marked: Vec::new(),
         to_repack: Vec::new(),
@@ -282,7 +294,7 @@ pub fn plan_mark(
     };
     let mut partial: Vec<(ObjectId, u64, u64)> = Vec::new(); // pack, used, unused
     let (mut used_total, mut unused_total) = (0u64, 0u64);
-    for (pack, entries) in &indexed {
+    for (pack, entries) in indexed {
         // A pack a pending mark holds is still in the live index only
         // when that mark's compacted index was never written (a prune
         // died): that mark's sweep keeps it, and a later run marks it
@@ -699,7 +711,7 @@ impl Gc<'_> {
     fn dry_sweep(
         &mut self,
         marked: &[MarkedPack],
-        indexed: &HashMap<ObjectId, Vec<BlobEntry>>,
+        live: &LiveIndex,
         referenced: &HashSet<ChunkId>,
         copied: &HashSet<ChunkId>,
         superseded: &[ObjectId],
@@ -708,29 +720,23 @@ impl Gc<'_> {
         if !self.opts.grace.is_zero() {
             return Ok(());
         }
-        let (live, _) = self.live_holders()?;
-        if !live.is_empty() {
+        let (holders, _) = self.live_holders()?;
+        if !holders.is_empty() {
             return emit(
                 &action("postpone", "gc/(this run's mark)".into(), 0).with_reason(format!(
                     "{} writer(s) running now would be waited for",
-                    live.len()
+                    holders.len()
                 )),
             );
         }
         let marked_ids: HashSet<ObjectId> = marked.iter().map(|p| p.id).collect();
-        let kept: HashSet<ChunkId> = indexed
+        let kept: HashSet<ChunkId> = live
+            .indexed
             .iter()
             .filter(|(p, _)| !marked_ids.contains(p))
             .flat_map(|(_, e)| e.iter().map(|e| e.id))
             .collect();
-        let mark_entries = IndexFile {
-            supersedes: Vec::new(),
-            packs: marked
-                .iter()
-                .filter_map(|p| Some((p.id, indexed.get(&p.id)?.clone())))
-                .collect(),
-        };
-        let entries = self.pack_entries(marked, &mark_entries, |_| false)?;
+        let entries = self.pack_entries(marked, &live.entries_of(marked), |_| false)?;
         let decisions = plan_sweep(
             marked,
             &entries,
@@ -754,9 +760,11 @@ impl Gc<'_> {
             .into_iter()
             .filter_map(|o| Some((ObjectId::from_hex(&o.name)?, o.size)))
             .collect();
+        let live = LiveIndex::of(&files);
         let plan = plan_mark(
             &referenced,
             &files,
+            &live,
             &pending_marks,
             &pack_sizes,
             self.opts.max_unused,
@@ -770,8 +778,6 @@ impl Gc<'_> {
         if plan.is_empty() {
             return Ok(false);
         }
-        let canonical = canonical_index(&files);
-        let indexed = indexed_packs(&files);
         let mut marked = plan.marked;
         let to_repack = plan.to_repack;
 
@@ -780,10 +786,11 @@ impl Gc<'_> {
         let mut copied = HashSet::new();
         if !to_repack.is_empty() {
             let keep = |pack: &ObjectId, e: &BlobEntry| {
-                referenced.contains(&e.id) && canonical.get(&e.id).is_some_and(|l| l.pack == *pack)
+                referenced.contains(&e.id)
+                    && live.canonical.get(&e.id).is_some_and(|l| l.pack == *pack)
             };
             let (written, repacked, copies) =
-                self.repack(&to_repack, &indexed, &pack_sizes, keep, emit)?;
+                self.repack(&to_repack, &live.indexed, &pack_sizes, keep, emit)?;
             new_packs = written;
             copied = copies;
             for p in repacked {
@@ -812,7 +819,7 @@ impl Gc<'_> {
         all_index.extend(files.superseded.iter().copied());
         all_index.sort();
         if self.opts.dry_run {
-            self.dry_sweep(&marked, &indexed, &referenced, &copied, &all_index, emit)?;
+            self.dry_sweep(&marked, &live, &referenced, &copied, &all_index, emit)?;
             return Ok(true);
         }
 
@@ -820,13 +827,7 @@ impl Gc<'_> {
             created: Timestamp::now(),
             packs: marked.clone(),
             superseded: all_index.clone(),
-            entries: IndexFile {
-                supersedes: Vec::new(),
-                packs: marked
-                    .iter()
-                    .filter_map(|p| Some((p.id, indexed.get(&p.id)?.clone())))
-                    .collect(),
-            },
+            entries: live.entries_of(&marked),
         };
         self.lock.ensure_held()?;
         let sealed = mark.seal(self.repo.keys());
@@ -835,7 +836,8 @@ impl Gc<'_> {
 
         // The compacted index: every live pack except the marked ones, plus
         // the repacked ones; the last part supersedes everything read.
-        let mut keep: Vec<PackEntries> = indexed
+        let mut keep: Vec<PackEntries> = live
+            .indexed
             .into_iter()
             .filter(|(p, _)| !marked_ids.contains(p))
             .collect();
@@ -1201,9 +1203,11 @@ mod tests {
         ]
         .into();
         let referenced: HashSet<ChunkId> = [b].into();
+        let live = LiveIndex::of(&files);
         let plan = plan_mark(
             &referenced,
             &files,
+            &live,
             &[pending],
             &sizes,
             MaxUnused::Fraction(0.0),
@@ -1221,7 +1225,14 @@ mod tests {
         assert!(!plan.compact);
         // With the default 5%, 300 unused bytes of 100 used are still too
         // many; unlimited repacks nothing.
-        let lax = plan_mark(&referenced, &files, &[], &sizes, MaxUnused::Unlimited);
+        let lax = plan_mark(
+            &referenced,
+            &files,
+            &live,
+            &[],
+            &sizes,
+            MaxUnused::Unlimited,
+        );
         assert!(lax.to_repack.is_empty());
     }
 

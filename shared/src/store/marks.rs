@@ -9,7 +9,7 @@ use crate::format::crypto::Keys;
 use crate::format::id::ObjectId;
 use crate::format::index::IndexFile;
 use crate::format::time::Timestamp;
-use crate::store::backend::{check_name, Backend, ObjectKind, GC_ARM_PREFIX};
+use crate::store::backend::{check_name, Backend, ObjectInfo, ObjectKind, GC_ARM_PREFIX};
 use crate::sys::parallel_map;
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
@@ -126,10 +126,19 @@ pub struct StoredArm {
 /// Every mark in the repository. A mark that disappears while being read
 /// was swept meanwhile: its packs are deleted or back in the index.
 pub fn load_marks(backend: &dyn Backend, keys: &Keys) -> Result<Vec<StoredMark>> {
-    let names: Vec<String> = backend
-        .list(ObjectKind::Gc)?
-        .into_iter()
-        .map(|o| o.name)
+    read_marks(backend, keys, &backend.list(ObjectKind::Gc)?)
+}
+
+/// The marks among `listed` (a listing of gc/ the caller took, arms and
+/// other names aside), read as [`load_marks`] reads them.
+pub fn read_marks(
+    backend: &dyn Backend,
+    keys: &Keys,
+    listed: &[ObjectInfo],
+) -> Result<Vec<StoredMark>> {
+    let names: Vec<&String> = listed
+        .iter()
+        .map(|o| &o.name)
         .filter(|n| ObjectId::from_hex(n).is_some())
         .collect();
     let marks = parallel_map(&names, 4, |name| {
@@ -145,7 +154,7 @@ pub fn load_marks(backend: &dyn Backend, keys: &Keys) -> Result<Vec<StoredMark>>
         let mark = Mark::decode(&plain)
             .ok_or_else(|| Error::integrity(format!("gc/{name}"), "malformed mark"))?;
         Ok(Some(StoredMark {
-            name: name.clone(),
+            name: (*name).clone(),
             mark,
         }))
     })?;

@@ -406,15 +406,7 @@ impl Repository {
     /// The merged index of the live index objects plus the entries of
     /// `marks` (see [`Repository::load_index`]).
     pub fn read_index(files: &IndexFiles, marks: &[StoredMark]) -> Index {
-        let mut index = Index::default();
-        for (_, f) in &files.live {
-            index.add_file(f);
-        }
-        for m in marks {
-            index.add_file(&m.mark.entries);
-        }
-        index.finish();
-        index
+        merged_index(files.live.iter().map(|(_, f)| f), marks)
     }
 
     /// Reads every index object; those superseded by a compacted object
@@ -472,7 +464,7 @@ impl Repository {
     }
 
     /// One index object, authenticated; `None` if it no longer exists.
-    fn read_index_object(&self, id: &ObjectId) -> Result<Option<IndexFile>> {
+    pub fn read_index_object(&self, id: &ObjectId) -> Result<Option<IndexFile>> {
         let name = id.to_hex();
         let raw = match self.backend.get(ObjectKind::Index, &name) {
             Ok(raw) => raw,
@@ -731,6 +723,21 @@ impl Repository {
         )?;
         Ok(name)
     }
+}
+
+/// The index readers resolve chunks through: the given live index objects
+/// plus the entries of marks not yet swept, so a snapshot that raced a
+/// prune stays readable until the sweep has recovered its packs.
+pub fn merged_index<'f>(live: impl Iterator<Item = &'f IndexFile>, marks: &[StoredMark]) -> Index {
+    let mut index = Index::default();
+    for f in live {
+        index.add_file(f);
+    }
+    for m in marks {
+        index.add_file(&m.mark.entries);
+    }
+    index.finish();
+    index
 }
 
 /// The record tools print for a stored snapshot (without the figures only

@@ -51,8 +51,9 @@ use crate::format::wire::{
 use crate::ops::metrics::{IdentityMetrics, RepositoryMetrics};
 use crate::store::backend::{ObjectInfo, ObjectKind};
 use crate::store::keys::{authenticate_key_file, KeyAuth};
+use crate::store::marks::read_marks;
 use crate::store::reader::ChunkReader;
-use crate::store::repo::{check_name, parallel_map, Repository, Snapshot};
+use crate::store::repo::{merged_index, parallel_map, Repository, Snapshot};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -82,23 +83,6 @@ pub struct Outcome {
     pub summary: VerifySummary,
     pub exit: ExitCode,
     pub metrics: RepositoryMetrics,
-}
-
-/// The index readers resolve chunks through: live index objects plus the
-/// entries of marks not yet swept (see `Repository::load_index`).
-fn merged_index<'f>(
-    live: impl Iterator<Item = &'f IndexFile>,
-    marks: &[crate::store::marks::StoredMark],
-) -> Index {
-    let mut index = Index::default();
-    for f in live {
-        index.add_file(f);
-    }
-    for m in marks {
-        index.add_file(&m.mark.entries);
-    }
-    index.finish();
-    index
 }
 
 /// An error finding with no snapshots or paths yet.
@@ -172,16 +156,15 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
     // (ARCHITECTURE.md §15). Errors such a deletion can cause are
     // re-checked before they are reported (`Verifier::recheck`).
     let mut listed: HashMap<ObjectKind, Vec<ObjectInfo>> = HashMap::new();
-    listed.insert(
-        ObjectKind::Snapshot,
-        repo.backend().list(ObjectKind::Snapshot)?,
-    );
+    for kind in [ObjectKind::Snapshot, ObjectKind::Gc] {
+        listed.insert(kind, repo.backend().list(kind)?);
+    }
     // A damaged mark is prune's to report; readers then go without it.
-    let marks = repo.marks().unwrap_or_default();
+    let marks =
+        read_marks(&**repo.backend(), repo.keys(), &listed[&ObjectKind::Gc]).unwrap_or_default();
     for kind in [
         ObjectKind::Index,
         ObjectKind::Pack,
-        ObjectKind::Gc,
         ObjectKind::Key,
         ObjectKind::Lock,
         ObjectKind::Config,

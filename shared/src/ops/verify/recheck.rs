@@ -96,12 +96,11 @@ impl Verifier<'_> {
             .map(|o| o.name.as_str())
             .filter(|n| is_object_name(n) && !known.contains_key(n))
             .collect();
+        // Gone or damaged ones are left out (damage is reported once).
         let read = parallel_map(&unread, self.meta_threads, |name| {
-            let file = backend.get(ObjectKind::Index, name).and_then(|raw| {
-                check_name(ObjectKind::Index, name, &raw)?;
-                IndexFile::open(self.repo.keys(), name, &raw)
-            });
-            Ok((*name, file.ok()))
+            let file = ObjectId::from_hex(name)
+                .and_then(|id| self.repo.read_index_object(&id).ok().flatten());
+            Ok((*name, file))
         })?;
         let mut files: Vec<(&str, &IndexFile)> = listed
             .iter()

@@ -85,21 +85,14 @@ impl Verifier<'_> {
         let names = self.object_names(listed, "index", ObjectKind::Index);
         let loaded = parallel_map(&names, self.meta_threads, |name| {
             crate::sys::check_interrupted()?;
-            let r = self
-                .repo
-                .backend()
-                .get(ObjectKind::Index, name)
-                .and_then(|raw| {
-                    check_name(ObjectKind::Index, name, &raw)?;
-                    IndexFile::open(self.repo.keys(), name, &raw)
-                });
-            Ok((name.to_string(), r))
+            let id = ObjectId::from_hex(name).expect("object_names keeps ids");
+            Ok((name.to_string(), self.repo.read_index_object(&id)))
         })?;
         let mut good = Vec::new();
         for (name, r) in loaded {
             match r {
-                Ok(f) => good.push((name, f)),
-                Err(e) if e.is_not_found() => {} // removed since the listing
+                Ok(Some(f)) => good.push((name, f)),
+                Ok(None) => {} // removed since the listing
                 Err(e) => self.report.failure("index", &format!("index/{name}"), &e),
             }
         }
