@@ -7,6 +7,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::layout::ObjectKind;
+
 /// The documented process exit codes (see `bk(7)` and docs/ARCHITECTURE.md §17).
 ///
 /// The numbers follow restic where restic has the same meaning (10, 11, 12,
@@ -40,10 +42,58 @@ impl ExitCode {
     }
 }
 
+/// What an integrity error is about, typed so that a caller (verify's
+/// report, a repair script reading the message) knows which object to look
+/// at without parsing prose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Subject {
+    /// A stored object, by kind and name (a digest, or a key file's id).
+    Object { kind: ObjectKind, name: String },
+    /// A chunk, by its id, wherever it is stored.
+    Chunk(String),
+    /// An entry of a snapshot's listing, by path.
+    Entry(String),
+}
+
+impl Subject {
+    pub fn object(kind: ObjectKind, name: impl Into<String>) -> Self {
+        Subject::Object {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    /// The kind of stored object, when the subject is one.
+    pub fn kind(&self) -> Option<ObjectKind> {
+        match self {
+            Subject::Object { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Object {
+                kind: ObjectKind::Pack,
+                name,
+            } => write!(f, "pack {name}"),
+            Subject::Object { kind, name } => f.write_str(&kind.path(name)),
+            Subject::Chunk(id) => write!(f, "chunk {id}"),
+            Subject::Entry(path) => write!(f, "listing entry {path}"),
+        }
+    }
+}
+
 /// Library error. Each variant carries enough context to print a one-line
 /// message that names the thing that failed, plus an optional hint.
+/// Non-exhaustive: the WAL and SQLite tools add their own failures.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
+    /// The command line or an input the user gave is invalid.
     #[error("{0}")]
     Usage(String),
     #[error("no bk repository at {location}")]
@@ -52,10 +102,15 @@ pub enum Error {
     RepositoryExists { location: String },
     #[error("wrong passphrase or identity: {}", wrong_key_detail(*.tried, .kind))]
     WrongKey { tried: usize, kind: &'static str },
-    #[error("repository is locked: {0}")]
-    Locked(String),
-    #[error("integrity error in {object}: {message}")]
-    Integrity { object: String, message: String },
+    /// Another process holds a conflicting lock (`lock` names it, when one
+    /// lock object is to blame), or this process lost its own.
+    #[error("repository is locked: {holder}")]
+    Locked {
+        lock: Option<String>,
+        holder: String,
+    },
+    #[error("integrity error in {subject}: {message}")]
+    Integrity { subject: Subject, message: String },
     #[error("interrupted")]
     Interrupted,
     #[error("storage error on {object}: {source}")]
@@ -76,8 +131,10 @@ pub enum Error {
     Stream { line: u64, message: String },
     #[error("incomplete input: {0}")]
     IncompleteStream(String),
-    #[error("{0}")]
-    Other(String),
+    /// A state the program should never reach (a worker thread that
+    /// panicked, a channel closed early): a bug, named by the step it broke.
+    #[error("internal error while {step}: {detail}")]
+    Internal { step: &'static str, detail: String },
 }
 
 impl Error {
@@ -88,26 +145,31 @@ impl Error {
             }
             Error::NoRepository { .. } => ExitCode::NoRepository,
             Error::WrongKey { .. } => ExitCode::WrongKey,
-            Error::Locked(_) => ExitCode::Locked,
+            Error::Locked { .. } => ExitCode::Locked,
             Error::Integrity { .. } => ExitCode::Integrity,
             Error::Interrupted => ExitCode::Interrupted,
             Error::Storage { .. }
             | Error::Io { .. }
-            | Error::Other(_)
+            | Error::Internal { .. }
             | Error::IncompleteStream(_) => ExitCode::Failure,
         }
     }
 
-    /// A short suggestion shown under the error message.
-    pub fn hint(&self) -> Option<&'static str> {
-        match self {
-            Error::NoRepository { .. } => Some("check -r/--repo or BK_REPO, or create one with `bk-repo init`"),
-            Error::WrongKey { .. } => Some("check --password-file / BK_PASSWORD_FILE / BK_PASSWORD or --identity-file / BK_IDENTITY_FILE"),
-            Error::Locked(_) => Some("`bk-repo locks` lists locks; `bk-repo unlock` removes stale ones"),
-            Error::Integrity { .. } => Some("the named object is damaged or missing; nothing was written from it"),
-            Error::Stream { .. } => Some("the stream must come from bk-chunk or bk-ls (see bk-stream(5))"),
-            _ => None,
-        }
+    /// A short suggestion shown under the error message; it names the lock
+    /// or object involved when the error knows it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::NoRepository { .. } => "check -r/--repo or BK_REPO, or create one with `bk-repo init`".into(),
+            Error::WrongKey { kind: "identity", .. } => "check --identity-file / BK_IDENTITY_FILE (`bk-repo keys` lists the repository's keys)".into(),
+            Error::WrongKey { .. } => "check --password-file / BK_PASSWORD_FILE / BK_PASSWORD or --identity-file / BK_IDENTITY_FILE".into(),
+            Error::Locked { lock: Some(lock), .. } => format!("`bk-repo locks` lists locks; if {lock} is stale (its process is gone), `bk-repo unlock` removes it"),
+            Error::Locked { .. } => "`bk-repo locks` lists locks; `bk-repo unlock` removes stale ones".into(),
+            Error::Integrity { subject: Subject::Object { kind: ObjectKind::Key | ObjectKind::Config, .. }, .. } => "the repository's key or config object is damaged; another key file may still open it (`bk-repo keys`)".into(),
+            Error::Integrity { .. } => "the named object is damaged or missing; nothing was written from it".into(),
+            Error::Stream { .. } => "the stream must come from bk-chunk or bk-ls (see bk-stream(5))".into(),
+            Error::Internal { .. } => "this is a bug in bk; please report it with the command that failed".into(),
+            _ => return None,
+        })
     }
 
     pub fn is_broken_pipe(&self) -> bool {
@@ -119,10 +181,22 @@ impl Error {
         }
     }
 
-    pub fn integrity(object: impl fmt::Display, message: impl Into<String>) -> Self {
+    pub fn integrity(subject: Subject, message: impl Into<String>) -> Self {
         Error::Integrity {
-            object: object.to_string(),
+            subject,
             message: message.into(),
+        }
+    }
+
+    /// An integrity error about a stored object.
+    pub fn damaged(kind: ObjectKind, name: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::integrity(Subject::object(kind, name), message)
+    }
+
+    pub fn internal(step: &'static str, detail: impl fmt::Display) -> Self {
+        Error::Internal {
+            step,
+            detail: detail.to_string(),
         }
     }
 
@@ -221,7 +295,7 @@ mod tests {
             ExitCode::WrongKey
         );
         assert_eq!(
-            Error::integrity("pack", "bad").exit_code(),
+            Error::damaged(ObjectKind::Pack, "ab", "bad").exit_code(),
             ExitCode::Integrity
         );
         assert_eq!(Error::Interrupted.exit_code(), ExitCode::Interrupted);
@@ -233,5 +307,35 @@ mod tests {
             std::io::Error::from(std::io::ErrorKind::PermissionDenied)
         )
         .is_retryable());
+    }
+
+    #[test]
+    fn integrity_errors_name_their_object_typed() {
+        let e = Error::damaged(ObjectKind::Pack, "ab12", "truncated");
+        assert_eq!(e.to_string(), "integrity error in pack ab12: truncated");
+        match &e {
+            Error::Integrity { subject, .. } => assert_eq!(subject.kind(), Some(ObjectKind::Pack)),
+            other => panic!("{other:?}"),
+        }
+        let key = Error::damaged(ObjectKind::Key, "k1", "unreadable");
+        assert_eq!(key.to_string(), "integrity error in keys/k1: unreadable");
+        assert!(key.hint().unwrap().contains("bk-repo keys"));
+        let chunk = Error::integrity(Subject::Chunk("cd".into()), "missing");
+        assert_eq!(chunk.to_string(), "integrity error in chunk cd: missing");
+    }
+
+    #[test]
+    fn lock_hints_name_the_lock() {
+        let e = Error::Locked {
+            lock: Some("0123abcd".into()),
+            holder: "exclusive lock by bk-prune".into(),
+        };
+        assert!(e.hint().unwrap().contains("0123abcd"), "{:?}", e.hint());
+        let internal = Error::internal("packing chunks", "the packer stopped");
+        assert_eq!(
+            internal.to_string(),
+            "internal error while packing chunks: the packer stopped"
+        );
+        assert_eq!(internal.exit_code(), ExitCode::Failure);
     }
 }

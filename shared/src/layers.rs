@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// Layers, lowest first, by the top-level module a path starts with.
 const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
+    ("layout", 0),
     ("sys", 0),
     ("testing", 0),
     ("format", 1),

@@ -7,7 +7,8 @@
 //! The modules are layers, and imports only point down (a test below
 //! checks it):
 //!
-//! * [`error`], [`sys`]: the error type and exit codes; facts about the
+//! * [`error`], [`layout`], [`sys`]: the error type and exit codes; the
+//!   kinds of repository object and where they live; facts about the
 //!   operating system (host, users, signals).
 //! * [`format`]: bytes at rest and on the wire, with no I/O: ids, the
 //!   chunker, sealing, packs, index objects, stream records.
@@ -22,18 +23,19 @@
 pub mod cli;
 pub mod error;
 pub mod format;
+pub mod layout;
 pub mod ops;
 pub mod store;
 pub mod sys;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use error::{Error, ExitCode, Result};
+pub use error::{Error, ExitCode, Result, Subject};
 
 // The paths tools, tests and docs have used since before the layers
 // (`bk::repo::Repository`, `bk::backend::open`, …).
 pub use format::{chunker, crypto, id, index, pack, wire};
-pub use ops::{gc, metrics, policy, prune, put, restore, source, speed, verify};
+pub use ops::{gc, metrics, policy, prune, put, restore, source, speed, stats, verify};
 pub use store::{backend, keys, listing, locks, reader, repo};
 
 #[cfg(test)]

@@ -97,9 +97,10 @@ impl IndexFile {
     pub fn open(keys: &Keys, name: &str, sealed: &[u8]) -> Result<Self> {
         let plain = keys
             .open(INDEX_AAD, sealed)
-            .map_err(|e| Error::integrity(format!("index/{name}"), e.to_string()))?;
-        IndexFile::decode(&plain)
-            .ok_or_else(|| Error::integrity(format!("index/{name}"), "malformed index"))
+            .map_err(|e| Error::damaged(crate::layout::ObjectKind::Index, name, e.to_string()))?;
+        IndexFile::decode(&plain).ok_or_else(|| {
+            Error::damaged(crate::layout::ObjectKind::Index, name, "malformed index")
+        })
     }
 }
 

@@ -144,7 +144,13 @@ pub fn trailer(keys: &Keys, entries: &[BlobEntry]) -> Vec<u8> {
 
 /// Reads a pack's own header (for verify and index rebuild).
 pub fn read_header(keys: &Keys, name: &str, pack: &[u8]) -> Result<Vec<BlobEntry>> {
-    let bad = |m: &str| Error::integrity(format!("pack {name}"), m.to_string());
+    let bad = |m: &str| {
+        Error::damaged(
+            crate::layout::ObjectKind::Pack,
+            name.to_string(),
+            m.to_string(),
+        )
+    };
     if pack.len() < 8 || &pack[pack.len() - 4..] != PACK_MAGIC {
         return Err(bad("not a bk pack (missing trailer)"));
     }

@@ -1,6 +1,6 @@
 //! What the tools do, built on the store: backup (`put`, from `source`),
 //! `restore`, `verify` (with its `metrics`), retention (`policy`, `prune`)
-//! and garbage collection (`gc`), and the building-block `speed` check.
+//! and garbage collection (`gc`), the building-block `speed` check and repository `stats`.
 
 pub mod gc;
 pub mod metrics;
@@ -10,4 +10,5 @@ pub mod put;
 pub mod restore;
 pub mod source;
 pub mod speed;
+pub mod stats;
 pub mod verify;

@@ -289,7 +289,7 @@ fn packer<'r>(
                 waiting.insert(p.id, std::mem::take(&mut p.entries));
                 up_tx
                     .send(p)
-                    .map_err(|_| Error::Other("pack uploaders stopped".into()))
+                    .map_err(|_| Error::internal("uploading packs", "the uploaders stopped"))
             };
         let result = (|| -> Result<()> {
             let (mut data, mut meta) = (None::<PackStream<'r>>, None::<PackStream<'r>>);
@@ -328,10 +328,10 @@ fn packer<'r>(
         result?;
         finished?;
         if !waiting.is_empty() {
-            return Err(Error::Other(format!(
-                "{} pack uploads did not report back",
-                waiting.len()
-            )));
+            return Err(Error::internal(
+                "uploading packs",
+                format!("{} pack uploads did not report back", waiting.len()),
+            ));
         }
         settle(&mut waiting, false, true)?;
         Ok(())
@@ -552,7 +552,7 @@ fn put_with(
                         sealed,
                         raw_len: bytes.len() as u32,
                     }])
-                    .map_err(|_| Error::Other("packer stopped".into()))?;
+                    .map_err(|_| Error::internal("packing chunks", "the packer stopped"))?;
             }
             Ok(())
         };
@@ -590,9 +590,12 @@ fn put_with(
             }),
         };
         drop(meta_tx);
-        let packed = packer
-            .join()
-            .unwrap_or_else(|_| Err(Error::Other("packer thread panicked".into())));
+        let packed = packer.join().unwrap_or_else(|_| {
+            Err(Error::internal(
+                "packing chunks",
+                "the packer thread panicked",
+            ))
+        });
         match (result, packed) {
             (Err(Error::Interrupted), _) => Err(Error::Interrupted),
             // A storage failure stops the pipeline; it is the root cause of
@@ -606,7 +609,7 @@ fn put_with(
     for id in &state.reused {
         if !dedup.known(id) {
             return Err(Error::integrity(
-                format!("chunk {id}"),
+                crate::error::Subject::Chunk(id.to_hex()),
                 "the listing refers to data this repository does not have; nothing was committed",
             ));
         }
@@ -706,7 +709,7 @@ struct Consumer<'a> {
 /// Returned to the producer when a worker or the packer has failed; the
 /// put reports that failure instead.
 fn pipeline_stopped() -> Error {
-    Error::Other("the backup pipeline stopped".into())
+    Error::internal("backing up", "the pipeline stopped")
 }
 
 impl Consumer<'_> {
@@ -870,13 +873,9 @@ impl Consumer<'_> {
                 }
                 self.st.trailer_seen = true;
             }
-            Record::Snapshot(_)
-            | Record::Decision(_)
-            | Record::Gc(_)
-            | Record::PruneSummary(_)
-            | Record::Finding(_)
-            | Record::VerifySummary(_)
-            | Record::Unknown => {}
+            // Other tools' records (snapshots, prune, verify, bk-repo) in
+            // the stream are ignored, like unknown ones.
+            _ => {}
         }
         self.check_running()
     }

@@ -377,7 +377,7 @@ fn restore_file(reader: &ChunkReader, to: &Destination, rel: &[u8], e: &Entry) -
         let n = write_content(reader, e, &f, &mut read)?;
         if n != e.size {
             return Err(Error::integrity(
-                format!("listing entry {}", e.path),
+                crate::error::Subject::Entry(e.path.clone()),
                 format!("content is {n} bytes, the listing says {}", e.size),
             ));
         }

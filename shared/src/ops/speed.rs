@@ -24,6 +24,18 @@ pub struct BlockSpeed {
     pub detail: String,
 }
 
+impl BlockSpeed {
+    /// As `bk-repo benchmark` prints it, the rate rounded to 0.1 MB/s.
+    pub fn record(&self) -> crate::format::wire::SpeedRecord {
+        crate::format::wire::SpeedRecord {
+            v: crate::format::wire::VERSION,
+            block: self.block.to_string(),
+            mb_per_s: (self.mb_per_s * 10.0).round() / 10.0,
+            detail: self.detail.clone(),
+        }
+    }
+}
+
 /// Deterministic sample data like a real tree: half text-like (compressible
 /// about 3-4× by zstd -3), half incompressible, alternating in 1 MiB runs
 /// so chunks of either kind occur.

@@ -12,6 +12,7 @@
 use crate::error::{Error, Result};
 use crate::format::crypto::{Keys, MasterKey};
 use crate::format::time::Timestamp;
+use crate::layout::ObjectKind;
 use age::secrecy::{ExposeSecret, SecretString};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -82,12 +83,8 @@ impl Secret {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyKind {
-    Passphrase,
-    Age,
-}
+pub use crate::format::wire::KeyKind;
+use crate::format::wire::KeyRecord;
 
 /// What a new key file is locked with.
 pub enum NewKey {
@@ -235,6 +232,21 @@ struct KeyPayload {
 }
 
 impl KeyFile {
+    /// The key file as `bk-repo key list` prints it (never its secret part).
+    pub fn record(&self, name: &str, current: bool) -> KeyRecord {
+        KeyRecord {
+            id: name.to_string(),
+            kind: Some(self.kind),
+            created: Some(self.created),
+            host: self.host.clone(),
+            user: self.user.clone(),
+            label: self.label.clone(),
+            recipient: self.recipient.clone(),
+            current: Some(current),
+            ..KeyRecord::default()
+        }
+    }
+
     pub fn seal(
         master: &MasterKey,
         repository_id: &str,
@@ -261,14 +273,15 @@ impl KeyFile {
                 age::Encryptor::with_recipients(std::iter::once(r as &dyn age::Recipient)),
             ),
         };
-        let encryptor = encryptor.map_err(|e| Error::Other(format!("age: {e}")))?;
+        let encryptor =
+            encryptor.map_err(|e| Error::internal("sealing a key file", format!("age: {e}")))?;
         let mut out = Vec::new();
         let mut w = encryptor
             .wrap_output(&mut out)
-            .map_err(|e| Error::Other(format!("age: {e}")))?;
+            .map_err(|e| Error::internal("sealing a key file", format!("age: {e}")))?;
         w.write_all(&payload)
             .and_then(|_| w.finish().map(|_| ()))
-            .map_err(|e| Error::Other(format!("age: {e}")))?;
+            .map_err(|e| Error::internal("sealing a key file", format!("age: {e}")))?;
         Ok(KeyFile {
             v: 1,
             kind,
@@ -306,8 +319,9 @@ impl KeyFile {
         match self.unwrap(secret, name, repository_id)? {
             Unwrapped::NotThisSecret => Ok(None),
             Unwrapped::Master(m) => Ok(Some(m)),
-            Unwrapped::OtherRepository(other) => Err(Error::integrity(
-                format!("keys/{name}"),
+            Unwrapped::OtherRepository(other) => Err(Error::damaged(
+                ObjectKind::Key,
+                name.to_string(),
                 format!("key belongs to repository {other}, not {repository_id}"),
             )),
         }
@@ -319,7 +333,7 @@ impl KeyFile {
         if !self.matches_kind(secret) {
             return Ok(Unwrapped::NotThisSecret);
         }
-        let bad = |m: String| Error::integrity(format!("keys/{name}"), m);
+        let bad = |m: String| Error::damaged(ObjectKind::Key, name.to_string(), m);
         let ct = B64
             .decode(&self.age)
             .map_err(|e| bad(format!("not base64: {e}")))?;

@@ -89,22 +89,20 @@ impl<'a> ListingRecords<'a> {
     }
 }
 
+/// A listing read through an `io::Read` adaptor comes back wrapped in an
+/// I/O error; hand the caller the typed error inside.
 fn unwrap_io(e: crate::Error) -> crate::Error {
-    if let crate::Error::Io { source, .. } = &e {
-        if let Some(inner) = source
-            .get_ref()
-            .and_then(|i| i.downcast_ref::<ListingError>())
+    match e {
+        crate::Error::Io { path, source }
+            if source.get_ref().is_some_and(|i| i.is::<ListingError>()) =>
         {
-            return match &inner.0 {
-                crate::Error::Integrity { object, message } => crate::Error::Integrity {
-                    object: object.clone(),
-                    message: message.clone(),
-                },
-                other => crate::Error::Other(other.to_string()),
-            };
+            match source.into_inner().map(|i| i.downcast::<ListingError>()) {
+                Some(Ok(inner)) => inner.0,
+                _ => crate::Error::internal("reading a listing", path.display()),
+            }
         }
+        e => e,
     }
-    e
 }
 
 impl Iterator for ListingRecords<'_> {

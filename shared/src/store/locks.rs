@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::format::crypto::Keys;
 use crate::format::id::ObjectId;
 use crate::format::time::Timestamp;
+use crate::format::wire::LockRecord;
 use crate::store::backend::{Backend, ObjectKind};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -39,23 +40,7 @@ pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 pub const LOST_AFTER: Duration = Duration::from_secs(20 * 60);
 const LOCK_AAD: &[u8] = b"bk lock v1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LockMode {
-    Shared,
-    Prune,
-    Exclusive,
-}
-
-impl LockMode {
-    pub fn conflicts_with(self, other: LockMode) -> bool {
-        use LockMode::*;
-        matches!(
-            (self, other),
-            (Exclusive, _) | (_, Exclusive) | (Prune, Prune)
-        )
-    }
-}
+pub use crate::format::wire::LockMode;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -151,6 +136,30 @@ pub struct LockObject {
 }
 
 impl LockObject {
+    /// The lock as `bk-repo locks` prints it.
+    pub fn record(&self, storage_now: SystemTime) -> LockRecord {
+        let stale = self.is_stale_at(storage_now);
+        match &self.info {
+            Some(i) => LockRecord {
+                id: self.name.clone(),
+                mode: Some(i.mode),
+                tool: Some(i.tool.clone()),
+                host: i.host.clone(),
+                user: i.user.clone(),
+                pid: Some(i.pid),
+                time: Some(i.time),
+                stale,
+                ..LockRecord::default()
+            },
+            None => LockRecord {
+                id: self.name.clone(),
+                unreadable: true,
+                stale,
+                ..LockRecord::default()
+            },
+        }
+    }
+
     pub fn is_stale_at(&self, storage_now: SystemTime) -> bool {
         match &self.info {
             Some(i) => i.is_stale_at(self.modified, storage_now),
@@ -170,6 +179,24 @@ impl LockObject {
 }
 
 /// Every lock object with its storage modification time.
+/// Removes the locks whose holders are gone (`all`: every lock, for when
+/// the operator knows no bk process runs), returning what it removed.
+pub fn remove_stale_locks(
+    backend: &dyn Backend,
+    keys: &Keys,
+    all: bool,
+) -> Result<Vec<LockRecord>> {
+    let now = SystemTime::now();
+    let mut removed = Vec::new();
+    for lock in list_lock_objects(backend, keys)? {
+        if all || lock.is_stale_at(now) {
+            backend.delete(ObjectKind::Lock, &lock.name)?;
+            removed.push(lock.record(now));
+        }
+    }
+    Ok(removed)
+}
+
 pub fn list_lock_objects(backend: &dyn Backend, keys: &Keys) -> Result<Vec<LockObject>> {
     let mut out = Vec::new();
     for obj in backend.list(ObjectKind::Lock)? {
@@ -247,14 +274,17 @@ impl LockGuard {
             locks.into_iter().find_map(|other| {
                 let info = other.info.as_ref()?;
                 (other.name != mine && !other.is_stale_at(now) && mode.conflicts_with(info.mode))
-                    .then(|| info.describe())
+                    .then(|| (other.name.clone(), info.describe()))
             })
         });
         match conflict {
             Ok(None) => {}
-            Ok(Some(desc)) => {
+            Ok(Some((lock, holder))) => {
                 let _ = backend.delete(ObjectKind::Lock, &mine);
-                return Err(Error::Locked(desc));
+                return Err(Error::Locked {
+                    lock: Some(lock),
+                    holder,
+                });
             }
             Err(e) => {
                 let _ = backend.delete(ObjectKind::Lock, &mine);
@@ -308,11 +338,14 @@ impl LockGuard {
             .elapsed()
             .max(SystemTime::now().duration_since(wall).unwrap_or_default());
         if since > LOST_AFTER {
-            return Err(Error::Locked(format!(
+            return Err(Error::Locked {
+                lock: None,
+                holder: format!(
                 "this process's own lock was not refreshed for {} min (storage unreachable or process suspended); \
                  a prune may have treated it as stale, so nothing was committed — run the backup again",
                 since.as_secs() / 60
-            )));
+            ),
+            });
         }
         Ok(())
     }
@@ -370,7 +403,7 @@ mod tests {
         let b = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Shared, "t").unwrap();
         let err =
             LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Exclusive, "t").unwrap_err();
-        assert!(matches!(err, Error::Locked(_)));
+        assert!(matches!(err, Error::Locked { .. }));
         assert_eq!(list_lock_objects(&*backend, &keys).unwrap().len(), 2);
         drop((a, b));
         assert!(list_lock_objects(&*backend, &keys).unwrap().is_empty());
@@ -406,7 +439,7 @@ mod tests {
         let prune = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Prune, "t").unwrap();
         let err =
             LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Prune, "t").unwrap_err();
-        assert!(matches!(err, Error::Locked(_)), "{err}");
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
         let _b2 = LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Shared, "t").unwrap();
         assert!(prune.ensure_held().is_ok());
         assert_ne!(backup.id(), prune.id());

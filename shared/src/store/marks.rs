@@ -150,9 +150,9 @@ pub fn read_marks(
         check_name(ObjectKind::Gc, name, &raw)?;
         let plain = keys
             .open(MARK_AAD, &raw)
-            .map_err(|e| Error::integrity(format!("gc/{name}"), e.to_string()))?;
+            .map_err(|e| Error::damaged(ObjectKind::Gc, name.to_string(), e.to_string()))?;
         let mark = Mark::decode(&plain)
-            .ok_or_else(|| Error::integrity(format!("gc/{name}"), "malformed mark"))?;
+            .ok_or_else(|| Error::damaged(ObjectKind::Gc, name.to_string(), "malformed mark"))?;
         Ok(Some(StoredMark {
             name: (*name).clone(),
             mark,
@@ -179,7 +179,7 @@ pub fn load_arms(backend: &dyn Backend, keys: &Keys) -> Result<Vec<StoredArm>> {
             .open(ARM_AAD, &raw)
             .ok()
             .and_then(|p| serde_json::from_slice(&p).ok())
-            .ok_or_else(|| Error::integrity(format!("gc/{}", obj.name), "unreadable arm"))?;
+            .ok_or_else(|| Error::damaged(ObjectKind::Gc, obj.name.clone(), "unreadable arm"))?;
         out.push(StoredArm {
             name: obj.name,
             arm,

@@ -534,7 +534,10 @@ impl<'a> ChunkReader<'a> {
     /// The chunk's plaintext, authenticated and re-hashed.
     pub fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let loc = self.index.get(id).ok_or_else(|| {
-            Error::integrity(format!("chunk {id}"), "not in any index (missing data)")
+            Error::integrity(
+                crate::error::Subject::Chunk(id.to_hex()),
+                "not in any index (missing data)",
+            )
         })?;
         let window = match self.repo.backend().read_window() {
             Some(w) => w,

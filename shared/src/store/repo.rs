@@ -235,9 +235,9 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let file: ConfigFile = serde_json::from_slice(&raw)
-            .map_err(|e| Error::integrity("config", format!("not a bk config: {e}")))?;
+            .map_err(|e| Error::damaged(ObjectKind::Config, "", format!("not a bk config: {e}")))?;
         let config: ConfigBody = serde_json::from_str(&file.body)
-            .map_err(|e| Error::integrity("config", format!("malformed: {e}")))?;
+            .map_err(|e| Error::damaged(ObjectKind::Config, "", format!("malformed: {e}")))?;
         if config.bk_repository > FORMAT_VERSION {
             return Err(Error::Usage(format!(
                 "repository format {} is newer than this bk supports ({FORMAT_VERSION}); upgrade bk",
@@ -256,8 +256,9 @@ impl Repository {
                 Ok(k) => k,
                 Err(e) => {
                     log::warn!("keys/{}: unreadable key file ({e}), skipped", obj.name);
-                    unreadable.get_or_insert(Error::integrity(
-                        format!("keys/{}", obj.name),
+                    unreadable.get_or_insert(Error::damaged(
+                        ObjectKind::Key,
+                        obj.name.clone(),
                         format!("unreadable key file ({e})"),
                     ));
                     continue;
@@ -289,8 +290,9 @@ impl Repository {
                 let keys = master.derive();
                 let tag = hex::decode(&file.mac).unwrap_or_default();
                 if !keys.verify_mac(file.body.as_bytes(), &tag) {
-                    return Err(Error::integrity(
-                        "config",
+                    return Err(Error::damaged(
+                        ObjectKind::Config,
+                        "",
                         "authentication failed: the config was modified",
                     ));
                 }
@@ -304,13 +306,18 @@ impl Repository {
             }
         }
         if key_objects.is_empty() {
-            return Err(Error::integrity("keys/", "the repository has no key files"));
+            return Err(Error::damaged(
+                ObjectKind::Key,
+                "",
+                "the repository has no key files",
+            ));
         }
         // The secret is right for some key file, but no usable key opened:
         // say what is damaged instead of "wrong passphrase".
         if let Some((name, other)) = foreign {
-            return Err(Error::integrity(
-                "config",
+            return Err(Error::damaged(
+                ObjectKind::Config,
+                "",
                 format!(
                     "the secret opens keys/{name}, which belongs to repository {other}, but the config \
                      says {}: the config was changed, or that key file was copied from another repository",
@@ -318,15 +325,15 @@ impl Repository {
                 ),
             ));
         }
-        if let Some(Error::Integrity { object, message }) = damaged {
+        if let Some(Error::Integrity { subject, message }) = damaged {
             return Err(Error::Integrity {
-                object,
+                subject,
                 message: format!("{message}; no other key opens with this secret"),
             });
         }
-        if let (0, Some(Error::Integrity { object, message })) = (tried, unreadable) {
+        if let (0, Some(Error::Integrity { subject, message })) = (tried, unreadable) {
             return Err(Error::Integrity {
-                object,
+                subject,
                 message: format!("{message}; no other key of this kind exists"),
             });
         }
@@ -347,6 +354,23 @@ impl Repository {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The repository's identity and parameters, as `bk-repo init` prints them.
+    pub fn record(&self) -> crate::format::wire::RepositoryRecord {
+        let c = self.config();
+        crate::format::wire::RepositoryRecord {
+            v: crate::format::wire::VERSION,
+            location: self.backend().location(),
+            id: c.id.clone(),
+            format: c.bk_repository,
+            created: c.created,
+            chunker: c.chunker,
+            compression: c.compression,
+            pack_size: c.pack_size,
+            cipher: c.cipher.clone(),
+            key: self.key_name().to_string(),
+        }
     }
 
     pub fn key_name(&self) -> &str {
@@ -501,16 +525,18 @@ impl Repository {
             {
                 Ok(s) => s,
                 Err(e) if e.is_not_found() => {
-                    return Err(Error::integrity(
-                        format!("pack {pack}"),
+                    return Err(Error::damaged(
+                        ObjectKind::Pack,
+                        pack.to_string(),
                         format!("missing (needed for chunk {id})"),
                     ))
                 }
                 Err(Error::Storage { source, .. })
                     if source.kind() == std::io::ErrorKind::UnexpectedEof =>
                 {
-                    return Err(Error::integrity(
-                        format!("pack {pack}"),
+                    return Err(Error::damaged(
+                        ObjectKind::Pack,
+                        pack.to_string(),
                         format!("truncated (chunk {id} lies beyond its end)"),
                     ))
                 }
@@ -526,13 +552,17 @@ impl Repository {
         pack: &str,
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
-        let data = self
-            .keys
-            .open(&blob_aad(kind, id), sealed)
-            .map_err(|e| Error::integrity(format!("pack {pack}"), format!("chunk {id}: {e}")))?;
+        let data = self.keys.open(&blob_aad(kind, id), sealed).map_err(|e| {
+            Error::damaged(
+                ObjectKind::Pack,
+                pack.to_string(),
+                format!("chunk {id}: {e}"),
+            )
+        })?;
         if ChunkId::digest(&data) != *id {
-            return Err(Error::integrity(
-                format!("pack {pack}"),
+            return Err(Error::damaged(
+                ObjectKind::Pack,
+                pack.to_string(),
                 format!("chunk {id}: content hash mismatch"),
             ));
         }
@@ -563,9 +593,9 @@ impl Repository {
         let plain = self
             .keys
             .open(SNAPSHOT_AAD, raw)
-            .map_err(|e| Error::integrity(format!("snapshots/{name}"), e.to_string()))?;
+            .map_err(|e| Error::damaged(ObjectKind::Snapshot, name.to_string(), e.to_string()))?;
         serde_json::from_slice(&plain)
-            .map_err(|e| Error::integrity(format!("snapshots/{name}"), e.to_string()))
+            .map_err(|e| Error::damaged(ObjectKind::Snapshot, name.to_string(), e.to_string()))
     }
 
     /// Every snapshot, oldest first.
@@ -678,7 +708,7 @@ impl Repository {
                 Err(e) => return Err(e),
             };
             let kf: KeyFile = serde_json::from_slice(&raw)
-                .map_err(|e| Error::integrity(format!("keys/{}", obj.name), e.to_string()))?;
+                .map_err(|e| Error::damaged(ObjectKind::Key, obj.name.clone(), e.to_string()))?;
             out.push((obj.name, kf));
         }
         Ok(out)

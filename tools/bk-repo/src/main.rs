@@ -1,13 +1,11 @@
 mod cli;
 
-use bk::backend::ObjectKind;
 use bk::keys::{NewKey, Secret};
-use bk::locks::{list_lock_objects, LockObject};
+use bk::locks::{list_lock_objects, remove_stale_locks};
 use bk::repo::{InitOptions, Repository};
-use bk::wire;
+use bk::wire::{self, KeyRecord, Record};
 use bk::{Error, ExitCode, Result};
 use cli::{Command, KeyCommand};
-use serde_json::json;
 use std::io::Write;
 
 fn main() {
@@ -15,8 +13,8 @@ fn main() {
     bk::cli::run("bk-repo", || run(cli));
 }
 
-fn emit(value: &serde_json::Value) -> Result<()> {
-    wire::write_json(&mut std::io::stdout().lock(), value).map_err(bk::error::stdout_error)
+fn emit(record: Record) -> Result<()> {
+    wire::write_record(&mut std::io::stdout().lock(), &record).map_err(bk::error::stdout_error)
 }
 
 fn run(cli: cli::Cli) -> Result<ExitCode> {
@@ -35,32 +33,20 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
                 ..InitOptions::default()
             };
             let repo = Repository::init(bk::backend::open(location)?, &secret, opts)?;
-            let c = repo.config();
-            emit(&json!({
-                "type": "repository", "v": wire::VERSION, "location": repo.backend().location(),
-                "id": c.id, "format": c.bk_repository, "created": c.created,
-                "chunker": c.chunker, "compression": c.compression, "pack_size": c.pack_size,
-                "cipher": c.cipher, "key": repo.key_name(),
-            }))?;
+            emit(Record::Repository(repo.record()))?;
         }
         Command::Key { command } => return key(&cli.repo, command),
         Command::Locks => {
             let repo = cli.repo.open()?;
             let now = std::time::SystemTime::now();
             for l in list_lock_objects(&**repo.backend(), repo.keys())? {
-                emit(&lock_json(&l, now))?;
+                emit(Record::Lock(l.record(now)))?;
             }
         }
         Command::Unlock { all } => {
             let repo = cli.repo.open()?;
-            let now = std::time::SystemTime::now();
-            for l in list_lock_objects(&**repo.backend(), repo.keys())? {
-                if l.is_stale_at(now) || all {
-                    repo.backend().delete(ObjectKind::Lock, &l.name)?;
-                    let mut j = lock_json(&l, now);
-                    j["type"] = "unlocked".into();
-                    emit(&j)?;
-                }
+            for removed in remove_stale_locks(&**repo.backend(), repo.keys(), all)? {
+                emit(Record::Unlocked(removed))?;
             }
         }
         Command::Benchmark {
@@ -76,56 +62,12 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
             let data = bk::speed::sample_data(sample_mib << 20);
             let budget = std::time::Duration::from_secs_f64(seconds);
             for b in bk::speed::measure(&data, budget, compression) {
-                emit(&json!({
-                    "type": "speed", "v": wire::VERSION, "block": b.block,
-                    "mb_per_s": (b.mb_per_s * 10.0).round() / 10.0, "detail": b.detail,
-                }))?;
+                emit(Record::Speed(b.record()))?;
             }
         }
-        Command::Stats => {
-            let repo = cli.repo.open()?;
-            let b = repo.backend();
-            let mut objects = serde_json::Map::new();
-            let mut total = 0u64;
-            for kind in ObjectKind::ALL {
-                let list = b.list(kind)?;
-                let bytes: u64 = list.iter().map(|o| o.size).sum();
-                total += bytes;
-                objects.insert(
-                    format!("{kind:?}").to_lowercase(),
-                    json!({"count": list.len(), "bytes": bytes}),
-                );
-            }
-            let index = repo.load_index()?;
-            let snapshots = b.list(ObjectKind::Snapshot)?.len();
-            let per_chunk = if index.chunk_count() > 0 {
-                index.memory_bytes() as f64 / index.chunk_count() as f64
-            } else {
-                0.0
-            };
-            emit(&json!({
-                "type": "stats", "v": wire::VERSION, "id": repo.config().id,
-                "snapshots": snapshots, "chunks": index.chunk_count(), "packs": index.pack_count(),
-                "bytes": total, "objects": objects,
-                "index_memory_bytes": index.memory_bytes(),
-                "index_bytes_per_chunk": (per_chunk * 10.0).round() / 10.0,
-            }))?;
-        }
+        Command::Stats => emit(Record::Stats(bk::stats::stats(&cli.repo.open()?)?))?,
     }
     Ok(ExitCode::Success)
-}
-
-fn lock_json(l: &LockObject, now: std::time::SystemTime) -> serde_json::Value {
-    let (name, stale) = (&l.name, l.is_stale_at(now));
-    match &l.info {
-        Some(i) => {
-            json!({"type": "lock", "v": wire::VERSION, "id": name, "mode": i.mode, "tool": i.tool,
-            "host": i.host, "user": i.user, "pid": i.pid, "time": i.time, "stale": stale})
-        }
-        None => {
-            json!({"type": "lock", "v": wire::VERSION, "id": name, "unreadable": true, "stale": stale})
-        }
-    }
 }
 
 fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
@@ -133,11 +75,7 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
     match command {
         KeyCommand::List => {
             for (name, kf) in repo.key_files()? {
-                emit(
-                    &json!({"type": "key", "v": wire::VERSION, "id": name, "kind": kf.kind, "created": kf.created,
-                    "host": kf.host, "user": kf.user, "label": kf.label, "recipient": kf.recipient,
-                    "current": name == repo.key_name()}),
-                )?;
+                emit(Record::Key(kf.record(&name, name == repo.key_name())))?;
             }
         }
         KeyCommand::Add {
@@ -160,11 +98,12 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
                     "bk-repo: wrote a new identity to {} (public key {public})",
                     f.display()
                 );
-                NewKey::Recipient(
-                    public
-                        .parse()
-                        .map_err(|_| Error::Other("generated recipient did not parse".into()))?,
-                )
+                NewKey::Recipient(public.parse().map_err(|_| {
+                    Error::internal(
+                        "adding an identity key",
+                        "the generated recipient did not parse",
+                    )
+                })?)
             } else if let Some(f) = new_password_file
                 .or_else(|| std::env::var_os("BK_NEW_PASSWORD_FILE").map(Into::into))
             {
@@ -176,11 +115,19 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
                 NewKey::from(&Secret::passphrase(p.to_string()))
             };
             let name = repo.add_key(&new, label)?;
-            emit(&json!({"type": "key", "v": wire::VERSION, "id": name, "added": true}))?;
+            emit(Record::Key(KeyRecord {
+                id: name,
+                added: true,
+                ..KeyRecord::default()
+            }))?;
         }
         KeyCommand::Remove { key } => {
             let name = repo.remove_key(&key)?;
-            emit(&json!({"type": "key", "v": wire::VERSION, "id": name, "removed": true}))?;
+            emit(Record::Key(KeyRecord {
+                id: name,
+                removed: true,
+                ..KeyRecord::default()
+            }))?;
         }
     }
     Ok(ExitCode::Success)

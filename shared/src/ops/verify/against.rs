@@ -127,7 +127,10 @@ impl Verifier<'_> {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => worker_result = Err(e),
                     Err(_) => {
-                        worker_result = Err(Error::Other("comparison thread panicked".into()))
+                        worker_result = Err(Error::internal(
+                            "comparing with --against",
+                            "a comparison thread panicked",
+                        ))
                     }
                 }
             }

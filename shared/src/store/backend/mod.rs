@@ -50,66 +50,7 @@ pub(crate) fn find_cause<'a, E: std::error::Error + 'static>(
     })
 }
 
-/// Name prefix of the arm objects beside marks in gc/ (see gc.rs).
-pub const GC_ARM_PREFIX: &str = "arm-";
-
-/// The classes of repository objects; each lives in its own namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ObjectKind {
-    Config,
-    Key,
-    Pack,
-    Index,
-    Snapshot,
-    Lock,
-    /// Garbage-collection marks: packs scheduled for deletion (see gc.rs).
-    Gc,
-}
-
-impl ObjectKind {
-    pub const ALL: [ObjectKind; 7] = [
-        ObjectKind::Config,
-        ObjectKind::Key,
-        ObjectKind::Pack,
-        ObjectKind::Index,
-        ObjectKind::Snapshot,
-        ObjectKind::Lock,
-        ObjectKind::Gc,
-    ];
-
-    pub fn dir(self) -> &'static str {
-        match self {
-            ObjectKind::Config => "",
-            ObjectKind::Key => "keys",
-            ObjectKind::Pack => "data",
-            ObjectKind::Index => "index",
-            ObjectKind::Snapshot => "snapshots",
-            ObjectKind::Lock => "locks",
-            ObjectKind::Gc => "gc",
-        }
-    }
-
-    /// The part of an object's name that must equal the SHA-256 of its
-    /// bytes: the whole name, except `arm-<sha256>` in gc/ (an arm beside
-    /// the mark it names) and config and key files, which are not
-    /// content-addressed (`None`).
-    pub fn digest_name(self, name: &str) -> Option<&str> {
-        match self {
-            ObjectKind::Config | ObjectKind::Key => None,
-            ObjectKind::Gc => Some(name.strip_prefix(GC_ARM_PREFIX).unwrap_or(name)),
-            _ => Some(name),
-        }
-    }
-
-    /// Path of an object relative to the repository root.
-    pub fn path(self, name: &str) -> String {
-        match self {
-            ObjectKind::Config => "config".to_string(),
-            ObjectKind::Pack => format!("data/{}/{}", &name[..2.min(name.len())], name),
-            k => format!("{}/{}", k.dir(), name),
-        }
-    }
-}
+pub use crate::layout::{ObjectKind, GC_ARM_PREFIX};
 
 /// Objects are named by the SHA-256 of their stored bytes; check it.
 pub fn check_name(kind: ObjectKind, name: &str, raw: &[u8]) -> Result<()> {
@@ -117,8 +58,9 @@ pub fn check_name(kind: ObjectKind, name: &str, raw: &[u8]) -> Result<()> {
         .digest_name(name)
         .is_some_and(|d| crate::format::id::ObjectId::digest(raw).to_hex() != d)
     {
-        return Err(crate::Error::integrity(
-            kind.path(name),
+        return Err(crate::Error::damaged(
+            kind,
+            name,
             "content does not match its name (corrupt or replaced)",
         ));
     }

@@ -216,7 +216,7 @@ impl S3Backend {
             .thread_name("bk-s3")
             .enable_all()
             .build()
-            .map_err(|e| Error::Other(format!("cannot start the S3 runtime: {e}")))?;
+            .map_err(|e| Error::internal("starting the S3 runtime", e))?;
         let sdk = rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
         let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
             .iter()
@@ -415,7 +415,7 @@ impl S3Backend {
             .limit
             .acquire()
             .await
-            .map_err(|_| Error::Other("S3 closed".into()))?;
+            .map_err(|_| Error::internal("talking to S3", "the S3 runtime closed"))?;
         let out = self
             .client
             .put_object()
@@ -456,7 +456,12 @@ impl S3Backend {
             .map_err(|e| self.map_err(what.clone(), e))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| Error::Other(format!("{key}: no upload id")))?
+            .ok_or_else(|| {
+                Error::internal(
+                    "starting a multipart upload",
+                    format!("{key}: the server sent no upload id"),
+                )
+            })?
             .to_string();
         let part_size = self.opts.part_size;
         let parts = (0..data.len().div_ceil(part_size)).map(|i| {
@@ -467,7 +472,7 @@ impl S3Backend {
                     .limit
                     .acquire()
                     .await
-                    .map_err(|_| Error::Other("S3 closed".into()))?;
+                    .map_err(|_| Error::internal("talking to S3", "the S3 runtime closed"))?;
                 let n = i as i32 + 1;
                 let out = self
                     .client
@@ -533,7 +538,7 @@ impl S3Backend {
             .limit
             .acquire()
             .await
-            .map_err(|_| Error::Other("S3 closed".into()))?;
+            .map_err(|_| Error::internal("talking to S3", "the S3 runtime closed"))?;
         let mut req = self.client.get_object().bucket(&self.bucket).key(key);
         if let Some((off, len)) = range {
             req = req.range(format!("bytes={}-{}", off, off + len - 1));
@@ -586,7 +591,7 @@ impl S3Backend {
         });
         gathered
             .await
-            .map_err(|e| Error::Other(format!("S3 body task failed: {e}")))?
+            .map_err(|e| Error::internal("reading an S3 body", e))?
     }
 }
 
@@ -703,8 +708,9 @@ impl Backend for S3Backend {
             let data = self.rt.block_on(self.get_bytes(&key, None))?;
             if digest_name.is_some_and(|d| crate::format::id::ObjectId::digest(&data).to_hex() != d)
             {
-                return Err(Error::integrity(
-                    kind.path(name),
+                return Err(Error::damaged(
+                    kind,
+                    name,
                     "content read back does not match its name",
                 ));
             }

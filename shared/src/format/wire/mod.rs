@@ -24,6 +24,9 @@ fn v1() -> u32 {
 
 pub use crate::format::time::Timestamp;
 
+mod admin;
+pub use admin::*;
+
 /// What kind of filesystem object an entry describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -406,73 +409,82 @@ pub struct VerifySummary {
     pub duration_s: f64,
 }
 
-/// Every record type. Unknown types read as [`Record::Unknown`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Record {
-    Header(Header),
-    Entry(Entry),
-    Data(Data),
-    /// A chunk already sent earlier in this stream: `data` without bytes.
-    ChunkRef(ChunkId),
-    Error(ErrorRecord),
-    Trailer(Trailer),
-    Snapshot(SnapshotRecord),
-    Decision(DecisionRecord),
-    Gc(GcRecord),
-    PruneSummary(PruneSummary),
-    Finding(Finding),
-    VerifySummary(VerifySummary),
-    Unknown,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Tagged {
-    Header(Header),
-    Entry(Entry),
-    Error(ErrorRecord),
-    Trailer(Trailer),
-    Snapshot(SnapshotRecord),
-    Decision(DecisionRecord),
-    Gc(GcRecord),
-    PruneSummary(PruneSummary),
-    Finding(Finding),
-    VerifySummary(VerifySummary),
-    #[serde(other)]
-    Unknown,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum TaggedRef<'a> {
-    Header(&'a Header),
-    Entry(&'a Entry),
-    Error(&'a ErrorRecord),
-    Trailer(&'a Trailer),
-    Snapshot(&'a SnapshotRecord),
-    Decision(&'a DecisionRecord),
-    Gc(&'a GcRecord),
-    PruneSummary(&'a PruneSummary),
-    Finding(&'a Finding),
-    VerifySummary(&'a VerifySummary),
-}
-
-impl Record {
-    fn version(&self) -> u32 {
-        match self {
-            Record::Header(r) => r.v,
-            Record::Entry(r) => r.v,
-            Record::Error(r) => r.v,
-            Record::Trailer(r) => r.v,
-            Record::Snapshot(r) => r.v,
-            Record::Decision(r) => r.v,
-            Record::Gc(r) => r.v,
-            Record::PruneSummary(r) => r.v,
-            Record::Finding(r) => r.v,
-            Record::VerifySummary(r) => r.v,
-            Record::Data(_) | Record::ChunkRef(_) | Record::Unknown => VERSION,
+/// Defines [`Record`] and its serde twins from one list, so a record type
+/// is added in one place (its struct and one line below).
+macro_rules! records {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty)),* $(,)?) => {
+        /// Every record type. Unknown types read as [`Record::Unknown`].
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Record {
+            Data(Data),
+            /// A chunk already sent earlier in this stream: `data` without bytes.
+            ChunkRef(ChunkId),
+            $($(#[$doc])* $variant($ty),)*
+            Unknown,
         }
-    }
+
+        #[derive(Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Tagged {
+            $($variant($ty),)*
+            #[serde(other)]
+            Unknown,
+        }
+
+        #[derive(Serialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum TaggedRef<'a> {
+            $($variant(&'a $ty),)*
+        }
+
+        impl Record {
+            fn version(&self) -> u32 {
+                match self {
+                    $(Record::$variant(r) => r.v,)*
+                    Record::Data(_) | Record::ChunkRef(_) | Record::Unknown => VERSION,
+                }
+            }
+
+            fn from_tagged(t: Tagged) -> Option<Record> {
+                match t {
+                    $(Tagged::$variant(r) => Some(Record::$variant(r)),)*
+                    Tagged::Unknown => None,
+                }
+            }
+
+            fn tagged(&self) -> Option<TaggedRef<'_>> {
+                match self {
+                    $(Record::$variant(r) => Some(TaggedRef::$variant(r)),)*
+                    Record::Data(_) | Record::ChunkRef(_) | Record::Unknown => None,
+                }
+            }
+        }
+    };
+}
+
+records! {
+    Header(Header),
+    Entry(Entry),
+    Error(ErrorRecord),
+    Trailer(Trailer),
+    Snapshot(SnapshotRecord),
+    Decision(DecisionRecord),
+    Gc(GcRecord),
+    PruneSummary(PruneSummary),
+    Finding(Finding),
+    VerifySummary(VerifySummary),
+    /// bk-repo init: the new repository.
+    Repository(RepositoryRecord),
+    /// bk-repo key list/add/remove.
+    Key(KeyRecord),
+    /// bk-repo locks.
+    Lock(LockRecord),
+    /// bk-repo unlock: a lock it removed.
+    Unlocked(LockRecord),
+    /// bk-repo benchmark: one block's rate.
+    Speed(SpeedRecord),
+    /// bk-repo stats.
+    Stats(StatsRecord),
 }
 
 const DATA_PREFIX: &[u8] = br#"{"type":"data""#;
@@ -488,18 +500,9 @@ pub fn parse_line(line: &[u8], line_no: u64) -> Result<Record> {
         return data_record(line, line_no);
     } else {
         let value: Tagged = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
-        match value {
-            Tagged::Header(r) => Record::Header(r),
-            Tagged::Entry(r) => Record::Entry(r),
-            Tagged::Error(r) => Record::Error(r),
-            Tagged::Trailer(r) => Record::Trailer(r),
-            Tagged::Snapshot(r) => Record::Snapshot(r),
-            Tagged::Decision(r) => Record::Decision(r),
-            Tagged::Gc(r) => Record::Gc(r),
-            Tagged::PruneSummary(r) => Record::PruneSummary(r),
-            Tagged::Finding(r) => Record::Finding(r),
-            Tagged::VerifySummary(r) => Record::VerifySummary(r),
-            Tagged::Unknown => {
+        match Record::from_tagged(value) {
+            Some(r) => r,
+            None => {
                 // `{"type":"data"...}` written with other key order lands here.
                 let v: serde_json::Value =
                     serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
@@ -607,17 +610,10 @@ pub fn write_record<W: Write>(w: &mut W, rec: &Record) -> std::io::Result<()> {
     match rec {
         Record::Data(d) => write_data(w, &d.id, &d.data),
         Record::ChunkRef(id) => write_chunk_ref(w, id),
-        Record::Unknown => Ok(()),
-        Record::Header(r) => write_json(w, &TaggedRef::Header(r)),
-        Record::Entry(r) => write_json(w, &TaggedRef::Entry(r)),
-        Record::Error(r) => write_json(w, &TaggedRef::Error(r)),
-        Record::Trailer(r) => write_json(w, &TaggedRef::Trailer(r)),
-        Record::Snapshot(r) => write_json(w, &TaggedRef::Snapshot(r)),
-        Record::Decision(r) => write_json(w, &TaggedRef::Decision(r)),
-        Record::Gc(r) => write_json(w, &TaggedRef::Gc(r)),
-        Record::PruneSummary(r) => write_json(w, &TaggedRef::PruneSummary(r)),
-        Record::Finding(r) => write_json(w, &TaggedRef::Finding(r)),
-        Record::VerifySummary(r) => write_json(w, &TaggedRef::VerifySummary(r)),
+        r => match r.tagged() {
+            Some(t) => write_json(w, &t),
+            None => Ok(()),
+        },
     }
 }
 
