@@ -14,7 +14,7 @@ use bk::index::IndexFile;
 use bk::keys::Secret;
 use bk::pack::{blob_aad, BlobKind, PackBuilder};
 use bk::repo::{InitOptions, Repository, Snapshot};
-use bk::wire::{self, Entry, Kind, Record, Timestamp};
+use bk::wire::{self, Entry, Record, Timestamp};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -72,30 +72,18 @@ fn main() {
         let mut listing = Vec::new();
         for k in first..first + files {
             let data = chunk_data(k);
-            let e = Entry {
-                v: 1,
-                path: format!("d{:05}/f{k:09}", k / 1000),
-                path_b64: None,
-                kind: Kind::File,
-                mode: 0o644,
-                uid: 1000,
-                gid: 1000,
-                user: None,
-                group: None,
-                mtime: Timestamp {
-                    secs: base + k as i64,
-                    nanos: 0,
-                },
-                ctime: None,
-                size: data.len() as u64,
-                dev: None,
-                ino: None,
-                nlink: None,
-                target: None,
-                target_b64: None,
-                rdev: None,
-                chunks: vec![ChunkId::digest(&data)],
+            let mtime = Timestamp {
+                secs: base + k as i64,
+                nanos: 0,
             };
+            let path = format!("d{:05}/f{k:09}", k / 1000);
+            let mut e = Entry::file(
+                &path,
+                data.len() as u64,
+                mtime,
+                vec![ChunkId::digest(&data)],
+            );
+            (e.uid, e.gid) = (1000, 1000);
             wire::write_record(&mut listing, &Record::Entry(e)).expect("vec");
         }
         let mut ids = Vec::new();

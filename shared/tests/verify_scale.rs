@@ -22,7 +22,7 @@ use bk::keys::Secret;
 use bk::pack::{blob_aad, BlobEntry, BlobKind, PackBuilder};
 use bk::repo::{InitOptions, Repository, Snapshot};
 use bk::verify::{verify, VerifyOptions};
-use bk::wire::{self, Entry, Kind, Record, Timestamp};
+use bk::wire::{self, Entry, Record, Timestamp};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -92,27 +92,13 @@ struct Listing {
 }
 
 fn entry(ident: usize, i: usize, chunks: Vec<ChunkId>, mtime: Timestamp) -> Entry {
-    Entry {
-        v: 1,
-        path: format!("srv/app{ident}/d{:03}/file-{i:06}.dat", i / 1000),
-        path_b64: None,
-        kind: Kind::File,
-        mode: 0o644,
-        uid: 1000,
-        gid: 1000,
-        user: Some("app".into()),
-        group: Some("app".into()),
-        mtime,
-        ctime: Some(mtime),
-        size: 5 << 20,
-        dev: Some(2049),
-        ino: Some(1_000_000 + i as u64),
-        nlink: Some(1),
-        target: None,
-        target_b64: None,
-        rdev: None,
-        chunks,
-    }
+    let path = format!("srv/app{ident}/d{:03}/file-{i:06}.dat", i / 1000);
+    let mut e = Entry::file(&path, 5 << 20, mtime, chunks);
+    (e.uid, e.gid) = (1000, 1000);
+    (e.user, e.group) = (Some("app".into()), Some("app".into()));
+    e.ctime = Some(mtime);
+    (e.dev, e.ino, e.nlink) = (Some(2049), Some(1_000_000 + i as u64), Some(1));
+    e
 }
 
 fn line(e: &Entry) -> Vec<u8> {

@@ -184,28 +184,19 @@ pub fn entry_from_metadata(rel: &[u8], md: &Metadata) -> Entry {
     } else {
         Kind::BlockDevice
     };
-    let mut e = Entry {
-        v: wire::VERSION,
-        path: String::new(),
-        path_b64: None,
+    let mut e = Entry::new(
         kind,
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        user: crate::sys::user_name(md.uid()),
-        group: crate::sys::group_name(md.gid()),
-        mtime: ts(md.mtime(), md.mtime_nsec()),
-        ctime: Some(ts(md.ctime(), md.ctime_nsec())),
-        size: if kind == Kind::File { md.size() } else { 0 },
-        dev: Some(md.dev()),
-        ino: Some(md.ino()),
-        nlink: Some(md.nlink()),
-        target: None,
-        target_b64: None,
-        rdev: matches!(kind, Kind::CharDevice | Kind::BlockDevice).then(|| md.rdev()),
-        chunks: Vec::new(),
-    };
-    e.set_path_bytes(rel);
+        rel,
+        md.mode() & 0o7777,
+        ts(md.mtime(), md.mtime_nsec()),
+    );
+    (e.uid, e.gid) = (md.uid(), md.gid());
+    e.user = crate::sys::user_name(md.uid());
+    e.group = crate::sys::group_name(md.gid());
+    e.ctime = Some(ts(md.ctime(), md.ctime_nsec()));
+    e.size = if kind == Kind::File { md.size() } else { 0 };
+    (e.dev, e.ino, e.nlink) = (Some(md.dev()), Some(md.ino()), Some(md.nlink()));
+    e.rdev = matches!(kind, Kind::CharDevice | Kind::BlockDevice).then(|| md.rdev());
     e
 }
 
@@ -494,28 +485,10 @@ pub fn walk_stream<S: StreamSink + ?Sized>(
     em.record(Record::Header(stream_header(name, opts)))?;
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
-    let mut entry = Entry {
-        v: wire::VERSION,
-        path: name.to_string(),
-        path_b64: None,
-        kind: Kind::File,
-        mode: 0o600,
-        uid,
-        gid,
-        user: crate::sys::user_name(uid),
-        group: crate::sys::group_name(gid),
-        mtime: Timestamp::now(),
-        ctime: None,
-        size: 0,
-        dev: None,
-        ino: None,
-        nlink: None,
-        target: None,
-        target_b64: None,
-        rdev: None,
-        chunks: Vec::new(),
-    };
-    entry.size = 0;
+    let mut entry = Entry::new(Kind::File, name.as_bytes(), 0o600, Timestamp::now());
+    (entry.uid, entry.gid) = (uid, gid);
+    entry.user = crate::sys::user_name(uid);
+    entry.group = crate::sys::group_name(gid);
     em.summary.entries += 1;
     em.record(Record::Entry(entry))?;
     let (_, n) = match em.content(input) {

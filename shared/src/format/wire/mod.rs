@@ -103,6 +103,42 @@ fn raw_bytes(text: &str, b64: &Option<String>) -> Result<Vec<u8>> {
 }
 
 impl Entry {
+    /// An entry with only the fields every kind has; the optional ones
+    /// (owner names, ctime, device and inode, target, chunks) are empty.
+    pub fn new(kind: Kind, path: &[u8], mode: u32, mtime: Timestamp) -> Self {
+        let (path, path_b64) = lossless(path);
+        Entry {
+            v: VERSION,
+            path,
+            path_b64,
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime,
+            ctime: None,
+            size: 0,
+            dev: None,
+            ino: None,
+            nlink: None,
+            target: None,
+            target_b64: None,
+            rdev: None,
+            chunks: Vec::new(),
+        }
+    }
+
+    /// A regular file of `size` bytes made of `chunks`, mode 0644.
+    pub fn file(path: &str, size: u64, mtime: Timestamp, chunks: Vec<ChunkId>) -> Self {
+        Entry {
+            size,
+            chunks,
+            ..Entry::new(Kind::File, path.as_bytes(), 0o644, mtime)
+        }
+    }
+
     pub fn path_bytes(&self) -> Result<Vec<u8>> {
         raw_bytes(&self.path, &self.path_b64)
     }
@@ -653,30 +689,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn entry(path: &[u8]) -> Entry {
-        let mut e = Entry {
-            v: 1,
-            path: String::new(),
-            path_b64: None,
-            kind: Kind::File,
-            mode: 0o644,
-            uid: 1000,
-            gid: 1000,
-            user: Some("alice".into()),
-            group: None,
-            mtime: Timestamp {
-                secs: 1_700_000_000,
-                nanos: 123_456_789,
-            },
-            ctime: None,
-            size: 5,
-            dev: Some(1),
-            ino: Some(2),
-            nlink: Some(1),
-            target: None,
-            target_b64: None,
-            rdev: None,
-            chunks: vec![ChunkId::digest(b"hello")],
+        let mtime = Timestamp {
+            secs: 1_700_000_000,
+            nanos: 123_456_789,
         };
+        let mut e = Entry::file("", 5, mtime, vec![ChunkId::digest(b"hello")]);
+        (e.uid, e.gid, e.user) = (1000, 1000, Some("alice".into()));
+        (e.dev, e.ino, e.nlink) = (Some(1), Some(2), Some(1));
         e.set_path_bytes(path);
         e
     }
