@@ -429,6 +429,10 @@ pub fn write_file_to(
 }
 
 /// Restores `entries` under `opts.into`.
+///
+/// Files are written by `opts.threads` workers fed in listing order (so the
+/// chunk reader can fetch ahead); everything that must come after the
+/// contents waits in [`Deferred`].
 pub fn restore(
     repo: &Repository,
     index: &Index,
@@ -446,12 +450,8 @@ pub fn restore(
     };
     let reader = &ChunkReader::new(repo, index);
     let problems = Mutex::new(Problems::default());
-    let mut summary = RestoreSummary::default();
-    let mut dirs: Vec<(Vec<u8>, Entry)> = Vec::new();
-    let mut symlinks: Vec<(Vec<u8>, Entry)> = Vec::new();
-    let mut hardlinks: Vec<(Vec<u8>, Vec<u8>, String)> = Vec::new();
-    let mut link_first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let files_done = Mutex::new((0u64, 0u64));
+    let mut deferred = Deferred::default();
 
     std::thread::scope(|scope| -> Result<()> {
         // A deep queue lets the feeder announce reads far enough ahead for
@@ -460,36 +460,12 @@ pub fn restore(
         let prefetchers: Vec<_> = (0..PREFETCH_THREADS)
             .map(|_| scope.spawn(|| reader.prefetch()))
             .collect();
-        let mut workers = Vec::new();
-        for _ in 0..threads {
-            let rx = rx.clone();
-            let (problems, files_done, to) = (&problems, &files_done, &to);
-            workers.push(scope.spawn(move || {
-                for (rel, e) in rx {
-                    match restore_file(reader, to, &rel, &e) {
-                        Ok(n) => {
-                            let mut d = files_done.lock().unwrap_or_else(|p| p.into_inner());
-                            d.0 += 1;
-                            d.1 += n;
-                        }
-                        Err(Error::Interrupted) => {
-                            // Nobody will read the rest: free a feeder
-                            // waiting for room in the plan.
-                            reader.stop_prefetch();
-                            return Err(Error::Interrupted);
-                        }
-                        Err(err) => {
-                            let mut p = problems.lock().unwrap_or_else(|p| p.into_inner());
-                            if matches!(err, Error::Integrity { .. }) {
-                                p.integrity += 1;
-                            }
-                            p.error(&e.path, err);
-                        }
-                    }
-                }
-                Ok(())
-            }));
-        }
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (rx, problems, files_done, to) = (rx.clone(), &problems, &files_done, &to);
+                scope.spawn(move || restore_worker(reader, to, rx, problems, files_done))
+            })
+            .collect();
         drop(rx);
         let feed = (|| -> Result<()> {
             for e in entries {
@@ -499,69 +475,21 @@ pub fn restore(
                 if !crate::store::listing::matches_filters(&rel, &opts.filters) {
                     continue;
                 }
+                let mut problems = || problems.lock().unwrap_or_else(|p| p.into_inner());
                 if let Err(m) = wire::check_relative_path(&rel) {
-                    problems.lock().unwrap_or_else(|p| p.into_inner()).error(
+                    problems().error(
                         &e.path,
                         format!("unsafe path ({m}); skipped, nothing written"),
                     );
                     continue;
                 }
-                match e.kind {
-                    Kind::Dir => {
-                        if rel != b"." {
-                            if let Err(err) = to.create_dir(&rel) {
-                                problems
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .error(&e.path, err);
-                                continue;
-                            }
-                        }
-                        dirs.push((rel, e));
+                if let Some((rel, e)) = deferred.route(&to, rel, e, &mut problems) {
+                    // Announce the reads so remote restores fetch exact
+                    // ranges once, shared by the workers.
+                    reader.plan(&e.chunks);
+                    if tx.send((rel, e)).is_err() {
+                        break;
                     }
-                    Kind::File => {
-                        if e.nlink.unwrap_or(1) > 1 {
-                            if let (Some(dev), Some(ino)) = (e.dev, e.ino) {
-                                if let Some(first) = link_first.get(&(dev, ino)) {
-                                    hardlinks.push((first.clone(), rel, e.path.clone()));
-                                    continue;
-                                }
-                                link_first.insert((dev, ino), rel.clone());
-                            }
-                        }
-                        // Announce the reads so remote restores fetch exact
-                        // ranges once, shared by the workers.
-                        reader.plan(&e.chunks);
-                        if tx.send((rel, e)).is_err() {
-                            break;
-                        }
-                    }
-                    Kind::Symlink => symlinks.push((rel, e)),
-                    Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
-                        let r = to
-                            .path(&rel)
-                            .map_err(|err| err.to_string())
-                            .and_then(|p| make_special(&p, &e).map(|_| p));
-                        match r {
-                            Ok(p) => {
-                                apply_owner(&p, &e);
-                                let _ = fs::set_permissions(&p, fs::Permissions::from_mode(e.mode));
-                                let _ = filetime::set_symlink_file_times(
-                                    &p,
-                                    file_time(e.mtime),
-                                    file_time(e.mtime),
-                                );
-                            }
-                            Err(m) => problems
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .skip(&e.path, m),
-                        }
-                    }
-                    Kind::Socket => problems
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .skip(&e.path, "sockets cannot be restored; skipped"),
                 }
             }
             Ok(())
@@ -587,63 +515,175 @@ pub fn restore(
 
     let mut problems = problems.into_inner().unwrap_or_else(|p| p.into_inner());
     let (files, bytes) = files_done.into_inner().unwrap_or_else(|p| p.into_inner());
-    summary.files = files;
-    summary.bytes = bytes;
-    for (first, rel, shown) in hardlinks {
-        let r = to.path(&first).and_then(|src| {
-            let dst = to.path(&rel)?;
-            let _ = fs::remove_file(&dst);
-            fs::hard_link(&src, &dst)
-        });
-        match r {
-            Ok(()) => summary.links += 1,
-            Err(err) => problems.error(&shown, format!("hard link: {err}")),
-        }
-    }
-    for (rel, e) in symlinks {
-        let target = match e.target_bytes() {
-            Ok(Some(t)) => t,
-            _ => {
-                problems.error(&e.path, "symlink without a target");
-                continue;
-            }
-        };
-        let r = to.path(&rel).and_then(|p| {
-            std::os::unix::fs::symlink(OsStr::from_bytes(&target), &p)?;
-            Ok(p)
-        });
-        match r {
-            Ok(p) => {
-                apply_owner(&p, &e);
-                let _ =
-                    filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
-                summary.links += 1;
-            }
-            Err(err) => problems.error(&e.path, format!("symlink: {err}")),
-        }
-    }
-    // Deepest directories first, so setting a parent's mtime comes last.
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
-    for (rel, e) in dirs {
-        let p = if rel == b"." {
-            Ok(to.root.clone())
-        } else {
-            to.path(&rel)
-        };
-        let r = p.and_then(|p| {
-            apply_owner(&p, &e);
-            fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))?;
-            filetime::set_file_times(&p, file_time(e.mtime), file_time(e.mtime))
-        });
-        match r {
-            Ok(()) => summary.dirs += 1,
-            Err(err) => problems.error(&e.path, err),
-        }
-    }
+    let mut summary = RestoreSummary {
+        files,
+        bytes,
+        ..RestoreSummary::default()
+    };
+    deferred.finish(&to, &mut problems, &mut summary);
     summary.errors = problems.errors;
     summary.skipped = problems.skipped;
     summary.integrity_errors = problems.integrity;
     Ok(summary)
+}
+
+/// One restore worker: writes the files it is handed until the feeder is
+/// done, counting what it wrote and what failed.
+fn restore_worker(
+    reader: &ChunkReader,
+    to: &Destination,
+    rx: crossbeam_channel::Receiver<(Vec<u8>, Entry)>,
+    problems: &Mutex<Problems>,
+    files_done: &Mutex<(u64, u64)>,
+) -> Result<()> {
+    for (rel, e) in rx {
+        match restore_file(reader, to, &rel, &e) {
+            Ok(n) => {
+                let mut d = files_done.lock().unwrap_or_else(|p| p.into_inner());
+                d.0 += 1;
+                d.1 += n;
+            }
+            Err(Error::Interrupted) => {
+                // Nobody will read the rest: free a feeder waiting for
+                // room in the plan.
+                reader.stop_prefetch();
+                return Err(Error::Interrupted);
+            }
+            Err(err) => {
+                let mut p = problems.lock().unwrap_or_else(|p| p.into_inner());
+                if matches!(err, Error::Integrity { .. }) {
+                    p.integrity += 1;
+                }
+                p.error(&e.path, err);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a restore does after the file contents are written, in this
+/// order: hard links (they need their first name's content), symlinks
+/// (created last, so no path of this restore ever goes through one), then
+/// directories' modes and times, deepest first (nothing writes into a
+/// directory after its mtime is set).
+#[derive(Default)]
+struct Deferred {
+    dirs: Vec<(Vec<u8>, Entry)>,
+    symlinks: Vec<(Vec<u8>, Entry)>,
+    /// (first name, this name, this name as shown).
+    hardlinks: Vec<(Vec<u8>, Vec<u8>, String)>,
+    /// The first name restored for each (device, inode) with several links.
+    link_first: HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl Deferred {
+    /// Handles one entry now or keeps it for later; returns a file whose
+    /// content the workers must write.
+    fn route<'p>(
+        &mut self,
+        to: &Destination,
+        rel: Vec<u8>,
+        e: Entry,
+        problems: &mut impl FnMut() -> std::sync::MutexGuard<'p, Problems>,
+    ) -> Option<(Vec<u8>, Entry)> {
+        match e.kind {
+            Kind::Dir => {
+                if rel != b"." {
+                    if let Err(err) = to.create_dir(&rel) {
+                        problems().error(&e.path, err);
+                        return None;
+                    }
+                }
+                self.dirs.push((rel, e));
+            }
+            Kind::File => {
+                if e.nlink.unwrap_or(1) > 1 {
+                    if let (Some(dev), Some(ino)) = (e.dev, e.ino) {
+                        if let Some(first) = self.link_first.get(&(dev, ino)) {
+                            self.hardlinks.push((first.clone(), rel, e.path.clone()));
+                            return None;
+                        }
+                        self.link_first.insert((dev, ino), rel.clone());
+                    }
+                }
+                return Some((rel, e));
+            }
+            Kind::Symlink => self.symlinks.push((rel, e)),
+            Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
+                if let Err(m) = restore_special(to, &rel, &e) {
+                    problems().skip(&e.path, m);
+                }
+            }
+            Kind::Socket => problems().skip(&e.path, "sockets cannot be restored; skipped"),
+        }
+        None
+    }
+
+    fn finish(mut self, to: &Destination, problems: &mut Problems, summary: &mut RestoreSummary) {
+        for (first, rel, shown) in std::mem::take(&mut self.hardlinks) {
+            let r = to.path(&first).and_then(|src| {
+                let dst = to.path(&rel)?;
+                let _ = fs::remove_file(&dst);
+                fs::hard_link(&src, &dst)
+            });
+            match r {
+                Ok(()) => summary.links += 1,
+                Err(err) => problems.error(&shown, format!("hard link: {err}")),
+            }
+        }
+        for (rel, e) in std::mem::take(&mut self.symlinks) {
+            match restore_symlink(to, &rel, &e) {
+                Ok(()) => summary.links += 1,
+                Err(m) => problems.error(&e.path, m),
+            }
+        }
+        // Deepest directories first, so setting a parent's mtime comes last.
+        self.dirs.sort_by(|a, b| b.0.cmp(&a.0));
+        for (rel, e) in self.dirs {
+            let p = if rel == b"." {
+                Ok(to.root.clone())
+            } else {
+                to.path(&rel)
+            };
+            let r = p.and_then(|p| {
+                apply_owner(&p, &e);
+                fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))?;
+                filetime::set_file_times(&p, file_time(e.mtime), file_time(e.mtime))
+            });
+            match r {
+                Ok(()) => summary.dirs += 1,
+                Err(err) => problems.error(&e.path, err),
+            }
+        }
+    }
+}
+
+fn restore_symlink(to: &Destination, rel: &[u8], e: &Entry) -> std::result::Result<(), String> {
+    let target = match e.target_bytes() {
+        Ok(Some(t)) => t,
+        _ => return Err("symlink without a target".into()),
+    };
+    let p = to
+        .path(rel)
+        .and_then(|p| {
+            std::os::unix::fs::symlink(OsStr::from_bytes(&target), &p)?;
+            Ok(p)
+        })
+        .map_err(|err| format!("symlink: {err}"))?;
+    apply_owner(&p, e);
+    let _ = filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
+    Ok(())
+}
+
+/// FIFOs and device nodes, created where they belong with their owner,
+/// mode and mtime.
+fn restore_special(to: &Destination, rel: &[u8], e: &Entry) -> std::result::Result<(), String> {
+    let p = to.path(rel).map_err(|err| err.to_string())?;
+    make_special(&p, e)?;
+    apply_owner(&p, e);
+    let _ = fs::set_permissions(&p, fs::Permissions::from_mode(e.mode));
+    let _ = filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
+    Ok(())
 }
 
 fn make_special(p: &Path, e: &Entry) -> std::result::Result<(), String> {
