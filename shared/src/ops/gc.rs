@@ -273,6 +273,10 @@ impl LiveIndex {
 /// The mark phase's decisions (ARCHITECTURE §24.3, steps 2–5), from the
 /// referenced set, the index objects, the pending marks and the pack
 /// listing. Pure: the same inputs give the same plan.
+///
+/// Long on purpose: steps 2 to 5 share running tallies (bytes unused per
+/// pack, the repack budget) and must be read in order to check that no
+/// chunk the referenced set needs is left without a live copy.
 pub fn plan_mark(
     referenced: &HashSet<ChunkId>,
     files: &IndexFiles,
@@ -751,6 +755,11 @@ impl Gc<'_> {
 
     /// Plans and writes a new mark (and the compacted index). Returns
     /// whether a mark was written (or, in a dry run, would be).
+    ///
+    /// Long on purpose: it is the mark phase's write order (repacked packs,
+    /// then the compacted index, then the mark, then its arm), and the
+    /// safety argument of ARCHITECTURE §24.3 is that order; it stays in one
+    /// function so that it can be checked against the document line by line.
     fn mark(&mut self, emit: &mut Emit<'_>) -> Result<bool> {
         let backend = self.repo.backend().clone();
         let (referenced, files, pending_marks) = self.referenced()?;
@@ -869,6 +878,11 @@ impl Gc<'_> {
     /// Copies the used blobs of `packs` into new packs. Returns the new
     /// packs, the old packs fully copied (damaged ones are left alone) and
     /// the chunks copied.
+    ///
+    /// Long on purpose: one streaming loop fills, flushes and uploads new
+    /// packs while reading old ones, and records which old packs were
+    /// copied whole; the "delete only what was copied whole" rule needs
+    /// that loop read as one.
     fn repack(
         &mut self,
         packs: &[ObjectId],

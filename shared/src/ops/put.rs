@@ -226,6 +226,12 @@ fn seal_batch(w: &WorkerShared<'_>, batch: Vec<ChunkJob>, out: &mut Vec<Sealed>)
 /// most 4, so memory stays bounded). Index objects name only packs whose
 /// upload has completed; one is written every few packs and one at the end.
 /// Returns after the channel closes and everything is durable.
+///
+/// Long on purpose: one loop owns the open packs, the uploader pool and
+/// the list of uploads not yet reported back; the invariant "an index
+/// object names only packs whose upload completed" is checked by reading
+/// that loop whole, which splitting would scatter across functions sharing
+/// the same mutable state.
 fn packer<'r>(
     repo: &'r Repository,
     rx: Receiver<Vec<Sealed>>,
@@ -528,13 +534,67 @@ fn put_with(
         opts.threads
     };
 
-    let (state, listing) = std::thread::scope(|scope| -> Result<_> {
+    let (state, listing) = run_pipeline(&shared, &index, threads, produce)?;
+
+    for id in &state.reused {
+        if !dedup.known(id) {
+            return Err(Error::integrity(
+                crate::error::Subject::Chunk(id.to_hex()),
+                "the listing refers to data this repository does not have; nothing was committed",
+            ));
+        }
+    }
+    crate::sys::check_interrupted()?;
+
+    let snapshot = build_snapshot(opts, &state, listing)?;
+    // A prune may already have judged a lock this old stale and deleted
+    // packs this snapshot refers to: committing now could lose data.
+    lock.ensure_held()?;
+    let id = repo.save_snapshot(&snapshot)?;
+    drop(lock);
+    let mut record = snapshot_record(&id, &snapshot);
+    record.new_bytes = Some(counters.new_bytes.load(Ordering::Relaxed));
+    record.new_chunks = Some(counters.new_chunks.load(Ordering::Relaxed));
+    record.stored_bytes = Some(counters.stored_bytes.load(Ordering::Relaxed));
+    record.unmodified_files = Some(state.unmodified_files);
+    record.duration_s = Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+    Ok(PutOutcome {
+        snapshot: record,
+        problems: state.errors > 0,
+    })
+}
+
+/// The backup pipeline: `produce` feeds the consumer, which chunks files
+/// out to `threads` workers (hash, compress, seal) and one packer (pack,
+/// upload), then stores the listing. Returns what the stream held and the
+/// listing's chunk ids once every pack is durable.
+///
+/// Long on purpose: the thread scope owns the channels and join handles,
+/// and the shutdown order (close the chunk channel, join the workers, store
+/// the listing, close the packer's channel, join it) is what makes "every
+/// pack is durable before the snapshot is written" true; it reads in one
+/// place.
+fn run_pipeline(
+    shared: &WorkerShared<'_>,
+    index: &Index,
+    threads: usize,
+    produce: impl FnOnce(&Index, &mut Consumer<'_>) -> Result<()>,
+) -> Result<(StreamState, Vec<ChunkId>)> {
+    let WorkerShared {
+        repo,
+        dedup,
+        pool,
+        counters,
+        failed,
+        ..
+    } = *shared;
+    std::thread::scope(|scope| -> Result<_> {
         let (chunk_tx, chunk_rx) = bounded::<Vec<ChunkJob>>(threads * 2);
         let (sealed_tx, sealed_rx) = bounded::<Vec<Sealed>>(threads * 2);
-        let packer = scope.spawn(|| packer(repo, sealed_rx, &pool, &counters));
+        let packer = scope.spawn(|| packer(repo, sealed_rx, pool, counters));
         let mut workers = Vec::new();
         for _ in 0..threads {
-            let (rx, tx, shared) = (chunk_rx.clone(), sealed_tx.clone(), &shared);
+            let (rx, tx) = (chunk_rx.clone(), sealed_tx.clone());
             workers.push(scope.spawn(move || worker(shared, rx, tx)));
         }
         drop(chunk_rx);
@@ -569,13 +629,13 @@ fn put_with(
                 listing: &mut listing,
                 store_meta: &mut store_meta,
                 chunk_tx: &chunk_tx,
-                pool: &pool,
+                pool,
                 batch: Vec::new(),
                 batch_bytes: 0,
-                failed: &failed,
+                failed,
                 line: 0,
             };
-            produce(&index, &mut consumer).and_then(|()| consumer.finish())
+            produce(index, &mut consumer).and_then(|()| consumer.finish())
         };
         drop(chunk_tx);
         for w in workers {
@@ -604,18 +664,15 @@ fn put_with(
             (Err(e), Ok(_)) => Err(e),
             (Ok((state, ids)), Ok(())) => Ok((state, ids)),
         }
-    })?;
+    })
+}
 
-    for id in &state.reused {
-        if !dedup.known(id) {
-            return Err(Error::integrity(
-                crate::error::Subject::Chunk(id.to_hex()),
-                "the listing refers to data this repository does not have; nothing was committed",
-            ));
-        }
-    }
-    crate::sys::check_interrupted()?;
-
+/// The snapshot of a stream whose data is all stored.
+fn build_snapshot(
+    opts: &PutOptions,
+    state: &StreamState,
+    listing: Vec<ChunkId>,
+) -> Result<Snapshot> {
     if state.header.is_none() && opts.identity.is_none() {
         return Err(Error::Usage(
             "the input has no header record (a listing?): give --identity USER@HOST:/PATH".into(),
@@ -634,7 +691,7 @@ fn put_with(
         Some(i) => i.clone(),
         None => default_identity(&header),
     };
-    let snapshot = Snapshot {
+    Ok(Snapshot {
         v: 1,
         time: opts.time.unwrap_or_else(Timestamp::now),
         identity,
@@ -650,21 +707,6 @@ fn put_with(
         created: Timestamp::now(),
         program: format!("bk {}", env!("CARGO_PKG_VERSION")),
         host: crate::sys::hostname(),
-    };
-    // A prune may already have judged a lock this old stale and deleted
-    // packs this snapshot refers to: committing now could lose data.
-    lock.ensure_held()?;
-    let id = repo.save_snapshot(&snapshot)?;
-    drop(lock);
-    let mut record = snapshot_record(&id, &snapshot);
-    record.new_bytes = Some(counters.new_bytes.load(Ordering::Relaxed));
-    record.new_chunks = Some(counters.new_chunks.load(Ordering::Relaxed));
-    record.stored_bytes = Some(counters.stored_bytes.load(Ordering::Relaxed));
-    record.unmodified_files = Some(state.unmodified_files);
-    record.duration_s = Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
-    Ok(PutOutcome {
-        snapshot: record,
-        problems: state.errors > 0,
     })
 }
 
@@ -787,6 +829,8 @@ impl Consumer<'_> {
         self.check_running()
     }
 
+    /// One arm per record type: a dispatch table, longer than 80 lines
+    /// only because the stream has that many kinds of record.
     fn accept(&mut self, rec: Record) -> Result<()> {
         crate::sys::check_interrupted()?;
         if self.st.trailer_seen && !matches!(rec, Record::Unknown) {

@@ -51,7 +51,7 @@ use crate::format::wire::{
 use crate::ops::metrics::{IdentityMetrics, RepositoryMetrics};
 use crate::store::backend::{ObjectInfo, ObjectKind};
 use crate::store::keys::{authenticate_key_file, KeyAuth};
-use crate::store::marks::read_marks;
+use crate::store::marks::{read_marks, StoredMark};
 use crate::store::reader::ChunkReader;
 use crate::store::repo::{merged_index, parallel_map, Repository, Snapshot};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -149,28 +149,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
         ..Default::default()
     };
 
-    // Listed in the reverse of the commit order (packs → index →
-    // snapshot, marks before the compacted index that drops their packs):
-    // what a listed object names was durable before the next listing
-    // began, so it is in that listing unless a prune deleted it meanwhile
-    // (ARCHITECTURE.md §15). Errors such a deletion can cause are
-    // re-checked before they are reported (`Verifier::recheck`).
-    let mut listed: HashMap<ObjectKind, Vec<ObjectInfo>> = HashMap::new();
-    for kind in [ObjectKind::Snapshot, ObjectKind::Gc] {
-        listed.insert(kind, repo.backend().list(kind)?);
-    }
-    // A damaged mark is prune's to report; readers then go without it.
-    let marks =
-        read_marks(&**repo.backend(), repo.keys(), &listed[&ObjectKind::Gc]).unwrap_or_default();
-    for kind in [
-        ObjectKind::Index,
-        ObjectKind::Pack,
-        ObjectKind::Key,
-        ObjectKind::Lock,
-        ObjectKind::Config,
-    ] {
-        listed.insert(kind, repo.backend().list(kind)?);
-    }
+    let (listed, marks) = list_in_commit_order(repo)?;
     let metrics_objects = ObjectKind::ALL
         .iter()
         .map(|k| {
@@ -234,27 +213,65 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
 
     v.map_affected(&snapshots, &reader)?;
 
-    let mut items = v
+    let items = v
         .report
         .items
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
-    items.sort_by(|a, b| {
-        (
-            a.finding.severity,
-            &a.finding.check,
-            &a.finding.object,
-            &a.finding.message,
-        )
-            .cmp(&(
-                b.finding.severity,
-                &b.finding.check,
-                &b.finding.object,
-                &b.finding.message,
-            ))
-    });
-    let mut damage = false;
-    let mut unreadable = false;
+    let exit = write_report(items, &mut summary, started, out)?;
+    Ok(Outcome {
+        summary,
+        exit,
+        metrics: RepositoryMetrics {
+            objects: metrics_objects,
+            identities: identity_metrics(&snapshots),
+        },
+    })
+}
+
+/// Each kind's listing, taken once per run.
+type Listings = HashMap<ObjectKind, Vec<ObjectInfo>>;
+
+/// Lists every kind of object in the reverse of the commit order (packs →
+/// index → snapshot, marks before the compacted index that drops their
+/// packs): what a listed object names was durable before the next listing
+/// began, so it is in that listing unless a prune deleted it meanwhile
+/// (ARCHITECTURE.md §15). Errors such a deletion can cause are re-checked
+/// before they are reported (`Verifier::recheck`).
+fn list_in_commit_order(repo: &Repository) -> Result<(Listings, Vec<StoredMark>)> {
+    let mut listed = Listings::new();
+    for kind in [ObjectKind::Snapshot, ObjectKind::Gc] {
+        listed.insert(kind, repo.backend().list(kind)?);
+    }
+    // A damaged mark is prune's to report; readers then go without it.
+    let marks =
+        read_marks(&**repo.backend(), repo.keys(), &listed[&ObjectKind::Gc]).unwrap_or_default();
+    for kind in [
+        ObjectKind::Index,
+        ObjectKind::Pack,
+        ObjectKind::Key,
+        ObjectKind::Lock,
+        ObjectKind::Config,
+    ] {
+        listed.insert(kind, repo.backend().list(kind)?);
+    }
+    Ok((listed, marks))
+}
+
+/// Writes the findings, most severe first, then the summary line; returns
+/// the exit code they call for (damage 13 before unreadable 1).
+fn write_report(
+    mut items: Vec<report::Pending>,
+    summary: &mut VerifySummary,
+    started: Instant,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    fn order(p: &report::Pending) -> (Severity, &str, &str, &str) {
+        let f = &p.finding;
+        (f.severity, &f.check, &f.object, &f.message)
+    }
+    items.sort_by(|a, b| order(a).cmp(&order(b)));
+    let (mut damage, mut unreadable) = (false, false);
     for p in &items {
         match p.finding.severity {
             Severity::Error => {
@@ -280,21 +297,12 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
     wire::write_record(out, &Record::VerifySummary(summary.clone()))
         .map_err(crate::error::stdout_error)?;
     out.flush().map_err(crate::error::stdout_error)?;
-
-    let exit = if damage {
+    Ok(if damage {
         ExitCode::Integrity
     } else if unreadable {
         ExitCode::Failure
     } else {
         ExitCode::Success
-    };
-    Ok(Outcome {
-        summary,
-        exit,
-        metrics: RepositoryMetrics {
-            objects: metrics_objects,
-            identities: identity_metrics(&snapshots),
-        },
     })
 }
 
