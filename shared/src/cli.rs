@@ -145,6 +145,23 @@ pub fn run_with_allocator(
     profile: AllocatorProfile,
     body: impl FnOnce() -> Result<ExitCode>,
 ) -> ! {
+    run_mapped(
+        tool,
+        profile,
+        || body().map(ExitCode::code),
+        |e| e.exit_code().code(),
+    )
+}
+
+/// [`run`] for a tool whose exit statuses are another program's contract
+/// (bk-wal fetch answers PostgreSQL): `status` maps each error to the
+/// status to exit with, after the error and its hint are printed.
+pub fn run_mapped(
+    tool: &str,
+    profile: AllocatorProfile,
+    body: impl FnOnce() -> Result<i32>,
+    status: impl FnOnce(&Error) -> i32,
+) -> ! {
     crate::sys::tune_allocator(profile);
     crate::sys::install_signal_handlers();
     if log::set_logger(&STDERR_LOG).is_ok() {
@@ -152,16 +169,16 @@ pub fn run_with_allocator(
     }
     let code = match body() {
         Ok(code) => code,
-        Err(e) if e.is_broken_pipe() => ExitCode::Success,
+        Err(e) if e.is_broken_pipe() => ExitCode::Success.code(),
         Err(e) => {
             eprintln!("{tool}: error: {e}");
             if let Some(h) = e.hint() {
                 eprintln!("{tool}: hint: {h}");
             }
-            e.exit_code()
+            status(&e)
         }
     };
-    std::process::exit(code.code())
+    std::process::exit(code)
 }
 
 /// Prints the library's warnings and per-item errors (the `log` facade) on

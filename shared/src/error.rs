@@ -32,6 +32,10 @@ pub enum ExitCode {
     WrongKey = 12,
     /// An object is corrupt, missing, or fails authentication.
     Integrity = 13,
+    /// The repository already holds something else under the name being
+    /// written (a WAL file with other content, a stanza of another
+    /// cluster); nothing was overwritten.
+    Conflict = 14,
     /// Interrupted by SIGINT/SIGTERM; nothing was committed.
     Interrupted = 130,
 }
@@ -111,6 +115,9 @@ pub enum Error {
     },
     #[error("integrity error in {subject}: {message}")]
     Integrity { subject: Subject, message: String },
+    /// What is being written contradicts what the repository holds.
+    #[error("{subject}: {message}")]
+    Conflict { subject: Subject, message: String },
     #[error("interrupted")]
     Interrupted,
     #[error("storage error on {object}: {source}")]
@@ -147,6 +154,7 @@ impl Error {
             Error::WrongKey { .. } => ExitCode::WrongKey,
             Error::Locked { .. } => ExitCode::Locked,
             Error::Integrity { .. } => ExitCode::Integrity,
+            Error::Conflict { .. } => ExitCode::Conflict,
             Error::Interrupted => ExitCode::Interrupted,
             Error::Storage { .. }
             | Error::Io { .. }
@@ -166,6 +174,7 @@ impl Error {
             Error::Locked { .. } => "`bk-repo locks` lists locks; `bk-repo unlock` removes stale ones".into(),
             Error::Integrity { subject: Subject::Object { kind: ObjectKind::Key | ObjectKind::Config, .. }, .. } => "the repository's key or config object is damaged; another key file may still open it (`bk-repo keys`)".into(),
             Error::Integrity { .. } => "the named object is damaged or missing; nothing was written from it".into(),
+            Error::Conflict { .. } => "nothing was overwritten: archived files are write-once (see bk-wal(1) on a stanza's cluster)".into(),
             Error::Stream { .. } => "the stream must come from bk-chunk or bk-ls (see bk-stream(5))".into(),
             Error::Internal { .. } => "this is a bug in bk; please report it with the command that failed".into(),
             _ => return None,
@@ -269,6 +278,7 @@ mod tests {
             ExitCode::Locked,
             ExitCode::WrongKey,
             ExitCode::Integrity,
+            ExitCode::Conflict,
             ExitCode::Interrupted,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.code()).collect();

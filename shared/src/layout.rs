@@ -17,10 +17,13 @@ pub enum ObjectKind {
     Lock,
     /// Garbage-collection marks: packs scheduled for deletion (see store/marks.rs).
     Gc,
+    /// PostgreSQL WAL files archived by bk-wal, named `<stanza>.<file>`,
+    /// and each stanza's binding to its cluster (see ops/wal).
+    Wal,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -28,6 +31,7 @@ impl ObjectKind {
         ObjectKind::Snapshot,
         ObjectKind::Lock,
         ObjectKind::Gc,
+        ObjectKind::Wal,
     ];
 
     pub fn dir(self) -> &'static str {
@@ -39,6 +43,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
             ObjectKind::Gc => "gc",
+            ObjectKind::Wal => "wal",
         }
     }
 
@@ -48,10 +53,25 @@ impl ObjectKind {
     /// content-addressed (`None`).
     pub fn digest_name(self, name: &str) -> Option<&str> {
         match self {
-            ObjectKind::Config | ObjectKind::Key => None,
+            ObjectKind::Config | ObjectKind::Key | ObjectKind::Wal => None,
             ObjectKind::Gc => Some(name.strip_prefix(GC_ARM_PREFIX).unwrap_or(name)),
             _ => Some(name),
         }
+    }
+
+    /// Kinds whose names are claimed, not derived from content: writing an
+    /// existing name fails instead of keeping the first copy, so nothing
+    /// is ever silently replaced (link(2) locally, a check first on S3).
+    pub fn claims_names(self) -> bool {
+        matches!(
+            self,
+            ObjectKind::Config | ObjectKind::Key | ObjectKind::Lock | ObjectKind::Wal
+        )
+    }
+
+    /// Kinds that a repository made by an older bk may lack a directory for.
+    pub fn may_be_absent(self) -> bool {
+        matches!(self, ObjectKind::Gc | ObjectKind::Wal)
     }
 
     /// Path of an object relative to the repository root.

@@ -7,4 +7,5 @@ pub mod id;
 pub mod index;
 pub mod pack;
 pub mod time;
+pub mod wal;
 pub mod wire;

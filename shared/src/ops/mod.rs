@@ -12,3 +12,4 @@ pub mod source;
 pub mod speed;
 pub mod stats;
 pub mod verify;
+pub mod wal;

@@ -252,6 +252,7 @@ fn list_in_commit_order(repo: &Repository) -> Result<(Listings, Vec<StoredMark>)
         ObjectKind::Key,
         ObjectKind::Lock,
         ObjectKind::Config,
+        ObjectKind::Wal,
     ] {
         listed.insert(kind, repo.backend().list(kind)?);
     }

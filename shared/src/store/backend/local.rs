@@ -88,8 +88,8 @@ impl LocalBackend {
         let final_path = self.path(kind, name);
         // link(2) publishes atomically and refuses to replace an existing
         // object: write-once is enforced by the filesystem, not by care.
-        if kind == ObjectKind::Gc {
-            // Repositories made before gc/ existed lack the directory.
+        if kind.may_be_absent() {
+            // Repositories made before gc/ or wal/ existed lack the directory.
             let dir = final_path.parent().unwrap_or(&self.root);
             if !dir.exists() {
                 let _ = fs::create_dir_all(dir);
@@ -100,8 +100,7 @@ impl LocalBackend {
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if kind == ObjectKind::Config || kind == ObjectKind::Key || kind == ObjectKind::Lock
-                {
+                if kind.claims_names() {
                     return Err(self.err(kind, name, e));
                 }
             }
@@ -201,7 +200,7 @@ impl Backend for LocalBackend {
         }
         let mk = |p: PathBuf| fs::create_dir_all(&p).map_err(|e| Error::io(p, e));
         mk(self.root.clone())?;
-        for d in ["keys", "index", "snapshots", "locks", "gc", "tmp"] {
+        for d in ["keys", "index", "snapshots", "locks", "gc", "wal", "tmp"] {
             mk(self.root.join(d))?;
         }
         for i in 0..256 {
@@ -322,8 +321,8 @@ impl Backend for LocalBackend {
                     }
                 }
             }
-            // Repositories made before gc/ existed have no such directory.
-            ObjectKind::Gc if !self.root.join("gc").exists() => {}
+            // Repositories made before gc/ or wal/ existed lack them.
+            k if k.may_be_absent() && !self.root.join(k.dir()).exists() => {}
             k => list_dir(self.root.join(k.dir()), &mut out)?,
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -76,12 +76,12 @@ impl Backend for MemoryBackend {
         if objects.contains_key(&key) {
             // Content-addressed names hold the same bytes: keep the first.
             // Config, key and lock names are claimed (as link(2) does).
-            return match kind {
-                ObjectKind::Config | ObjectKind::Key | ObjectKind::Lock => Err(Error::storage(
+            return match kind.claims_names() {
+                true => Err(Error::storage(
                     kind.path(name),
                     std::io::Error::from(std::io::ErrorKind::AlreadyExists),
                 )),
-                _ => Ok(()),
+                false => Ok(()),
             };
         }
         objects.insert(key, (data.to_vec(), SystemTime::now()));

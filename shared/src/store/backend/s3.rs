@@ -690,6 +690,20 @@ impl Backend for S3Backend {
                 Err(e) => return Err(e),
             }
         }
+        if kind == ObjectKind::Wal {
+            // Check first, as for the config: one archiver per cluster
+            // writes a stanza's names, so no two writers race for one.
+            match self.rt.block_on(self.get_bytes(&key, Some((0, 1)))) {
+                Ok(_) => {
+                    return Err(Error::storage(
+                        kind.path(name),
+                        std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                    ))
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.retrying(|| {
             self.rt.block_on(async {
                 if data.len() > self.opts.multipart_threshold {

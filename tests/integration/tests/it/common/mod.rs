@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod faultproxy;
+pub mod pg;
 pub mod tlsfront;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,253 @@
+//! bk-wal against a real PostgreSQL: archive_command and restore_command
+//! contracts, each with its exit status and message.
+
+use crate::common::pg::{bk_wal_wrapper, hand_over, Pg};
+use crate::common::Env;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A cluster archiving into `env`'s repository under stanza `main`.
+fn archiving_cluster(env: &Env, name: &str) -> Pg {
+    let wrapper = bk_wal_wrapper(env);
+    let pg = Pg::init(env, name);
+    pg.configure(&format!(
+        "archive_mode = on\narchive_command = '{} push --stanza main %p'",
+        wrapper.display()
+    ));
+    pg.start();
+    pg
+}
+
+/// Closes `n` segments with some data in each; returns their names once
+/// all are archived.
+fn archive_segments(pg: &Pg, n: usize) -> Vec<String> {
+    pg.sql("CREATE TABLE IF NOT EXISTS t (i int, pad text)");
+    let mut names = Vec::new();
+    for _ in 0..n {
+        pg.sql("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 2000) g");
+        names.push(pg.switch_wal());
+    }
+    pg.wait_archived(names.last().unwrap());
+    names
+}
+
+fn segment_copy(pg: &Pg, name: &str) -> Vec<u8> {
+    std::fs::read(pg.data.join("pg_wal").join(name)).unwrap()
+}
+
+/// Writes `bytes` as `name` in a fresh directory of `env`; returns its path.
+fn wal_file(env: &Env, dir: &str, name: &str, bytes: &[u8]) -> PathBuf {
+    let d = env.path(dir);
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn run_wal(env: &Env, args: &str) -> std::process::Output {
+    env.run(&format!("bk-wal --stanza main {args}"))
+}
+
+fn status_and_stderr(out: &std::process::Output) -> (i32, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn wal_archive_command_stores_every_segment_and_fetch_returns_it_byte_for_byte() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    let names = archive_segments(&pg, 3);
+    for name in &names {
+        let original = segment_copy(&pg, name);
+        let out_path = env.path(&format!("fetched-{name}"));
+        let out = run_wal(&env, &format!("fetch {name} {}", out_path.display()));
+        assert_eq!(
+            status_and_stderr(&out).0,
+            0,
+            "{:?}",
+            status_and_stderr(&out)
+        );
+        assert_eq!(std::fs::read(&out_path).unwrap(), original, "{name}");
+    }
+    // Nothing is left under temporary names beside the fetched files.
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".bk-wal."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn wal_fetch_exits_1_only_for_a_file_the_repository_does_not_have() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    archive_segments(&pg, 1);
+    let dest = env.path("out");
+    let (code, err) = status_and_stderr(&run_wal(
+        &env,
+        &format!("fetch 0000000100000000000000F0 {}", dest.display()),
+    ));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not in the archive"), "{err}");
+    let (code, err) = status_and_stderr(&run_wal(
+        &env,
+        &format!("fetch 00000009.history {}", dest.display()),
+    ));
+    assert_eq!(code, 1, "a .history probe: {err}");
+    assert!(!dest.exists());
+
+    // Anything else is above 125, so PostgreSQL stops instead of promoting.
+    let (code, err) = status_and_stderr(&env.run(&format!(
+        "bk-wal --stanza other fetch 000000010000000000000001 {}",
+        dest.display()
+    )));
+    assert_eq!(code, 202, "unknown stanza: {err}");
+    assert!(err.contains("no stanza \"other\""), "{err}");
+    let (code, err) = status_and_stderr(&env.run(&format!(
+        "BK_PASSWORD_FILE= BK_PASSWORD=wrong bk-wal --stanza main fetch 000000010000000000000001 {}",
+        dest.display()
+    )));
+    assert_eq!(code, 212, "wrong key: {err}");
+    let (code, err) = status_and_stderr(&env.run(&format!(
+        "BK_REPO={}/nothing-here bk-wal --stanza main fetch --retry-secs 0 000000010000000000000001 {}",
+        env.dir.path().display(),
+        dest.display()
+    )));
+    assert_eq!(code, 210, "no repository: {err}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn wal_push_contracts_same_bytes_other_bytes_other_cluster_misnamed() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    let names = archive_segments(&pg, 2);
+    let name = &names[0];
+    let bytes = segment_copy(&pg, name);
+
+    // The same bytes again: exit 0, and it says so.
+    let again = wal_file(&env, "again", name, &bytes);
+    let (code, err) = status_and_stderr(&run_wal(&env, &format!("push {}", again.display())));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("already archived with the same content"),
+        "{err}"
+    );
+
+    // Other bytes under an archived name: exit 14, nothing overwritten.
+    let mut changed = bytes.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 0xFF;
+    let other = wal_file(&env, "changed", name, &changed);
+    let (code, err) = status_and_stderr(&run_wal(&env, &format!("push {}", other.display())));
+    assert_eq!(code, 14, "{err}");
+    assert!(
+        err.contains("already archived with different content"),
+        "{err}"
+    );
+    let fetched = env.path("fetched");
+    run_wal(&env, &format!("fetch {name} {}", fetched.display()));
+    assert_eq!(std::fs::read(&fetched).unwrap(), bytes);
+
+    // A segment of another cluster: exit 14, named as such.
+    let env2 = Env::new();
+    let pg2 = archiving_cluster(&env2, "pg2");
+    let foreign_name = archive_segments(&pg2, 1).remove(0);
+    let foreign = wal_file(
+        &env,
+        "foreign",
+        &foreign_name,
+        &segment_copy(&pg2, &foreign_name),
+    );
+    let (code, err) = status_and_stderr(&run_wal(&env, &format!("push {}", foreign.display())));
+    assert_eq!(code, 14, "{err}");
+    assert!(err.contains("WAL of another cluster"), "{err}");
+
+    // A segment under another segment's name: exit 2.
+    let misnamed = wal_file(&env, "misnamed", "0000000100000000000000A0", &bytes);
+    let (code, err) = status_and_stderr(&run_wal(&env, &format!("push {}", misnamed.display())));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not match its name"), "{err}");
+    // Not WAL at all, and not a WAL name: exit 2.
+    let junk = wal_file(&env, "junk", "0000000100000000000000A1", b"not wal");
+    let (code, err) = status_and_stderr(&run_wal(&env, &format!("push {}", junk.display())));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a PostgreSQL WAL segment"), "{err}");
+    let badname = wal_file(&env, "badname", "archive_status", &bytes);
+    let (code, err) = status_and_stderr(&run_wal(&env, &format!("push {}", badname.display())));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a WAL file name"), "{err}");
+    drop(pg2);
+}
+
+/// A segment of the same cluster under a name of our choosing: the
+/// header's page address is rewritten to match it.
+fn renamed_segment(bytes: &[u8], segno: u64) -> (String, Vec<u8>) {
+    let seg_size = u32::from_le_bytes(bytes[32..36].try_into().unwrap());
+    let mut b = bytes.to_vec();
+    b[8..16].copy_from_slice(&(segno * u64::from(seg_size)).to_le_bytes());
+    let per = 0x1_0000_0000u64 / u64::from(seg_size);
+    (format!("00000001{:08X}{:08X}", segno / per, segno % per), b)
+}
+
+#[test]
+fn wal_push_killed_at_any_point_leaves_nothing_unverifiable_and_the_retry_succeeds() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    let names = archive_segments(&pg, 1);
+    let real = segment_copy(&pg, &names[0]);
+    pg.stop();
+    let wrapper = bk_wal_wrapper(&env);
+    for i in 0..12u64 {
+        let (name, bytes) = renamed_segment(&real, 0x500 + i);
+        let path = wal_file(&env, &format!("kill{i}"), &name, &bytes);
+        hand_over(&path);
+        let mut child = std::process::Command::new(&wrapper)
+            .args(["push", "--stanza", "main"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5 + i * 9));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        check_fetch_is_all_or_nothing(&env, &name, &bytes);
+        let out = run_wal(&env, &format!("push {}", path.display()));
+        assert!(
+            out.status.success(),
+            "retry {i}: {:?}",
+            status_and_stderr(&out)
+        );
+        let fetched = env.path(&format!("fetched{i}"));
+        let out = run_wal(&env, &format!("fetch {name} {}", fetched.display()));
+        assert!(out.status.success(), "{:?}", status_and_stderr(&out));
+        assert_eq!(std::fs::read(&fetched).unwrap(), bytes);
+    }
+    let out = env.run("bk-verify");
+    assert!(out.status.success(), "{:?}", status_and_stderr(&out));
+}
+
+/// After a killed push, the name holds either nothing or the whole file.
+fn check_fetch_is_all_or_nothing(env: &Env, name: &str, bytes: &[u8]) {
+    let dest = env.path("probe");
+    let _ = std::fs::remove_file(&dest);
+    let out = run_wal(
+        env,
+        &format!("fetch --retry-secs 0 {name} {}", dest.display()),
+    );
+    match out.status.code() {
+        Some(1) => assert!(!Path::new(&dest).exists()),
+        Some(0) => assert_eq!(std::fs::read(&dest).unwrap(), bytes),
+        other => panic!(
+            "fetch after a killed push: {other:?} {:?}",
+            status_and_stderr(&out)
+        ),
+    }
+}

@@ -1,0 +1,57 @@
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// PostgreSQL WAL archiving, base backups and point-in-time recovery into a
+/// bk repository.
+///
+/// A stanza names one cluster's archive; it is bound to the cluster's
+/// system identifier by the first segment pushed. `push` is the
+/// archive_command, `fetch` the restore_command:
+///
+///   archive_command = 'bk-wal push --stanza main %p'
+///   restore_command = 'bk-wal fetch --stanza main %f %p'
+///
+/// with BK_REPO and BK_IDENTITY_FILE (or BK_PASSWORD_FILE) in the server's
+/// environment.
+#[derive(Parser, Debug)]
+#[command(name = "bk-wal", version)]
+pub struct Cli {
+    /// The stanza: one cluster's archive in the repository
+    #[arg(long, env = "BK_WAL_STANZA", value_name = "NAME", global = true)]
+    pub stanza: Option<String>,
+    #[command(flatten)]
+    pub repo: bk::cli::RepoArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Archive one WAL file (archive_command): exits 0 only once it is
+    /// durable in the repository
+    Push {
+        /// The file PostgreSQL hands over (%p, relative to the data directory)
+        #[arg(value_name = "WAL_PATH")]
+        path: PathBuf,
+    },
+    /// Restore one WAL file (restore_command): exits 0 once it is written,
+    /// 1 only when the repository says it does not exist, 200 + the bk exit
+    /// code on any other failure (PostgreSQL then stops instead of ending
+    /// recovery early)
+    Fetch {
+        /// The file PostgreSQL asks for (%f)
+        #[arg(value_name = "WAL_FILE")]
+        file: String,
+        /// Where to write it (%p)
+        #[arg(value_name = "DEST")]
+        dest: PathBuf,
+        /// Keep retrying an unreachable repository for this many seconds
+        #[arg(
+            long,
+            env = "BK_WAL_RETRY_SECS",
+            default_value_t = 60.0,
+            value_name = "SECS"
+        )]
+        retry_secs: f64,
+    },
+}
