@@ -42,6 +42,9 @@ const INDEX_EVERY_PACKS: usize = 32;
 pub struct PutOptions {
     pub identity: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// Tags known only once the stream has ended (a base backup's stop
+    /// LSN), added to `tags` when the snapshot is written.
+    pub late_tags: Option<std::sync::Arc<Mutex<BTreeMap<String, String>>>>,
     pub time: Option<Timestamp>,
     /// Worker threads (0: one per CPU).
     pub threads: usize,
@@ -444,7 +447,21 @@ pub fn put_tree(
     parent: &ParentChoice,
     opts: &PutOptions,
 ) -> Result<PutOutcome> {
+    put_tree_with(repo, root, parent, opts, |_| {})
+}
+
+/// [`put_tree`] with the walk's options adjusted by `adjust` (a filter,
+/// files added from memory): what bk-wal's base backup takes of a data
+/// directory.
+pub fn put_tree_with(
+    repo: &Repository,
+    root: &Path,
+    parent: &ParentChoice,
+    opts: &PutOptions,
+    adjust: impl FnOnce(&mut ChunkOptions),
+) -> Result<PutOutcome> {
     let mut chunk_opts = ChunkOptions::for_repo(repo);
+    adjust(&mut chunk_opts);
     let identity = match &opts.identity {
         Some(i) => i.clone(),
         None => default_identity(&source::tree_header(root, &chunk_opts)?),
@@ -695,7 +712,13 @@ fn build_snapshot(
         v: 1,
         time: opts.time.unwrap_or_else(Timestamp::now),
         identity,
-        tags: opts.tags.clone(),
+        tags: {
+            let mut tags = opts.tags.clone();
+            if let Some(late) = &opts.late_tags {
+                tags.extend(late.lock().unwrap_or_else(|p| p.into_inner()).clone());
+            }
+            tags
+        },
         source: header.source.clone(),
         listing,
         files: state.files,

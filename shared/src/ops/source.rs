@@ -93,6 +93,35 @@ pub struct ChunkOptions {
     pub chunker_name: String,
     pub parent: Option<ParentListing>,
     pub parent_name: Option<String>,
+    /// Which paths of a tree to take (everything when `None`).
+    pub filter: Option<TreeFilter>,
+    /// Called once when the walk is over, before the trailer: files that
+    /// are not on disk but belong to the snapshot (a base backup's
+    /// `backup_label`, known only once pg_backup_stop returns). An error
+    /// ends the stream without a trailer, so nothing is committed.
+    pub end_files: Option<EndFiles>,
+    /// The tree is a live database's (a base backup between
+    /// pg_backup_start and pg_backup_stop): files that vanish are left out
+    /// and files that change while read are stored as read, silently —
+    /// WAL replay makes them consistent.
+    pub live_source: bool,
+}
+
+/// Decides, for a path relative to the tree's root (`/`-separated) and
+/// whether it is a directory, what of it a backup takes.
+pub type TreeFilter = Box<dyn Fn(&[u8], bool) -> Take + Send + Sync>;
+
+/// See [`ChunkOptions::end_files`]: (name relative to the root, content).
+pub type EndFiles = Box<dyn Fn() -> Result<Vec<(String, Vec<u8>)>> + Send + Sync>;
+
+/// What a [`TreeFilter`] takes of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    All,
+    /// Nothing: the path (and a directory's contents) is left out.
+    Nothing,
+    /// The directory itself, none of its contents (`pg_wal/`).
+    DirOnly,
 }
 
 impl ChunkOptions {
@@ -103,6 +132,9 @@ impl ChunkOptions {
             chunker_name: repo.chunker_name(),
             parent: None,
             parent_name: None,
+            filter: None,
+            end_files: None,
+            live_source: false,
         }
     }
 }
@@ -298,13 +330,16 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
         }
         let file = match std::fs::File::open(full) {
             Ok(f) => f,
+            Err(e) if self.opts.live_source && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(())
+            }
             Err(e) => return self.error(rel, format!("cannot open: {e}")),
         };
         let before = (entry.size, entry.mtime);
         self.emit_entry(entry)?;
         match self.content(&file) {
             Ok((ids, n)) => {
-                if let Ok(md) = file.metadata() {
+                if let Some(md) = file.metadata().ok().filter(|_| !self.opts.live_source) {
                     if (n, ts(md.mtime(), md.mtime_nsec())) != before || md.size() != n {
                         log::warn!(
                             "{}: file changed while it was read; stored as read ({n} bytes)",
@@ -321,6 +356,21 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
             Err(ContentError::Read(e)) => self.error(rel, format!("read failed: {e}")),
             Err(ContentError::Fatal(e)) => Err(e),
         }
+    }
+
+    /// A file given as bytes, owned by this process, mode 0600.
+    fn extra_file(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let mut entry = Entry::new(Kind::File, name.as_bytes(), 0o600, Timestamp::now());
+        (entry.uid, entry.gid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        entry.size = bytes.len() as u64;
+        self.emit_entry(entry)?;
+        self.content(bytes).map(|_| ()).map_err(|e| match e {
+            ContentError::Read(io) => Error::io(name, io),
+            ContentError::Fatal(e) => e,
+        })
     }
 
     fn emit_entry(&mut self, entry: Entry) -> Result<()> {
@@ -394,13 +444,15 @@ pub fn walk_tree<S: StreamSink + ?Sized>(
             .map(|n| n.as_bytes().to_vec())
             .unwrap_or_else(|| b"file".to_vec())
     });
-    let walker = walkdir::WalkDir::new(root)
+    let mut walker = walkdir::WalkDir::new(root)
         .follow_links(false)
-        .sort_by(|a, b| a.file_name().cmp(b.file_name()));
-    for item in walker {
+        .sort_by(|a, b| a.file_name().cmp(b.file_name()))
+        .into_iter();
+    while let Some(item) = walker.next() {
         crate::sys::check_interrupted()?;
         let item = match item {
             Ok(i) => i,
+            Err(e) if opts.live_source && is_vanished(&e) => continue,
             Err(e) => {
                 let p = e
                     .path()
@@ -424,8 +476,32 @@ pub fn walk_tree<S: StreamSink + ?Sized>(
             Some(n) => n.clone(),
             None => listing_path(root, item.path()),
         };
+        if let (Some(filter), None) = (&opts.filter, &single_name) {
+            let is_dir = item.file_type().is_dir();
+            match filter(&rel, is_dir) {
+                Take::All => {}
+                Take::Nothing => {
+                    if is_dir {
+                        walker.skip_current_dir();
+                    }
+                    continue;
+                }
+                Take::DirOnly => {
+                    if is_dir {
+                        walker.skip_current_dir();
+                    }
+                }
+            }
+        }
         let md = match item.metadata() {
             Ok(m) => m,
+            Err(e)
+                if opts.live_source
+                    && e.io_error()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                continue
+            }
             Err(e) => {
                 em.error(&rel, format!("cannot stat: {e}"))?;
                 continue;
@@ -444,8 +520,18 @@ pub fn walk_tree<S: StreamSink + ?Sized>(
             _ => em.emit_entry(entry)?,
         }
     }
+    if let Some(end_files) = &opts.end_files {
+        for (name, bytes) in end_files()? {
+            em.extra_file(&name, &bytes)?;
+        }
+    }
     em.trailer()?;
     Ok(em.summary)
+}
+
+fn is_vanished(e: &walkdir::Error) -> bool {
+    e.io_error()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Chunks a byte stream (e.g. `pg_dump` output) as one file called `name`,

@@ -32,6 +32,9 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         chunker_name,
         parent,
         parent_name: cli.parent.as_ref().map(|p| p.display().to_string()),
+        filter: None,
+        end_files: None,
+        live_source: false,
     };
     bk::sys::widen_pipe(&std::io::stdout());
     let stdout = std::io::stdout().lock();

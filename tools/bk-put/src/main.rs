@@ -31,6 +31,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         tags: bk::cli::parse_tags(&cli.tags)?,
         time,
         threads: cli.threads,
+        late_tags: None,
     };
     let from_stdin = cli.from.as_ref().is_some_and(|p| p.as_os_str() == "-");
     if from_stdin && cli.name.is_none() {
