@@ -312,6 +312,75 @@ pub fn check_stanza_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// `XLP_FIRST_IS_CONTRECORD`: the page starts with the rest of a record
+/// begun on an earlier page.
+const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
+const SHORT_PAGE_HEADER: usize = 24;
+const RECORD_HEADER: usize = 24;
+const RM_XLOG_ID: u8 = 0;
+const XLOG_SWITCH: u8 = 0x40;
+
+/// The start of the last record that lies whole in this segment, found by
+/// following the records from the first one that starts in it (each
+/// record's `xl_prev` must name the one before, which tells the end of the
+/// WAL from stale bytes of a recycled segment). `None` when no record
+/// starts and ends in the segment.
+///
+/// bk-wal restore uses it as the default recovery target: recovery that
+/// cannot reach the last archived record stops with FATAL instead of
+/// promoting early.
+pub fn last_whole_record(segment: &[u8]) -> Option<u64> {
+    let h = SegmentHeader::parse(segment)?;
+    let page = h.block_size as usize;
+    if page == 0 || segment.len() % page != 0 {
+        return None;
+    }
+    // Record bytes without page headers, and where each run of them is.
+    let mut data = Vec::with_capacity(segment.len());
+    let mut runs = Vec::with_capacity(segment.len() / page);
+    for (i, p) in segment.chunks(page).enumerate() {
+        let header = if i == 0 {
+            SegmentHeader::LEN
+        } else {
+            SHORT_PAGE_HEADER
+        };
+        runs.push((data.len(), i * page + header));
+        data.extend_from_slice(&p[header..]);
+    }
+    let physical = |logical: usize| -> u64 {
+        let run = runs.partition_point(|(start, _)| *start <= logical) - 1;
+        h.page_address + (runs[run].1 + logical - runs[run].0) as u64
+    };
+    let align = |n: usize| (n + 7) & !7;
+    let mut pos = if h.info & XLP_FIRST_IS_CONTRECORD != 0 {
+        let rem_len = u32::from_le_bytes(segment[16..20].try_into().ok()?) as usize;
+        align(rem_len)
+    } else {
+        0
+    };
+    let (mut last, mut prev): (Option<u64>, Option<u64>) = (None, None);
+    while pos + RECORD_HEADER <= data.len() {
+        let field = |at: usize, n: usize| &data[pos + at..pos + at + n];
+        let tot_len = u32::from_le_bytes(field(0, 4).try_into().ok()?) as usize;
+        let xl_prev = u64::from_le_bytes(field(8, 8).try_into().ok()?);
+        let (info, rmid) = (field(16, 1)[0], field(17, 1)[0]);
+        if tot_len < RECORD_HEADER || prev.is_some_and(|p| p != xl_prev) {
+            break; // the end of the WAL, or stale bytes after it
+        }
+        if pos + tot_len > data.len() {
+            break; // continues in the next segment
+        }
+        let start = physical(pos);
+        last = Some(start);
+        prev = Some(start);
+        if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
+            break; // the rest of the segment is unused
+        }
+        pos = align(pos + tot_len);
+    }
+    last
+}
+
 /// A WAL position as PostgreSQL prints it (`16/B374D848`).
 pub fn lsn(pos: u64) -> String {
     format!("{:X}/{:X}", pos >> 32, pos & 0xFFFF_FFFF)
@@ -461,6 +530,82 @@ mod tests {
             check_segment(name, b"hello", None),
             Err(SegmentProblem::NotWal(_))
         ));
+    }
+
+    /// A 3-page segment (page 1 KiB) holding records of `lens` bytes,
+    /// chained by xl_prev, written across page headers as PostgreSQL does.
+    fn records_segment(lens: &[usize], switch_last: bool) -> (Vec<u8>, Vec<u64>) {
+        let page = 1024usize;
+        let mut seg = vec![0u8; 3 * page];
+        let base = 7 * 3 * page as u64;
+        seg[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        seg[2..4].copy_from_slice(&XLP_LONG_HEADER.to_le_bytes());
+        seg[4..8].copy_from_slice(&1u32.to_le_bytes());
+        seg[8..16].copy_from_slice(&base.to_le_bytes());
+        seg[32..36].copy_from_slice(&((3 * page) as u32).to_le_bytes());
+        seg[36..40].copy_from_slice(&(page as u32).to_le_bytes());
+        for p in 1..3 {
+            let h = &mut seg[p * page..];
+            h[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+            h[8..16].copy_from_slice(&(base + (p * page) as u64).to_le_bytes());
+        }
+        // Logical writer that skips page headers.
+        let mut phys = SegmentHeader::LEN;
+        let mut starts = Vec::new();
+        let mut prev = 0xABCDu64;
+        let put = |seg: &mut Vec<u8>, phys: &mut usize, bytes: &[u8]| {
+            for b in bytes {
+                if *phys % page == 0 {
+                    *phys += SHORT_PAGE_HEADER;
+                }
+                seg[*phys] = *b;
+                *phys += 1;
+            }
+        };
+        for (i, len) in lens.iter().enumerate() {
+            let start = base + phys as u64;
+            starts.push(start);
+            let mut rec = vec![0x5Au8; *len];
+            rec[0..4].copy_from_slice(&(*len as u32).to_le_bytes());
+            rec[8..16].copy_from_slice(&prev.to_le_bytes());
+            rec[16] = if switch_last && i == lens.len() - 1 {
+                XLOG_SWITCH
+            } else {
+                0x10
+            };
+            rec[17] = if switch_last && i == lens.len() - 1 {
+                RM_XLOG_ID
+            } else {
+                3
+            };
+            put(&mut seg, &mut phys, &rec);
+            phys = (phys + 7) & !7;
+            prev = start;
+        }
+        (seg, starts)
+    }
+
+    #[test]
+    fn the_last_whole_record_is_found_across_page_headers() {
+        let (seg, starts) = records_segment(&[100, 900, 60, 24], false);
+        assert_eq!(last_whole_record(&seg), Some(*starts.last().unwrap()));
+        // A record that runs past the segment's end is not whole.
+        let (seg, starts) = records_segment(&[100, 900, 60, 1500], false);
+        assert!(starts[3] < 7 * 3 * 1024 + 3 * 1024);
+        let mut cut = seg.clone();
+        // Pretend the last record is longer than what is left.
+        let at = (starts[3] - 7 * 3 * 1024) as usize;
+        cut[at..at + 4].copy_from_slice(&5000u32.to_le_bytes());
+        assert_eq!(last_whole_record(&cut), Some(starts[2]));
+        // Stale bytes after the end do not chain to it.
+        let (mut stale, starts) = records_segment(&[100, 200, 300], false);
+        let end = ((starts[2] - 7 * 3 * 1024) as usize + 300 + 7) & !7;
+        stale[end..end + 4].copy_from_slice(&64u32.to_le_bytes());
+        stale[end + 8..end + 16].copy_from_slice(&12345u64.to_le_bytes());
+        assert_eq!(last_whole_record(&stale), Some(starts[2]));
+        // A switch record ends the segment.
+        let (seg, starts) = records_segment(&[100, 40], true);
+        assert_eq!(last_whole_record(&seg), Some(starts[1]));
     }
 
     #[test]

@@ -447,18 +447,20 @@ pub fn put_tree(
     parent: &ParentChoice,
     opts: &PutOptions,
 ) -> Result<PutOutcome> {
-    put_tree_with(repo, root, parent, opts, |_| {})
+    put_tree_with(repo, root, parent, opts, |_| {}, || Ok(Vec::new()))
 }
 
-/// [`put_tree`] with the walk's options adjusted by `adjust` (a filter,
-/// files added from memory): what bk-wal's base backup takes of a data
-/// directory.
+/// [`put_tree`] with the walk's options adjusted by `adjust` (a filter)
+/// and the files `end` returns added after the walk (see
+/// [`source::walk_tree_ending`]): what bk-wal's base backup takes of a
+/// data directory.
 pub fn put_tree_with(
     repo: &Repository,
     root: &Path,
     parent: &ParentChoice,
     opts: &PutOptions,
     adjust: impl FnOnce(&mut ChunkOptions),
+    end: impl FnOnce() -> Result<source::EndFiles>,
 ) -> Result<PutOutcome> {
     let mut chunk_opts = ChunkOptions::for_repo(repo);
     adjust(&mut chunk_opts);
@@ -494,7 +496,7 @@ pub fn put_tree_with(
                 Err(e) => log::warn!("parent snapshot {id}: {e}; reading every file"),
             }
         }
-        source::walk_tree(root, &chunk_opts, consumer).map(|_| ())
+        source::walk_tree_ending(root, &chunk_opts, consumer, end).map(|_| ())
     })
 }
 

@@ -95,11 +95,6 @@ pub struct ChunkOptions {
     pub parent_name: Option<String>,
     /// Which paths of a tree to take (everything when `None`).
     pub filter: Option<TreeFilter>,
-    /// Called once when the walk is over, before the trailer: files that
-    /// are not on disk but belong to the snapshot (a base backup's
-    /// `backup_label`, known only once pg_backup_stop returns). An error
-    /// ends the stream without a trailer, so nothing is committed.
-    pub end_files: Option<EndFiles>,
     /// The tree is a live database's (a base backup between
     /// pg_backup_start and pg_backup_stop): files that vanish are left out
     /// and files that change while read are stored as read, silently —
@@ -111,8 +106,8 @@ pub struct ChunkOptions {
 /// whether it is a directory, what of it a backup takes.
 pub type TreeFilter = Box<dyn Fn(&[u8], bool) -> Take + Send + Sync>;
 
-/// See [`ChunkOptions::end_files`]: (name relative to the root, content).
-pub type EndFiles = Box<dyn Fn() -> Result<Vec<(String, Vec<u8>)>> + Send + Sync>;
+/// Files added at the end of a tree: (name relative to the root, content).
+pub type EndFiles = Vec<(String, Vec<u8>)>;
 
 /// What a [`TreeFilter`] takes of a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +128,6 @@ impl ChunkOptions {
             parent: None,
             parent_name: None,
             filter: None,
-            end_files: None,
             live_source: false,
         }
     }
@@ -435,6 +429,20 @@ pub fn walk_tree<S: StreamSink + ?Sized>(
     opts: &ChunkOptions,
     sink: &mut S,
 ) -> Result<ChunkSummary> {
+    walk_tree_ending(root, opts, sink, || Ok(Vec::new()))
+}
+
+/// [`walk_tree`], then the files `end` returns, called once when the walk
+/// is over and before the trailer: files not on disk that belong to the
+/// snapshot (a base backup's `backup_label`, known only once
+/// pg_backup_stop returns). An error from `end` ends the stream without a
+/// trailer, so nothing is committed.
+pub fn walk_tree_ending<S: StreamSink + ?Sized>(
+    root: &Path,
+    opts: &ChunkOptions,
+    sink: &mut S,
+    end: impl FnOnce() -> Result<EndFiles>,
+) -> Result<ChunkSummary> {
     let root_md = std::fs::symlink_metadata(root).map_err(|e| Error::io(root, e))?;
     let abs = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
     let mut em = new_emitter(sink, opts);
@@ -520,10 +528,8 @@ pub fn walk_tree<S: StreamSink + ?Sized>(
             _ => em.emit_entry(entry)?,
         }
     }
-    if let Some(end_files) = &opts.end_files {
-        for (name, bytes) in end_files()? {
-            em.extra_file(&name, &bytes)?;
-        }
+    for (name, bytes) in end()? {
+        em.extra_file(&name, &bytes)?;
     }
     em.trailer()?;
     Ok(em.summary)

@@ -33,7 +33,6 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         parent,
         parent_name: cli.parent.as_ref().map(|p| p.display().to_string()),
         filter: None,
-        end_files: None,
         live_source: false,
     };
     bk::sys::widen_pipe(&std::io::stdout());

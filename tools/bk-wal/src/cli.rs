@@ -54,4 +54,21 @@ pub enum Command {
         )]
         retry_secs: f64,
     },
+    /// Take a base backup (pg_backup_start/pg_backup_stop on one session,
+    /// connected as libpq's PG* variables say) and print its snapshot
+    /// record once its WAL is archived
+    Backup {
+        /// The data directory (default: the server's data_directory)
+        #[arg(long, env = "PGDATA", value_name = "DIR")]
+        pgdata: Option<PathBuf>,
+        /// The psql program that holds the backup's session
+        #[arg(long, env = "BK_WAL_PSQL", default_value = "psql", value_name = "PATH")]
+        psql: PathBuf,
+        /// Checkpoint immediately instead of spreading it (pg_backup_start's fast)
+        #[arg(long)]
+        fast: bool,
+        /// Give up when the backup's WAL is not archived within this many seconds
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        archive_timeout: u64,
+    },
 }

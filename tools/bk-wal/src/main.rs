@@ -1,7 +1,9 @@
 mod cli;
 
 use bk::ops::wal::archive::{self, Pushed};
+use bk::ops::wal::backup::{self, BackupOptions};
 use bk::sys::AllocatorProfile;
+use bk::wire::{self, Record};
 use bk::{Error, ExitCode, Result};
 use cli::Command;
 use std::time::Duration;
@@ -26,6 +28,10 @@ fn main() {
             }
         },
     )
+}
+
+fn emit(record: Record) -> Result<()> {
+    wire::write_record(&mut std::io::stdout().lock(), &record).map_err(bk::error::stdout_error)
 }
 
 fn stanza(cli: &cli::Cli) -> Result<String> {
@@ -76,6 +82,24 @@ fn run(cli: cli::Cli) -> Result<i32> {
                     Ok(1)
                 }
             }
+        }
+        Command::Backup {
+            pgdata,
+            psql,
+            fast,
+            archive_timeout,
+        } => {
+            let repo = cli.repo.open()?;
+            let opts = BackupOptions {
+                stanza,
+                pgdata: pgdata.clone(),
+                psql: psql.clone(),
+                fast: *fast,
+                archive_timeout: Duration::from_secs(*archive_timeout),
+            };
+            let outcome = backup::backup(&repo, &opts)?;
+            emit(Record::Snapshot(outcome.snapshot))?;
+            Ok(0)
         }
     }
 }

@@ -71,7 +71,11 @@ pub fn load_stanza(repo: &Repository, stanza: &str) -> Result<Option<StanzaRecor
 
 /// Binds `stanza` to the cluster of `header`'s segment (first push wins;
 /// a push that loses the race reads the winner's binding).
-fn bind_stanza(repo: &Repository, stanza: &str, record: StanzaRecord) -> Result<StanzaRecord> {
+pub(super) fn bind_stanza(
+    repo: &Repository,
+    stanza: &str,
+    record: StanzaRecord,
+) -> Result<StanzaRecord> {
     let object = stanza_object(stanza);
     let plain = serde_json::to_vec(&record).map_err(|e| Error::internal("binding a stanza", e))?;
     let sealed = repo.keys().seal(&aad(STANZA_AAD, &object), &plain, None);

@@ -3,5 +3,9 @@
 //! * [`archive`]: `archive_command` and `restore_command` — WAL files as
 //!   write-once sealed objects under `wal/`, bound per stanza to one
 //!   cluster.
+//! * [`backup`]: base backups through the chunk store, between
+//!   pg_backup_start and pg_backup_stop on one [`session`].
 
 pub mod archive;
+pub mod backup;
+pub mod session;
