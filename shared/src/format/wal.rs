@@ -332,7 +332,7 @@ const XLOG_SWITCH: u8 = 0x40;
 pub fn last_whole_record(segment: &[u8]) -> Option<u64> {
     let h = SegmentHeader::parse(segment)?;
     let page = h.block_size as usize;
-    if page == 0 || segment.len() % page != 0 {
+    if page == 0 || !segment.len().is_multiple_of(page) {
         return None;
     }
     // Record bytes without page headers, and where each run of them is.
@@ -555,7 +555,7 @@ mod tests {
         let mut prev = 0xABCDu64;
         let put = |seg: &mut Vec<u8>, phys: &mut usize, bytes: &[u8]| {
             for b in bytes {
-                if *phys % page == 0 {
+                if (*phys).is_multiple_of(page) {
                     *phys += SHORT_PAGE_HEADER;
                 }
                 seg[*phys] = *b;

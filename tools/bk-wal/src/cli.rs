@@ -71,4 +71,45 @@ pub enum Command {
         #[arg(long, default_value_t = 600, value_name = "SECS")]
         archive_timeout: u64,
     },
+    /// Restore a base backup into DIR and set it up to recover to a point
+    /// in time through bk-wal fetch; start PostgreSQL on DIR afterwards
+    Restore {
+        /// The new data directory (empty or absent)
+        #[arg(long, value_name = "DIR")]
+        into: PathBuf,
+        /// Recover to this time (RFC 3339, e.g. 2026-12-03T10:00:00Z)
+        #[arg(long, value_name = "TIME", group = "target_kind")]
+        target_time: Option<String>,
+        /// Recover to this WAL position (e.g. 0/3000060)
+        #[arg(long, value_name = "LSN", group = "target_kind")]
+        target_lsn: Option<String>,
+        /// Recover to this restore point (pg_create_restore_point)
+        #[arg(long, value_name = "NAME", group = "target_kind")]
+        target_name: Option<String>,
+        /// Recover to this transaction id
+        #[arg(long, value_name = "XID", group = "target_kind")]
+        target_xid: Option<String>,
+        /// end-of-archive (default): the last archived record; immediate:
+        /// as soon as consistent; until-missing: PostgreSQL's own default,
+        /// which a gap in the archive ends early and silently
+        #[arg(long, value_name = "TARGET", group = "target_kind")]
+        target: Option<String>,
+        /// What the server does at the target: promote, pause or shutdown
+        #[arg(long, value_name = "ACTION")]
+        target_action: Option<String>,
+        /// latest (default), current, or a timeline number
+        #[arg(long, default_value = "latest", value_name = "TIMELINE")]
+        target_timeline: String,
+        /// Restore this base backup (a snapshot id or prefix) instead of
+        /// the newest that ends before the target
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+        /// The restore_command to write (default: this bk-wal with this
+        /// repository; secrets are never written, give them to the server)
+        #[arg(long, value_name = "COMMAND")]
+        restore_command: Option<String>,
+        /// Replace the contents of a non-empty DIR
+        #[arg(long)]
+        force: bool,
+    },
 }

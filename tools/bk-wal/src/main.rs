@@ -1,8 +1,11 @@
 mod cli;
 
+use bk::format::wal::parse_lsn;
 use bk::ops::wal::archive::{self, Pushed};
 use bk::ops::wal::backup::{self, BackupOptions};
+use bk::ops::wal::restore::{self, Target, WalRestoreOptions};
 use bk::sys::AllocatorProfile;
+use bk::wire::Timestamp;
 use bk::wire::{self, Record};
 use bk::{Error, ExitCode, Result};
 use cli::Command;
@@ -28,6 +31,92 @@ fn main() {
             }
         },
     )
+}
+
+fn restore_options(cli: &cli::Cli, stanza: String) -> Result<WalRestoreOptions> {
+    let Command::Restore {
+        into,
+        target_time,
+        target_lsn,
+        target_name,
+        target_xid,
+        target,
+        target_action,
+        target_timeline,
+        backup,
+        restore_command,
+        force,
+    } = &cli.command
+    else {
+        return Err(Error::internal("reading restore options", "not a restore"));
+    };
+    let target = if let Some(t) = target_time {
+        Target::Time(Timestamp::parse(t).ok_or_else(|| {
+            Error::Usage(format!(
+                "--target-time {t:?}: give an RFC 3339 time, e.g. 2026-12-03T10:00:00Z"
+            ))
+        })?)
+    } else if let Some(l) = target_lsn {
+        Target::Lsn(
+            parse_lsn(l)
+                .ok_or_else(|| Error::Usage(format!("--target-lsn {l:?}: e.g. 0/3000060")))?,
+        )
+    } else if let Some(n) = target_name {
+        Target::Name(n.clone())
+    } else if let Some(x) = target_xid {
+        Target::Xid(x.clone())
+    } else {
+        match target.as_deref() {
+            None | Some("end-of-archive") => Target::EndOfArchive,
+            Some("immediate") => Target::Immediate,
+            Some("until-missing") => Target::UntilMissing,
+            Some(other) => {
+                return Err(Error::Usage(format!(
+                    "--target {other:?}: end-of-archive, immediate or until-missing"
+                )))
+            }
+        }
+    };
+    let restore_command = match restore_command {
+        Some(c) => c.clone(),
+        None => default_restore_command(cli, &stanza)?,
+    };
+    Ok(WalRestoreOptions {
+        stanza,
+        into: into.clone(),
+        target,
+        action: target_action.clone(),
+        timeline: target_timeline.clone(),
+        backup: backup.clone(),
+        restore_command,
+        force: *force,
+    })
+}
+
+/// This bk-wal, with the repository and key file of this process: the
+/// paths are not secrets; a passphrase given in BK_PASSWORD is, and is
+/// never written (the server's environment must carry it).
+fn default_restore_command(cli: &cli::Cli, stanza: &str) -> Result<String> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("bk-wal", e))?;
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut cmd = String::new();
+    cmd.push_str(&format!("BK_REPO={} ", quote(cli.repo.location()?)));
+    if let Some(f) = &cli.repo.identity_file {
+        cmd.push_str(&format!(
+            "BK_IDENTITY_FILE={} ",
+            quote(&f.display().to_string())
+        ));
+    } else if let Some(f) = &cli.repo.password_file {
+        cmd.push_str(&format!(
+            "BK_PASSWORD_FILE={} ",
+            quote(&f.display().to_string())
+        ));
+    }
+    cmd.push_str(&format!(
+        "{} fetch --stanza {stanza} %f %p",
+        quote(&exe.display().to_string())
+    ));
+    Ok(cmd)
 }
 
 fn emit(record: Record) -> Result<()> {
@@ -99,6 +188,26 @@ fn run(cli: cli::Cli) -> Result<i32> {
             };
             let outcome = backup::backup(&repo, &opts)?;
             emit(Record::Snapshot(outcome.snapshot))?;
+            Ok(0)
+        }
+        Command::Restore { .. } => {
+            let opts = restore_options(&cli, stanza)?;
+            let repo = cli.repo.open()?;
+            let done = restore::restore_cluster(&repo, &opts)?;
+            emit(Record::WalRestore(wire::WalRestoreRecord {
+                v: wire::VERSION,
+                stanza: opts.stanza,
+                into: opts.into.display().to_string(),
+                backup: done.backup.id,
+                timeline: done.timeline,
+                files: done.summary.files,
+                bytes: done.summary.bytes,
+                settings: done.settings.into_iter().collect(),
+            }))?;
+            eprintln!(
+                "bk-wal: restored; start PostgreSQL on {} to recover (recovery.signal is set)",
+                opts.into.display()
+            );
             Ok(0)
         }
     }

@@ -25,7 +25,9 @@ fn v1() -> u32 {
 pub use crate::format::time::Timestamp;
 
 mod admin;
+mod wal;
 pub use admin::*;
+pub use wal::*;
 
 /// What kind of filesystem object an entry describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -521,6 +523,8 @@ records! {
     Speed(SpeedRecord),
     /// bk-repo stats.
     Stats(StatsRecord),
+    /// bk-wal restore.
+    WalRestore(WalRestoreRecord),
 }
 
 const DATA_PREFIX: &[u8] = br#"{"type":"data""#;

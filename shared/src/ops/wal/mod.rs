@@ -5,7 +5,10 @@
 //!   cluster.
 //! * [`backup`]: base backups through the chunk store, between
 //!   pg_backup_start and pg_backup_stop on one [`session`].
+//! * [`restore`]: point-in-time recovery: the base backup, the timeline
+//!   path and the recovery target.
 
 pub mod archive;
 pub mod backup;
+pub mod restore;
 pub mod session;

@@ -251,3 +251,145 @@ fn check_fetch_is_all_or_nothing(env: &Env, name: &str, bytes: &[u8]) {
         ),
     }
 }
+
+/// The environment a bk-wal backup runs with: libpq's PG* variables for
+/// the test server, its psql.
+fn backup_cmd(pg: &Pg) -> String {
+    format!(
+        "PGHOST={} PGPORT={} PGUSER=postgres PGDATABASE=postgres bk-wal --stanza main backup --fast --psql {} --pgdata {}",
+        pg.socket_dir.display(),
+        pg.port,
+        pg.bin.join("psql").display(),
+        pg.data.display()
+    )
+}
+
+/// Restores into a new directory with `args`, starts it, waits until
+/// recovery is over, and returns the row count of t.
+fn restore_and_count(env: &Env, dir: &str, args: &str) -> i64 {
+    let wrapper = bk_wal_wrapper(env);
+    let into = env.path(dir).join("data");
+    let out = env.run(&format!(
+        "bk-wal --stanza main restore --into {} --restore-command '{} fetch --stanza main %f %p' {args}",
+        into.display(),
+        wrapper.display()
+    ));
+    assert!(
+        out.status.success(),
+        "restore {args}: {:?}",
+        status_and_stderr(&out)
+    );
+    let restored = crate::common::json_line(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(restored["type"], "wal_restore", "{restored}");
+    let pg = Pg::at(env, dir, into);
+    // A copy that archived after its promotion would add a timeline to
+    // the stanza, and `latest` would follow it in the next restore.
+    pg.configure("archive_mode = off");
+    pg.start();
+    pg.wait_for("SELECT pg_is_in_recovery()", "f", Duration::from_secs(120));
+    let n: i64 = pg.sql("SELECT count(*) FROM t").parse().unwrap();
+    pg.stop();
+    n
+}
+
+/// One mark: rows added in one transaction, then what identifies the moment.
+struct Mark {
+    rows: i64,
+    time: String,
+    lsn: String,
+    xid: String,
+    name: String,
+}
+
+fn add_rows_and_mark(pg: &Pg, n: i64, name: &str) -> Mark {
+    let row = pg.sql(&format!(
+        "WITH ins AS (INSERT INTO t SELECT g, repeat('y', 200) FROM generate_series(1, {n}) g RETURNING 1) \
+         SELECT txid_current(), count(*) FROM ins"
+    ));
+    let xid = row.split('|').next().unwrap().to_string();
+    pg.sql(&format!("SELECT pg_create_restore_point('{name}')"));
+    let lsn = pg.sql("SELECT pg_current_wal_lsn()");
+    let time = pg.sql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+    let rows = pg.sql("SELECT count(*) FROM t").parse().unwrap();
+    // Marks a second apart, so a time target falls between them.
+    std::thread::sleep(Duration::from_millis(1100));
+    Mark {
+        rows,
+        time,
+        lsn,
+        xid,
+        name: name.to_string(),
+    }
+}
+
+#[test]
+fn wal_point_in_time_recovery_to_each_kind_of_target() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    pg.sql("CREATE TABLE t (i int, pad text)");
+    pg.sql("INSERT INTO t SELECT g, 'base' FROM generate_series(1, 1000) g");
+    let out = env.run(&backup_cmd(&pg));
+    assert!(
+        out.status.success(),
+        "backup: {:?}",
+        status_and_stderr(&out)
+    );
+    let snap = crate::common::json_line(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(snap["tags"]["bk-wal.stanza"], "main", "{snap}");
+    assert!(snap["tags"]["pg.stop_lsn"].is_string(), "{snap}");
+    let marks: Vec<Mark> = (1..=3)
+        .map(|k| add_rows_and_mark(&pg, 500, &format!("m{k}")))
+        .collect();
+    let last = pg.switch_wal();
+    pg.wait_archived(&last);
+    let total: i64 = pg.sql("SELECT count(*) FROM t").parse().unwrap();
+    assert_eq!(total, 2500);
+
+    let m = &marks[0];
+    assert_eq!(
+        restore_and_count(
+            &env,
+            "by-time",
+            &format!("--target-time {} --target-action promote", m.time)
+        ),
+        m.rows
+    );
+    let m = &marks[1];
+    assert_eq!(
+        restore_and_count(
+            &env,
+            "by-lsn",
+            &format!("--target-lsn {} --target-action promote", m.lsn)
+        ),
+        m.rows
+    );
+    let m = &marks[0];
+    assert_eq!(
+        restore_and_count(
+            &env,
+            "by-name",
+            &format!("--target-name {} --target-action promote", m.name)
+        ),
+        m.rows
+    );
+    let m = &marks[2];
+    assert_eq!(
+        restore_and_count(
+            &env,
+            "by-xid",
+            &format!("--target-xid {} --target-action promote", m.xid)
+        ),
+        m.rows
+    );
+    assert_eq!(
+        restore_and_count(
+            &env,
+            "immediate",
+            "--target immediate --target-action promote"
+        ),
+        1000
+    );
+    assert_eq!(restore_and_count(&env, "end", ""), total);
+}
