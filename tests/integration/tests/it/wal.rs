@@ -393,3 +393,129 @@ fn wal_point_in_time_recovery_to_each_kind_of_target() {
     );
     assert_eq!(restore_and_count(&env, "end", ""), total);
 }
+
+/// Restores with `args` into `dir`; returns the cluster, not started.
+fn restore_only(env: &Env, dir: &str, args: &str) -> Pg {
+    let wrapper = bk_wal_wrapper(env);
+    let into = env.path(dir).join("data");
+    let out = env.run(&format!(
+        "bk-wal --stanza main restore --into {} --restore-command '{} fetch --stanza main --retry-secs 1 %f %p' {args}",
+        into.display(),
+        wrapper.display()
+    ));
+    assert!(
+        out.status.success(),
+        "restore {args}: {:?}",
+        status_and_stderr(&out)
+    );
+    let pg = Pg::at(env, dir, into);
+    pg.configure("archive_mode = off");
+    pg
+}
+
+#[test]
+fn wal_a_gap_or_an_unreachable_repository_stops_recovery_instead_of_promoting_short() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    pg.sql("CREATE TABLE t (i int, pad text)");
+    pg.sql("INSERT INTO t SELECT g, 'base' FROM generate_series(1, 1000) g");
+    let out = env.run(&backup_cmd(&pg));
+    assert!(
+        out.status.success(),
+        "backup: {:?}",
+        status_and_stderr(&out)
+    );
+    let names = archive_segments(&pg, 4);
+    let total: i64 = pg.sql("SELECT count(*) FROM t").parse().unwrap();
+    pg.stop();
+
+    // The repository unreachable: fetch exits above 125, PostgreSQL stops.
+    let away = env.repo.with_extension("away");
+    std::fs::rename(&env.repo, &away).unwrap();
+    let copy = restore_only_with_repo_away(&env, &away);
+    let started = copy.try_start();
+    assert!(!started.status.success(), "started without its repository");
+    let log = copy.server_log();
+    assert!(log.contains("exit code 210"), "{log}");
+    assert!(!log.contains("archive recovery complete"), "{log}");
+    // Back again: recovery resumes and completes.
+    std::fs::rename(&away, &env.repo).unwrap();
+    copy.start();
+    copy.wait_for("SELECT pg_is_in_recovery()", "f", Duration::from_secs(120));
+    assert_eq!(copy.sql("SELECT count(*) FROM t"), total.to_string());
+    copy.stop();
+
+    // A segment missing from the middle of the archive.
+    let hole = env.repo.join("wal").join(format!("main.{}", names[1]));
+    std::fs::remove_file(&hole).unwrap();
+    let short = restore_only(&env, "gap", "");
+    let started = short.try_start();
+    assert!(!started.status.success(), "started past a gap");
+    let log = short.server_log();
+    assert!(
+        log.contains("recovery ended before configured recovery target was reached"),
+        "{log}"
+    );
+    assert!(!log.contains("archive recovery complete"), "{log}");
+    // What PostgreSQL's default would have done: promote, short.
+    let silent = restore_only(&env, "until-missing", "--target until-missing");
+    silent.start();
+    silent.wait_for("SELECT pg_is_in_recovery()", "f", Duration::from_secs(120));
+    let n: i64 = silent.sql("SELECT count(*) FROM t").parse().unwrap();
+    assert!(n < total, "{n} of {total} rows: the gap went unnoticed");
+}
+
+/// The restore is made while the repository is there; then it goes away
+/// before the server starts.
+fn restore_only_with_repo_away(env: &Env, away: &Path) -> Pg {
+    std::fs::rename(away, &env.repo).unwrap();
+    let pg = restore_only(env, "unreachable", "");
+    std::fs::rename(&env.repo, away).unwrap();
+    pg
+}
+
+#[test]
+fn wal_recovery_follows_a_timeline_switch_to_the_latest_timeline() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    pg.sql("CREATE TABLE t (i int, pad text)");
+    pg.sql("INSERT INTO t SELECT g, 'base' FROM generate_series(1, 1000) g");
+    let out = env.run(&backup_cmd(&pg));
+    assert!(
+        out.status.success(),
+        "backup: {:?}",
+        status_and_stderr(&out)
+    );
+    archive_segments(&pg, 2);
+    pg.stop();
+
+    // A restored copy promotes and keeps archiving: timeline 2.
+    let wrapper = bk_wal_wrapper(&env);
+    let promoted = restore_only(&env, "promoted", "");
+    promoted.configure(&format!(
+        "archive_mode = on\narchive_command = '{} push --stanza main %p'",
+        wrapper.display()
+    ));
+    promoted.start();
+    promoted.wait_for("SELECT pg_is_in_recovery()", "f", Duration::from_secs(120));
+    assert_eq!(
+        promoted.sql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
+    promoted.sql("INSERT INTO t SELECT g, 'timeline 2' FROM generate_series(1, 777) g");
+    let last = promoted.switch_wal();
+    promoted.wait_archived(&last);
+    let total = promoted.sql("SELECT count(*) FROM t");
+    promoted.stop();
+    assert!(env.repo.join("wal").join("main.00000002.history").exists());
+
+    // Latest (the default) follows the switch and replays timeline 2.
+    let latest = restore_only(&env, "latest", "");
+    latest.start();
+    latest.wait_for("SELECT pg_is_in_recovery()", "f", Duration::from_secs(120));
+    assert_eq!(latest.sql("SELECT count(*) FROM t"), total);
+    assert_eq!(
+        latest.sql("SELECT count(*) FROM t WHERE pad = 'timeline 2'"),
+        "777"
+    );
+}
