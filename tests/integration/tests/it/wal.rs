@@ -433,9 +433,9 @@ fn wal_a_gap_or_an_unreachable_repository_stops_recovery_instead_of_promoting_sh
     let away = env.repo.with_extension("away");
     std::fs::rename(&env.repo, &away).unwrap();
     let copy = restore_only_with_repo_away(&env, &away);
-    let started = copy.try_start();
-    assert!(!started.status.success(), "started without its repository");
+    let stopped = copy.start_expecting_it_to_stop(Duration::from_secs(60));
     let log = copy.server_log();
+    assert!(stopped, "still running without its repository: {log}");
     assert!(log.contains("exit code 210"), "{log}");
     assert!(!log.contains("archive recovery complete"), "{log}");
     // Back again: recovery resumes and completes.
@@ -449,9 +449,9 @@ fn wal_a_gap_or_an_unreachable_repository_stops_recovery_instead_of_promoting_sh
     let hole = env.repo.join("wal").join(format!("main.{}", names[1]));
     std::fs::remove_file(&hole).unwrap();
     let short = restore_only(&env, "gap", "");
-    let started = short.try_start();
-    assert!(!started.status.success(), "started past a gap");
+    let stopped = short.start_expecting_it_to_stop(Duration::from_secs(60));
     let log = short.server_log();
+    assert!(stopped, "still running past a gap: {log}");
     assert!(
         log.contains("recovery ended before configured recovery target was reached"),
         "{log}"

@@ -182,6 +182,22 @@ impl Pg {
         });
     }
 
+    /// Starts a server that is expected to stop by itself (FATAL during
+    /// recovery): pg_ctl may report success first, when a hot standby
+    /// accepts read-only connections before recovery reaches its end.
+    /// Returns whether it stopped within `timeout`.
+    pub fn start_expecting_it_to_stop(&self, timeout: Duration) -> bool {
+        let _ = self.try_start();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !self.data.join("postmaster.pid").exists() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
