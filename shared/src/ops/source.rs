@@ -443,7 +443,9 @@ pub fn walk_tree_ending<S: StreamSink + ?Sized>(
     sink: &mut S,
     end: impl FnOnce() -> Result<EndFiles>,
 ) -> Result<ChunkSummary> {
-    let root_md = std::fs::symlink_metadata(root).map_err(|e| Error::io(root, e))?;
+    // A root given as a symlink to a directory is walked as that directory
+    // (walkdir always follows its root), so it is one, not a single file.
+    let root_md = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
     let abs = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
     let mut em = new_emitter(sink, opts);
     em.record(Record::Header(tree_header(root, opts)?))?;
@@ -501,15 +503,14 @@ pub fn walk_tree_ending<S: StreamSink + ?Sized>(
                 }
             }
         }
-        let md = match item.metadata() {
+        // The root's own entry describes the directory it leads to.
+        let md = match if item.depth() == 0 {
+            std::fs::metadata(item.path())
+        } else {
+            item.metadata().map_err(std::io::Error::from)
+        } {
             Ok(m) => m,
-            Err(e)
-                if opts.live_source
-                    && e.io_error()
-                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
-            {
-                continue
-            }
+            Err(e) if opts.live_source && e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
                 em.error(&rel, format!("cannot stat: {e}"))?;
                 continue;

@@ -264,6 +264,25 @@ fn single_file_to_stdout_and_selected_paths() {
     assert!(err.contains("no file"), "{err}");
 }
 
+/// A backup given a symlink to a directory (as ~/.rustup/toolchains/1.95.0
+/// is) stored every entry under the symlink's own name, so the restore
+/// wrote one file over and over and failed.
+#[test]
+fn regression_a_symlink_to_a_directory_as_the_root_is_backed_up_as_the_directory() {
+    let env = Env::new();
+    let src = env.path("real");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/f"), b"content").unwrap();
+    std::fs::write(src.join("g"), b"other").unwrap();
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&src, &link).unwrap();
+    env.backup(&link, "");
+    let dest = env.path("out");
+    env.ok(&format!("bk-get latest --into '{}'", dest.display()));
+    assert_eq!(std::fs::read(dest.join("d/f")).unwrap(), b"content");
+    assert_eq!(std::fs::read(dest.join("g")).unwrap(), b"other");
+}
+
 #[test]
 fn stdin_stream_round_trip() {
     let env = Env::new();
