@@ -112,4 +112,21 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The stanza's archive as JSON lines: the stanza, each timeline
+    /// (range, gaps), each base backup (what it can recover to)
+    Info,
+    /// Keep the newest N base backups and the WAL they need; forget the
+    /// rest (their data goes with bk-prune's next GC). WAL is deleted in
+    /// two phases: marked now, deleted by a run after the grace period
+    Expire {
+        /// Base backups to keep (the runbook's retention-full)
+        #[arg(long, value_name = "N")]
+        keep_last: usize,
+        /// How long marked WAL stays for recoveries already running
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        grace: String,
+        /// Print the plan; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

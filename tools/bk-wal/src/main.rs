@@ -3,6 +3,8 @@ mod cli;
 use bk::format::wal::parse_lsn;
 use bk::ops::wal::archive::{self, Pushed};
 use bk::ops::wal::backup::{self, BackupOptions};
+use bk::ops::wal::expire::{self, ExpireOptions};
+use bk::ops::wal::info::Archive;
 use bk::ops::wal::restore::{self, Target, WalRestoreOptions};
 use bk::sys::AllocatorProfile;
 use bk::wire::Timestamp;
@@ -188,6 +190,36 @@ fn run(cli: cli::Cli) -> Result<i32> {
             };
             let outcome = backup::backup(&repo, &opts)?;
             emit(Record::Snapshot(outcome.snapshot))?;
+            Ok(0)
+        }
+        Command::Info => {
+            let repo = cli.repo.open()?;
+            let (stanza, timelines, backups) = Archive::load(&repo, &stanza)?.records();
+            emit(Record::WalStanza(stanza))?;
+            for t in timelines {
+                emit(Record::WalTimeline(t))?;
+            }
+            for b in backups {
+                emit(Record::WalBackup(b))?;
+            }
+            Ok(0)
+        }
+        Command::Expire {
+            keep_last,
+            grace,
+            dry_run,
+        } => {
+            let repo = cli.repo.open()?;
+            let opts = ExpireOptions {
+                stanza,
+                keep_last: *keep_last,
+                grace: bk::prune::parse_grace(grace)?,
+                dry_run: *dry_run,
+            };
+            let steps = expire::plan(&repo, &opts)?;
+            expire::execute(&repo, &opts, &steps, &mut |step| {
+                emit(Record::Gc(step.record()))
+            })?;
             Ok(0)
         }
         Command::Restore { .. } => {

@@ -525,6 +525,12 @@ records! {
     Stats(StatsRecord),
     /// bk-wal restore.
     WalRestore(WalRestoreRecord),
+    /// bk-wal info: the stanza.
+    WalStanza(WalStanzaRecord),
+    /// bk-wal info: a timeline.
+    WalTimeline(WalTimelineRecord),
+    /// bk-wal info: a base backup.
+    WalBackup(WalBackupRecord),
 }
 
 const DATA_PREFIX: &[u8] = br#"{"type":"data""#;

@@ -7,8 +7,13 @@
 //!   pg_backup_start and pg_backup_stop on one [`session`].
 //! * [`restore`]: point-in-time recovery: the base backup, the timeline
 //!   path and the recovery target.
+//! * [`info`]: timelines, gaps and what each base backup can recover to.
+//! * [`expire`]: retention of base backups and the WAL they need, planned
+//!   then executed, WAL deleted in two phases.
 
 pub mod archive;
 pub mod backup;
+pub mod expire;
+pub mod info;
 pub mod restore;
 pub mod session;

@@ -519,3 +519,122 @@ fn wal_recovery_follows_a_timeline_switch_to_the_latest_timeline() {
         "777"
     );
 }
+
+fn plan_of(out: &str) -> Vec<(String, String)> {
+    crate::common::json_lines(out)
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r["type"], "gc", "{r}");
+            (
+                r["action"].as_str().unwrap().to_string(),
+                r["object"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `expire` with `args`: the dry run's plan, then the real run's steps,
+/// which must be the same.
+fn expire_as_planned(env: &Env, args: &str) -> Vec<(String, String)> {
+    let dry = plan_of(&env.ok(&format!("bk-wal --stanza main expire {args} --dry-run")));
+    let done = plan_of(&env.ok(&format!("bk-wal --stanza main expire {args}")));
+    assert_eq!(
+        dry, done,
+        "the dry run planned something else than the run did"
+    );
+    done
+}
+
+#[test]
+fn wal_expire_keeps_four_backups_and_their_wal_and_each_still_recovers() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    pg.sql("CREATE TABLE t (i int, pad text)");
+    let mut ids = Vec::new();
+    for k in 0..6 {
+        pg.sql(&format!(
+            "INSERT INTO t SELECT g, 'round {k}' FROM generate_series(1, 300) g"
+        ));
+        let out = env.run(&backup_cmd(&pg));
+        assert!(
+            out.status.success(),
+            "backup {k}: {:?}",
+            status_and_stderr(&out)
+        );
+        ids.push(
+            crate::common::json_line(&String::from_utf8_lossy(&out.stdout))["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        archive_segments(&pg, 1);
+    }
+    let total = pg.sql("SELECT count(*) FROM t");
+    pg.stop();
+
+    let info = crate::common::json_lines(&env.ok("bk-wal --stanza main info"));
+    assert_eq!(info[0]["type"], "wal_stanza");
+    assert_eq!(info[0]["backups"], 6);
+    let timelines: Vec<_> = info
+        .iter()
+        .filter(|r| r["type"] == "wal_timeline")
+        .collect();
+    assert_eq!(timelines.len(), 1);
+    assert_eq!(
+        timelines[0]["gaps"].as_array().unwrap().len(),
+        0,
+        "{}",
+        timelines[0]
+    );
+    let first_before = timelines[0]["first"].as_str().unwrap().to_string();
+    assert!(info
+        .iter()
+        .filter(|r| r["type"] == "wal_backup")
+        .all(|b| b["wal_complete"] == true));
+
+    // First run: forget the two oldest, mark the WAL only they needed.
+    let steps = expire_as_planned(&env, "--keep-last 4 --grace 0s");
+    let forgotten: Vec<_> = steps
+        .iter()
+        .filter(|s| s.0 == "forget")
+        .map(|s| s.1.clone())
+        .collect();
+    assert_eq!(
+        forgotten,
+        vec![
+            format!("snapshots/{}", ids[0]),
+            format!("snapshots/{}", ids[1])
+        ]
+    );
+    assert!(steps.iter().any(|s| s.0 == "mark"), "{steps:?}");
+    assert!(
+        !steps.iter().any(|s| s.0 == "delete"),
+        "WAL deleted in the marking run: {steps:?}"
+    );
+    // Second run, after the grace: the marked WAL goes, history stays.
+    let steps = expire_as_planned(&env, "--keep-last 4 --grace 0s");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.0 == "delete" && s.1.starts_with("wal/main.0000")),
+        "{steps:?}"
+    );
+    let info = crate::common::json_lines(&env.ok("bk-wal --stanza main info"));
+    assert_eq!(info[0]["backups"], 4);
+    let timeline = info.iter().find(|r| r["type"] == "wal_timeline").unwrap();
+    assert!(
+        timeline["first"].as_str().unwrap() > first_before.as_str(),
+        "{timeline}"
+    );
+    assert_eq!(timeline["gaps"].as_array().unwrap().len(), 0, "{timeline}");
+    // Nothing more to do.
+    assert_eq!(expire_as_planned(&env, "--keep-last 4 --grace 0s"), vec![]);
+
+    // The repository's GC and verify agree, and every kept backup recovers.
+    env.ok("bk-prune --grace 0");
+    env.ok("bk-verify");
+    for (k, id) in ids[2..].iter().enumerate() {
+        let n = restore_and_count(&env, &format!("kept{k}"), &format!("--backup {id}"));
+        assert_eq!(n.to_string(), total, "backup {id}");
+    }
+}
