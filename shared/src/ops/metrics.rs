@@ -23,12 +23,27 @@ pub struct IdentityMetrics {
     pub snapshots: u64,
 }
 
+/// Per-stanza WAL archive figures (bk-wal).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WalMetrics {
+    pub stanza: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// Gaps a recovery from a base backup would meet.
+    pub gaps: u64,
+    /// When the newest WAL object was stored (storage clock), Unix seconds.
+    pub newest_archived: Option<f64>,
+    pub base_backups: u64,
+    pub newest_base_backup: Option<f64>,
+}
+
 /// Figures about the repository, known once it could be opened.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RepositoryMetrics {
     /// (kind, object count, bytes) for every object kind listed.
     pub objects: Vec<(String, u64, u64)>,
     pub identities: Vec<IdentityMetrics>,
+    pub wal: Vec<WalMetrics>,
 }
 
 /// Everything one bk-verify run reports.
@@ -204,7 +219,52 @@ pub fn render(m: &VerifyMetrics) -> String {
             i.snapshots as f64,
         );
     }
+    render_wal(&mut o, &r.wal);
     o.text
+}
+
+/// bk-wal's series, one per stanza; nothing when no stanza exists.
+fn render_wal(o: &mut Out, wal: &[WalMetrics]) {
+    type Figure = fn(&WalMetrics) -> Option<f64>;
+    let series: [(&str, &str, Figure); 6] = [
+        (
+            "bk_wal_last_archived_timestamp_seconds",
+            "When the stanza's newest WAL file was stored (storage clock).",
+            |w| w.newest_archived,
+        ),
+        ("bk_wal_files", "WAL files archived for the stanza.", |w| {
+            Some(w.files as f64)
+        }),
+        (
+            "bk_wal_bytes",
+            "Stored bytes of the stanza's WAL files.",
+            |w| Some(w.bytes as f64),
+        ),
+        (
+            "bk_wal_gaps",
+            "Gaps in the stanza's WAL that a recovery from a base backup would meet.",
+            |w| Some(w.gaps as f64),
+        ),
+        ("bk_wal_base_backups", "Base backups of the stanza.", |w| {
+            Some(w.base_backups as f64)
+        }),
+        (
+            "bk_wal_newest_base_backup_timestamp_seconds",
+            "Time of the stanza's newest base backup.",
+            |w| w.newest_base_backup,
+        ),
+    ];
+    if wal.is_empty() {
+        return;
+    }
+    for (name, help, figure) in series {
+        o.head(name, help);
+        for w in wal {
+            if let Some(v) = figure(w) {
+                o.sample(name, &[("stanza", &w.stanza)], v);
+            }
+        }
+    }
 }
 
 /// Replaces `path` with `content` atomically: a temporary file in the same
@@ -262,6 +322,7 @@ mod tests {
             packs_read: 3,
             bytes_read: 4096,
             repo: Some(RepositoryMetrics {
+                wal: Vec::new(),
                 objects: vec![("pack".into(), 3, 4096), ("snapshot".into(), 2, 200)],
                 identities: vec![IdentityMetrics {
                     identity: "we\"ird\\user@host:/pa\nth".into(),

@@ -431,6 +431,9 @@ pub struct VerifySummary {
     /// Distinct listing chunks read and parsed.
     #[serde(default)]
     pub listing_chunks: u64,
+    /// bk-wal's archived WAL files (history and backup labels included).
+    #[serde(default)]
+    pub wal_files: u64,
     /// `--read-data`: packs downloaded and checked, their bytes and blobs.
     #[serde(default)]
     pub packs_read: u64,

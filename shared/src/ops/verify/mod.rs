@@ -24,7 +24,8 @@
 //! keys, index and snapshot objects), `packs` (references and
 //! `--read-data`), `listings` (chunks resolve; damage mapped to snapshots
 //! and paths, through `walker`), `recheck` (what changed under the run),
-//! `against` (a live directory), `selection` (which packs are read).
+//! `against` (a live directory), `selection` (which packs are read),
+//! `wal` (bk-wal's archives: continuity, history files, `--read-data`).
 
 mod against;
 mod listings;
@@ -33,6 +34,7 @@ mod recheck;
 mod report;
 mod selection;
 mod structure;
+mod wal;
 mod walker;
 
 use recheck::Recheck;
@@ -212,6 +214,9 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
     }
 
     v.map_affected(&snapshots, &reader)?;
+    let (wal_files, wal_metrics) =
+        v.check_wal(&listed[&ObjectKind::Wal], opts.read_data.is_some())?;
+    summary.wal_files = wal_files;
 
     let items = v
         .report
@@ -225,6 +230,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
         metrics: RepositoryMetrics {
             objects: metrics_objects,
             identities: identity_metrics(&snapshots),
+            wal: wal_metrics,
         },
     })
 }

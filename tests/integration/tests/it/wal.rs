@@ -448,6 +448,16 @@ fn wal_a_gap_or_an_unreachable_repository_stops_recovery_instead_of_promoting_sh
     // A segment missing from the middle of the archive.
     let hole = env.repo.join("wal").join(format!("main.{}", names[1]));
     std::fs::remove_file(&hole).unwrap();
+    // bk-verify names it, as damage (exit 13).
+    let out = env.run("bk-verify");
+    assert_eq!(out.status.code(), Some(13), "{:?}", status_and_stderr(&out));
+    let findings = crate::common::json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        findings.iter().any(|f| f["check"] == "wal"
+            && f["severity"] == "error"
+            && f["message"].as_str().unwrap().contains(&names[1])),
+        "{findings:?}"
+    );
     let short = restore_only(&env, "gap", "");
     let stopped = short.start_expecting_it_to_stop(Duration::from_secs(60));
     let log = short.server_log();
@@ -632,7 +642,14 @@ fn wal_expire_keeps_four_backups_and_their_wal_and_each_still_recovers() {
 
     // The repository's GC and verify agree, and every kept backup recovers.
     env.ok("bk-prune --grace 0");
-    env.ok("bk-verify");
+    let metrics = env.path("metrics.prom");
+    let out = env.ok(&format!("bk-verify --read-data --metrics {}", metrics.display()));
+    let summary = crate::common::json_lines(&out).pop().unwrap();
+    assert!(summary["wal_files"].as_u64().unwrap() > 4, "{summary}");
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(prom.contains("bk_wal_last_archived_timestamp_seconds{"), "{prom}");
+    let gaps = prom.lines().find(|l| l.starts_with("bk_wal_gaps{")).unwrap();
+    assert!(gaps.contains("stanza=\"main\"") && gaps.ends_with(" 0"), "{gaps}");
     for (k, id) in ids[2..].iter().enumerate() {
         let n = restore_and_count(&env, &format!("kept{k}"), &format!("--backup {id}"));
         assert_eq!(n.to_string(), total, "backup {id}");
