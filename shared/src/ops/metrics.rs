@@ -267,6 +267,50 @@ fn render_wal(o: &mut Out, wal: &[WalMetrics]) {
     }
 }
 
+/// What `bk-wal push --metrics FILE` writes after each push: when the
+/// last push succeeded (kept from the previous file when this one failed)
+/// and how many WAL files PostgreSQL has marked `.ready` and not yet
+/// archived — the backlog a stalled or slow archive builds.
+pub fn render_push(
+    repository: &str,
+    stanza: &str,
+    last_success: Option<f64>,
+    ready_files: u64,
+    ok: bool,
+) -> String {
+    let mut o = Out {
+        text: String::new(),
+        repo: escape_label(repository),
+    };
+    let label = [("stanza", stanza)];
+    if let Some(t) = last_success {
+        o.head(
+            "bk_wal_push_last_success_timestamp_seconds",
+            "When bk-wal push last archived a file.",
+        );
+        o.sample("bk_wal_push_last_success_timestamp_seconds", &label, t);
+    }
+    o.head(
+        "bk_wal_push_success",
+        "1 if the last bk-wal push succeeded, else 0.",
+    );
+    o.sample("bk_wal_push_success", &label, if ok { 1.0 } else { 0.0 });
+    o.head(
+        "bk_wal_ready_files",
+        "WAL files marked .ready in pg_wal/archive_status at the last push.",
+    );
+    o.sample("bk_wal_ready_files", &label, ready_files as f64);
+    o.text
+}
+
+/// The last-success time in a file [`render_push`] wrote.
+pub fn previous_push_success(text: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with("bk_wal_push_last_success_timestamp_seconds{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Replaces `path` with `content` atomically: a temporary file in the same
 /// directory, written and fsynced, then renamed over `path`.
 pub fn write_atomic(path: &Path, content: &str) -> Result<()> {

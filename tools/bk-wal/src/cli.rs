@@ -33,6 +33,10 @@ pub enum Command {
         /// The file PostgreSQL hands over (%p, relative to the data directory)
         #[arg(value_name = "WAL_PATH")]
         path: PathBuf,
+        /// After each push, write Prometheus metrics to FILE (atomically):
+        /// the last successful push and the .ready backlog
+        #[arg(long, env = "BK_WAL_METRICS", value_name = "FILE")]
+        metrics: Option<PathBuf>,
     },
     /// Restore one WAL file (restore_command): exits 0 once it is written,
     /// 1 only when the repository says it does not exist, 200 + the bk exit

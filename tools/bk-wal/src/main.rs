@@ -121,6 +121,50 @@ fn default_restore_command(cli: &cli::Cli, stanza: &str) -> Result<String> {
     Ok(cmd)
 }
 
+fn push(cli: &cli::Cli, stanza: &str, path: &std::path::Path) -> Result<i32> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Usage(format!("{}: not a WAL file path", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let repo = cli.repo.open()?;
+    if archive::push(&repo, stanza, name, &bytes)? == Pushed::AlreadyArchived {
+        eprintln!("bk-wal: {name} was already archived with the same content; nothing to do");
+    }
+    Ok(0)
+}
+
+/// The push metrics: the backlog is the `.ready` files beside the pushed
+/// one's `archive_status` (PostgreSQL's own bookkeeping, only read).
+fn write_push_metrics(
+    file: &std::path::Path,
+    location: &str,
+    stanza: &str,
+    pushed: &std::path::Path,
+    ok: bool,
+) -> Result<()> {
+    let status = pushed
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("archive_status");
+    let ready = std::fs::read_dir(&status)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+                .count() as u64
+        })
+        .unwrap_or(0);
+    let last_success = if ok {
+        Some(bk::wire::Timestamp::now().as_nanos() as f64 / 1e9)
+    } else {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| bk::metrics::previous_push_success(&t))
+    };
+    let text = bk::metrics::render_push(location, stanza, last_success, ready, ok);
+    bk::metrics::write_atomic(file, &text)
+}
+
 fn emit(record: Record) -> Result<()> {
     wire::write_record(&mut std::io::stdout().lock(), &record).map_err(bk::error::stdout_error)
 }
@@ -134,19 +178,13 @@ fn stanza(cli: &cli::Cli) -> Result<String> {
 fn run(cli: cli::Cli) -> Result<i32> {
     let stanza = stanza(&cli)?;
     match &cli.command {
-        Command::Push { path } => {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| Error::Usage(format!("{}: not a WAL file path", path.display())))?;
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            let repo = cli.repo.open()?;
-            if archive::push(&repo, &stanza, name, &bytes)? == Pushed::AlreadyArchived {
-                eprintln!(
-                    "bk-wal: {name} was already archived with the same content; nothing to do"
-                );
+        Command::Push { path, metrics } => {
+            let result = push(&cli, &stanza, path);
+            if let Some(file) = metrics {
+                let location = cli.repo.location().unwrap_or("").to_string();
+                write_push_metrics(file, &location, &stanza, path, result.is_ok())?;
             }
-            Ok(0)
+            result
         }
         Command::Fetch {
             file,

@@ -18,11 +18,7 @@ const TOOLS: &[(&str, &str, &str)] = &[
     ("bk-prune", "Forget snapshots", "--keep-last 1"),
     ("bk-verify", "Check a repository's integrity", ""),
     ("bk-repo", "Create and administer a bk repository", "stats"),
-    (
-        "bk-wal",
-        "PostgreSQL WAL archiving",
-        "--stanza main info",
-    ),
+    ("bk-wal", "PostgreSQL WAL archiving", "--stanza main info"),
 ];
 
 #[test]

@@ -79,6 +79,23 @@ fn wal_archive_command_stores_every_segment_and_fetch_returns_it_byte_for_byte()
         .filter(|e| e.file_name().to_string_lossy().contains(".bk-wal."))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // archive_command's metrics: the last success and the .ready backlog.
+    let prom = std::fs::read_to_string(env.path("metrics/push.prom")).unwrap();
+    assert!(prom.contains("bk_wal_push_success{"), "{prom}");
+    assert!(
+        prom.lines()
+            .any(|l| l.starts_with("bk_wal_push_success{") && l.ends_with(" 1")),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("bk_wal_push_last_success_timestamp_seconds{"),
+        "{prom}"
+    );
+    assert!(
+        prom.lines()
+            .any(|l| l.starts_with("bk_wal_ready_files{") && l.contains("stanza=\"main\"")),
+        "{prom}"
+    );
 }
 
 #[test]
@@ -643,13 +660,25 @@ fn wal_expire_keeps_four_backups_and_their_wal_and_each_still_recovers() {
     // The repository's GC and verify agree, and every kept backup recovers.
     env.ok("bk-prune --grace 0");
     let metrics = env.path("metrics.prom");
-    let out = env.ok(&format!("bk-verify --read-data --metrics {}", metrics.display()));
+    let out = env.ok(&format!(
+        "bk-verify --read-data --metrics {}",
+        metrics.display()
+    ));
     let summary = crate::common::json_lines(&out).pop().unwrap();
     assert!(summary["wal_files"].as_u64().unwrap() > 4, "{summary}");
     let prom = std::fs::read_to_string(&metrics).unwrap();
-    assert!(prom.contains("bk_wal_last_archived_timestamp_seconds{"), "{prom}");
-    let gaps = prom.lines().find(|l| l.starts_with("bk_wal_gaps{")).unwrap();
-    assert!(gaps.contains("stanza=\"main\"") && gaps.ends_with(" 0"), "{gaps}");
+    assert!(
+        prom.contains("bk_wal_last_archived_timestamp_seconds{"),
+        "{prom}"
+    );
+    let gaps = prom
+        .lines()
+        .find(|l| l.starts_with("bk_wal_gaps{"))
+        .unwrap();
+    assert!(
+        gaps.contains("stanza=\"main\"") && gaps.ends_with(" 0"),
+        "{gaps}"
+    );
     for (k, id) in ids[2..].iter().enumerate() {
         let n = restore_and_count(&env, &format!("kept{k}"), &format!("--backup {id}"));
         assert_eq!(n.to_string(), total, "backup {id}");

@@ -295,7 +295,15 @@ pub fn bk_wal_wrapper(env: &Env) -> PathBuf {
             identity.display()
         ));
     }
+    // Push metrics go where the server's user may write.
+    let metrics = env.path("metrics");
+    std::fs::create_dir_all(&metrics).unwrap();
+    hand_over(&metrics);
     let mut exports = vec![
+        (
+            "BK_WAL_METRICS".to_string(),
+            metrics.join("push.prom").display().to_string(),
+        ),
         ("BK_REPO".to_string(), env.repo_url.clone()),
         (
             "BK_IDENTITY_FILE".to_string(),
