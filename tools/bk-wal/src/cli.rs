@@ -37,6 +37,14 @@ pub enum Command {
         /// the last successful push and the .ready backlog
         #[arg(long, env = "BK_WAL_METRICS", value_name = "FILE")]
         metrics: Option<PathBuf>,
+        /// Also push up to N later segments PostgreSQL has marked .ready, in
+        /// parallel, so its next calls return at once (0: only this file)
+        #[arg(long, env = "BK_WAL_PUSH_AHEAD", default_value_t = 8, value_name = "N")]
+        ahead: usize,
+        /// Where notes of segments pushed ahead are kept (default:
+        /// pg_wal/bk-wal.spool beside the file)
+        #[arg(long, env = "BK_WAL_SPOOL", value_name = "DIR")]
+        spool: Option<PathBuf>,
     },
     /// Restore one WAL file (restore_command): exits 0 once it is written,
     /// 1 only when the repository says it does not exist, 200 + the bk exit
@@ -57,6 +65,24 @@ pub enum Command {
             value_name = "SECS"
         )]
         retry_secs: f64,
+        /// After a segment, fetch the next N in the background into a
+        /// private spool (0: no prefetching)
+        #[arg(long, env = "BK_WAL_PREFETCH", default_value_t = 8, value_name = "N")]
+        prefetch: usize,
+        /// The directory under which the prefetch spool is made (default:
+        /// the system's temporary directory)
+        #[arg(long, env = "BK_WAL_FETCH_SPOOL", value_name = "DIR")]
+        spool: Option<PathBuf>,
+    },
+    /// (internal) Fetch the segments after WAL_FILE into the spool
+    #[command(hide = true)]
+    Prefetch {
+        #[arg(value_name = "WAL_FILE")]
+        file: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        spool: PathBuf,
     },
     /// Take a base backup (pg_backup_start/pg_backup_stop on one session,
     /// connected as libpq's PG* variables say) and print its snapshot

@@ -1,10 +1,12 @@
 mod cli;
 
 use bk::format::wal::parse_lsn;
+use bk::ops::wal::ahead as wal_ahead;
 use bk::ops::wal::archive::{self, Pushed};
 use bk::ops::wal::backup::{self, BackupOptions};
 use bk::ops::wal::expire::{self, ExpireOptions};
 use bk::ops::wal::info::Archive;
+use bk::ops::wal::prefetch;
 use bk::ops::wal::restore::{self, Target, WalRestoreOptions};
 use bk::sys::AllocatorProfile;
 use bk::wire::Timestamp;
@@ -121,14 +123,81 @@ fn default_restore_command(cli: &cli::Cli, stanza: &str) -> Result<String> {
     Ok(cmd)
 }
 
-fn push(cli: &cli::Cli, stanza: &str, path: &std::path::Path) -> Result<i32> {
+/// Starts `bk-wal prefetch` for the segments after `file`, detached (its
+/// own process group, no output): PostgreSQL waits for this process only.
+/// The repository settings go by environment, never argv.
+fn start_prefetcher(
+    cli: &cli::Cli,
+    stanza: &str,
+    file: &str,
+    count: usize,
+    spool: Option<&std::path::Path>,
+) {
+    use std::os::unix::process::CommandExt;
+    let (Some(spool), Ok(exe), Ok(location)) =
+        (spool, std::env::current_exe(), cli.repo.location())
+    else {
+        return;
+    };
+    if prefetch::following(file, 16 << 20, 1).is_empty() {
+        return; // history files and the like: nothing follows them
+    }
+    let mut child = std::process::Command::new(exe);
+    child
+        .args(["--stanza", stanza, "prefetch", file, "--count"])
+        .arg(count.to_string())
+        .arg("--spool")
+        .arg(spool)
+        .env("BK_REPO", location)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    if let Some(f) = &cli.repo.identity_file {
+        child.env("BK_IDENTITY_FILE", f);
+    }
+    if let Some(f) = &cli.repo.password_file {
+        child.env("BK_PASSWORD_FILE", f);
+    }
+    let _ = child.spawn();
+}
+
+/// archive_command: this file, and (`ahead`) the segments already marked
+/// .ready after it, at once; a file pushed ahead before returns at once.
+fn push(
+    cli: &cli::Cli,
+    stanza: &str,
+    path: &std::path::Path,
+    ahead: usize,
+    spool: Option<&std::path::Path>,
+) -> Result<i32> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::Usage(format!("{}: not a WAL file path", path.display())))?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let wal_dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let spool = spool.map_or_else(|| wal_ahead::default_spool(wal_dir), |s| s.to_path_buf());
+    if wal_ahead::pushed_before(&spool, name, &bytes) {
+        wal_ahead::forget(&spool, name);
+        return Ok(0);
+    }
     let repo = cli.repo.open()?;
-    if archive::push(&repo, stanza, name, &bytes)? == Pushed::AlreadyArchived {
+    let later = wal_ahead::ready_after(wal_dir, name, ahead);
+    let threads = repo.backend().write_concurrency();
+    let pushed = std::thread::scope(|scope| {
+        let ahead =
+            scope.spawn(|| wal_ahead::push_ahead(&repo, stanza, wal_dir, &spool, &later, threads));
+        let pushed = archive::push(&repo, stanza, name, &bytes);
+        if let Ok(Err(e)) = ahead.join() {
+            eprintln!("bk-wal: warning: pushing ahead: {e}");
+        }
+        pushed
+    })?;
+    if pushed == Pushed::AlreadyArchived {
         eprintln!("bk-wal: {name} was already archived with the same content; nothing to do");
     }
     Ok(0)
@@ -178,8 +247,13 @@ fn stanza(cli: &cli::Cli) -> Result<String> {
 fn run(cli: cli::Cli) -> Result<i32> {
     let stanza = stanza(&cli)?;
     match &cli.command {
-        Command::Push { path, metrics } => {
-            let result = push(&cli, &stanza, path);
+        Command::Push {
+            path,
+            metrics,
+            ahead,
+            spool,
+        } => {
+            let result = push(&cli, &stanza, path, *ahead, spool.as_deref());
             if let Some(file) = metrics {
                 let location = cli.repo.location().unwrap_or("").to_string();
                 write_push_metrics(file, &location, &stanza, path, result.is_ok())?;
@@ -190,11 +264,22 @@ fn run(cli: cli::Cli) -> Result<i32> {
             file,
             dest,
             retry_secs,
+            prefetch,
+            spool,
         } => {
             if !(retry_secs.is_finite() && *retry_secs >= 0.0) {
                 return Err(Error::Usage(
                     "--retry-secs must be a number of seconds".into(),
                 ));
+            }
+            let location = cli.repo.location()?.to_string();
+            let spool = (*prefetch > 0)
+                .then(|| prefetch::spool_dir(spool.as_deref(), &stanza, &location))
+                .flatten();
+            if let Some(bytes) = spool.as_deref().and_then(|s| prefetch::take(s, file)) {
+                archive::write_durably(dest, &bytes)?;
+                start_prefetcher(&cli, &stanza, file, *prefetch, spool.as_deref());
+                return Ok(0);
             }
             let budget = Duration::from_secs_f64(*retry_secs);
             let found = archive::within_budget(budget, || {
@@ -204,6 +289,7 @@ fn run(cli: cli::Cli) -> Result<i32> {
             match found {
                 Some(bytes) => {
                     archive::write_durably(dest, &bytes)?;
+                    start_prefetcher(&cli, &stanza, file, *prefetch, spool.as_deref());
                     Ok(0)
                 }
                 None => {
@@ -211,6 +297,14 @@ fn run(cli: cli::Cli) -> Result<i32> {
                     Ok(1)
                 }
             }
+        }
+        Command::Prefetch { file, count, spool } => {
+            let repo = cli.repo.open()?;
+            let record = archive::load_stanza(&repo, &stanza)?
+                .ok_or_else(|| Error::Usage(format!("no stanza {stanza:?}")))?;
+            let threads = repo.backend().write_concurrency();
+            prefetch::prefetch(&repo, &record, spool, file, *count, threads)?;
+            Ok(0)
         }
         Command::Backup {
             pgdata,

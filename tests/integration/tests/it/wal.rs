@@ -284,24 +284,7 @@ fn backup_cmd(pg: &Pg) -> String {
 /// Restores into a new directory with `args`, starts it, waits until
 /// recovery is over, and returns the row count of t.
 fn restore_and_count(env: &Env, dir: &str, args: &str) -> i64 {
-    let wrapper = bk_wal_wrapper(env);
-    let into = env.path(dir).join("data");
-    let out = env.run(&format!(
-        "bk-wal --stanza main restore --into {} --restore-command '{} fetch --stanza main %f %p' {args}",
-        into.display(),
-        wrapper.display()
-    ));
-    assert!(
-        out.status.success(),
-        "restore {args}: {:?}",
-        status_and_stderr(&out)
-    );
-    let restored = crate::common::json_line(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(restored["type"], "wal_restore", "{restored}");
-    let pg = Pg::at(env, dir, into);
-    // A copy that archived after its promotion would add a timeline to
-    // the stanza, and `latest` would follow it in the next restore.
-    pg.configure("archive_mode = off");
+    let pg = restore_only(env, dir, args);
     pg.start();
     pg.wait_for("SELECT pg_is_in_recovery()", "f", Duration::from_secs(120));
     let n: i64 = pg.sql("SELECT count(*) FROM t").parse().unwrap();
@@ -364,42 +347,32 @@ fn wal_point_in_time_recovery_to_each_kind_of_target() {
     let total: i64 = pg.sql("SELECT count(*) FROM t").parse().unwrap();
     assert_eq!(total, 2500);
 
-    let m = &marks[0];
-    assert_eq!(
-        restore_and_count(
-            &env,
+    let cases = [
+        (
             "by-time",
-            &format!("--target-time {} --target-action promote", m.time)
+            format!("--target-time {}", marks[0].time),
+            marks[0].rows,
         ),
-        m.rows
-    );
-    let m = &marks[1];
-    assert_eq!(
-        restore_and_count(
-            &env,
+        (
             "by-lsn",
-            &format!("--target-lsn {} --target-action promote", m.lsn)
+            format!("--target-lsn {}", marks[1].lsn),
+            marks[1].rows,
         ),
-        m.rows
-    );
-    let m = &marks[0];
-    assert_eq!(
-        restore_and_count(
-            &env,
+        (
             "by-name",
-            &format!("--target-name {} --target-action promote", m.name)
+            format!("--target-name {}", marks[0].name),
+            marks[0].rows,
         ),
-        m.rows
-    );
-    let m = &marks[2];
-    assert_eq!(
-        restore_and_count(
-            &env,
+        (
             "by-xid",
-            &format!("--target-xid {} --target-action promote", m.xid)
+            format!("--target-xid {}", marks[2].xid),
+            marks[2].rows,
         ),
-        m.rows
-    );
+    ];
+    for (dir, target, rows) in cases {
+        let args = format!("{target} --target-action promote");
+        assert_eq!(restore_and_count(&env, dir, &args), rows, "{args}");
+    }
     assert_eq!(
         restore_and_count(
             &env,
@@ -411,7 +384,9 @@ fn wal_point_in_time_recovery_to_each_kind_of_target() {
     assert_eq!(restore_and_count(&env, "end", ""), total);
 }
 
-/// Restores with `args` into `dir`; returns the cluster, not started.
+/// Restores with `args` into `dir`; returns the cluster, not started,
+/// with archiving off: a copy that archived after its promotion would add
+/// a timeline to the stanza, and `latest` would follow it next time.
 fn restore_only(env: &Env, dir: &str, args: &str) -> Pg {
     let wrapper = bk_wal_wrapper(env);
     let into = env.path(dir).join("data");
@@ -425,6 +400,8 @@ fn restore_only(env: &Env, dir: &str, args: &str) -> Pg {
         "restore {args}: {:?}",
         status_and_stderr(&out)
     );
+    let restored = crate::common::json_line(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(restored["type"], "wal_restore", "{restored}");
     let pg = Pg::at(env, dir, into);
     pg.configure("archive_mode = off");
     pg
@@ -683,4 +660,107 @@ fn wal_expire_keeps_four_backups_and_their_wal_and_each_still_recovers() {
         let n = restore_and_count(&env, &format!("kept{k}"), &format!("--backup {id}"));
         assert_eq!(n.to_string(), total, "backup {id}");
     }
+}
+
+#[test]
+fn wal_push_ahead_archives_the_backlog_and_later_calls_return_from_the_spool() {
+    let env = Env::new();
+    let wrapper = bk_wal_wrapper(&env);
+    let pg = Pg::init(&env, "pg");
+    // Archiving on, no command yet: PostgreSQL keeps the segments .ready.
+    pg.configure("archive_mode = on\narchive_command = ''");
+    pg.start();
+    pg.sql("CREATE TABLE t (i int, pad text)");
+    let mut names = Vec::new();
+    for _ in 0..6 {
+        pg.sql("INSERT INTO t SELECT g, repeat('z', 100) FROM generate_series(1, 2000) g");
+        names.push(pg.switch_wal());
+    }
+    let status = pg.data.join("pg_wal/archive_status");
+    let ready = |n: &str| status.join(format!("{n}.ready")).exists();
+    assert!(names.iter().all(|n| ready(n)), "the backlog is not .ready");
+
+    pg.configure(&format!(
+        "archive_command = '{} push --stanza main --ahead 8 %p'",
+        wrapper.display()
+    ));
+    pg.sql("SELECT pg_reload_conf()");
+    pg.wait_archived(names.last().unwrap());
+    for name in &names {
+        let dest = env.path(&format!("got-{name}"));
+        let out = run_wal(&env, &format!("fetch {name} {}", dest.display()));
+        assert!(
+            out.status.success(),
+            "{name}: {:?}",
+            status_and_stderr(&out)
+        );
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            segment_copy(&pg, name),
+            "{name}"
+        );
+    }
+    // Every note written ahead was used by PostgreSQL's own call for it.
+    let spool = pg.data.join("pg_wal/bk-wal.spool");
+    assert!(spool.is_dir(), "nothing was pushed ahead");
+    let notes: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(notes.is_empty(), "notes left: {notes:?}");
+}
+
+#[test]
+fn wal_fetch_prefetches_the_next_segments_into_a_private_spool() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    let names = archive_segments(&pg, 4);
+    let spool_base = env.path("my-spool");
+    std::fs::create_dir_all(&spool_base).unwrap();
+    let fetch = |name: &str, dest: &Path| {
+        env.run(&format!(
+            "bk-wal --stanza main fetch --retry-secs 0 --spool {} {name} {}",
+            spool_base.display(),
+            dest.display()
+        ))
+    };
+    let out = fetch(&names[0], &env.path("first"));
+    assert!(out.status.success(), "{:?}", status_and_stderr(&out));
+    // The background prefetcher brings the three that follow.
+    let spooled = || -> Vec<String> {
+        std::fs::read_dir(&spool_base)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !names[1..].iter().all(|n| spooled().contains(n)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spool: {:?}",
+            spooled()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // With the repository gone, a spooled segment still comes, whole...
+    let away = env.repo.with_extension("away");
+    std::fs::rename(&env.repo, &away).unwrap();
+    let dest = env.path("second");
+    let out = fetch(&names[1], &dest);
+    assert!(out.status.success(), "{:?}", status_and_stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), segment_copy(&pg, &names[1]));
+    // ...and a file not in the spool is never "not found" without it.
+    let out = fetch("0000000100000000000000F0", &env.path("nope"));
+    assert_eq!(
+        out.status.code(),
+        Some(210),
+        "{:?}",
+        status_and_stderr(&out)
+    );
+    std::fs::rename(&away, &env.repo).unwrap();
 }

@@ -299,7 +299,15 @@ pub fn bk_wal_wrapper(env: &Env) -> PathBuf {
     let metrics = env.path("metrics");
     std::fs::create_dir_all(&metrics).unwrap();
     hand_over(&metrics);
+    // The prefetch spool goes away with the scratch directory.
+    let spool = env.path("fetch-spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    hand_over(&spool);
     let mut exports = vec![
+        (
+            "BK_WAL_FETCH_SPOOL".to_string(),
+            spool.display().to_string(),
+        ),
         (
             "BK_WAL_METRICS".to_string(),
             metrics.join("push.prom").display().to_string(),
