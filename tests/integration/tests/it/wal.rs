@@ -764,3 +764,113 @@ fn wal_fetch_prefetches_the_next_segments_into_a_private_spool() {
     );
     std::fs::rename(&away, &env.repo).unwrap();
 }
+
+#[test]
+fn wal_a_second_base_backup_stores_about_what_changed() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    // ~40 MB of table and index, rows clustered by key.
+    pg.sql("CREATE TABLE big (k int PRIMARY KEY, pad text)");
+    pg.sql("INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 400000) g");
+    pg.sql("VACUUM FREEZE big");
+    pg.sql("CHECKPOINT");
+    let stored = |out: std::process::Output| -> u64 {
+        assert!(
+            out.status.success(),
+            "backup: {:?}",
+            status_and_stderr(&out)
+        );
+        crate::common::json_line(&String::from_utf8_lossy(&out.stdout))["stored_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let first = stored(env.run(&backup_cmd(&pg)));
+    // 5% of the rows, contiguous: about 5% of the table's pages.
+    pg.sql("UPDATE big SET pad = upper(pad) WHERE k <= 20000");
+    pg.sql("VACUUM big");
+    pg.sql("CHECKPOINT");
+    let second = stored(env.run(&backup_cmd(&pg)));
+    eprintln!(
+        "base backups: first stored {first} bytes, second {second} ({:.1}%)",
+        100.0 * second as f64 / first as f64
+    );
+    assert!(
+        second * 4 < first,
+        "the second backup stored {second} of {first} bytes"
+    );
+}
+
+#[test]
+fn wal_archiving_file_backups_and_prune_at_once_lose_nothing() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    pg.sql("CREATE TABLE t (i int, pad text)");
+    let out = env.run(&backup_cmd(&pg));
+    assert!(
+        out.status.success(),
+        "backup: {:?}",
+        status_and_stderr(&out)
+    );
+    let src = env.path("files");
+    std::fs::create_dir_all(&src).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (rows, file_rounds) = std::thread::scope(|s| {
+        // File backups of a changing tree, and prunes, while WAL flows.
+        let files = s.spawn(|| {
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::write(
+                    src.join(format!("f{rounds}")),
+                    crate::common::noise(200_000, rounds),
+                )
+                .unwrap();
+                env.ok(&format!(
+                    "bk-put --from {} --identity files@host:/files",
+                    src.display()
+                ));
+                rounds += 1;
+            }
+            rounds
+        });
+        let prunes = s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                env.ok("bk-prune --keep-last 2 --grace 0");
+            }
+        });
+        for k in 0..8 {
+            pg.sql(&format!(
+                "INSERT INTO t SELECT g, 'round {k}' FROM generate_series(1, 3000) g"
+            ));
+            pg.switch_wal();
+            if k == 4 {
+                let out = env.run(&backup_cmd(&pg));
+                assert!(
+                    out.status.success(),
+                    "backup: {:?}",
+                    status_and_stderr(&out)
+                );
+            }
+        }
+        let last = pg.switch_wal();
+        pg.wait_archived(&last);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rounds = files.join().unwrap();
+        prunes.join().unwrap();
+        (pg.sql("SELECT count(*) FROM t"), rounds)
+    });
+    pg.stop();
+    assert!(file_rounds > 0);
+    env.ok("bk-verify --read-data");
+    // The newest file backup restores whole, and the cluster recovers to
+    // the end of its archive with every row.
+    let dest = env.path("restored-files");
+    env.ok(&format!(
+        "bk-get latest --identity files@host:/files --into {}",
+        dest.display()
+    ));
+    assert_eq!(
+        std::fs::read_dir(&dest).unwrap().count() as u64,
+        file_rounds
+    );
+    assert_eq!(restore_and_count(&env, "recovered", "").to_string(), rows);
+}
