@@ -765,8 +765,12 @@ fn wal_fetch_prefetches_the_next_segments_into_a_private_spool() {
     std::fs::rename(&away, &env.repo).unwrap();
 }
 
+/// Measured 10.6–22.5% over six runs for a 5% change: the table's changed
+/// and appended pages, the index, the maps, at the chunker's granularity.
+/// The bound only proves the second backup is incremental; issue 29's
+/// page-aligned chunking is to bring it near 5%.
 #[test]
-fn wal_a_second_base_backup_stores_about_what_changed() {
+fn wal_a_second_base_backup_stores_only_the_chunks_that_changed() {
     let env = Env::new();
     let pg = archiving_cluster(&env, "pg");
     // ~40 MB of table and index, rows clustered by key.
