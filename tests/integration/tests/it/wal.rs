@@ -292,6 +292,22 @@ fn restore_and_count(env: &Env, dir: &str, args: &str) -> i64 {
     n
 }
 
+/// An archiving cluster with table t (1000 rows) and one base backup;
+/// returns the backup's snapshot record.
+fn cluster_with_base_backup(env: &Env) -> (Pg, serde_json::Value) {
+    let pg = archiving_cluster(env, "pg");
+    pg.sql("CREATE TABLE t (i int, pad text)");
+    pg.sql("INSERT INTO t SELECT g, 'base' FROM generate_series(1, 1000) g");
+    let out = env.run(&backup_cmd(&pg));
+    assert!(
+        out.status.success(),
+        "backup: {:?}",
+        status_and_stderr(&out)
+    );
+    let snap = crate::common::json_line(&String::from_utf8_lossy(&out.stdout));
+    (pg, snap)
+}
+
 /// One mark: rows added in one transaction, then what identifies the moment.
 struct Mark {
     rows: i64,
@@ -327,16 +343,7 @@ fn add_rows_and_mark(pg: &Pg, n: i64, name: &str) -> Mark {
 #[test]
 fn wal_point_in_time_recovery_to_each_kind_of_target() {
     let env = Env::new();
-    let pg = archiving_cluster(&env, "pg");
-    pg.sql("CREATE TABLE t (i int, pad text)");
-    pg.sql("INSERT INTO t SELECT g, 'base' FROM generate_series(1, 1000) g");
-    let out = env.run(&backup_cmd(&pg));
-    assert!(
-        out.status.success(),
-        "backup: {:?}",
-        status_and_stderr(&out)
-    );
-    let snap = crate::common::json_line(&String::from_utf8_lossy(&out.stdout));
+    let (pg, snap) = cluster_with_base_backup(&env);
     assert_eq!(snap["tags"]["bk-wal.stanza"], "main", "{snap}");
     assert!(snap["tags"]["pg.stop_lsn"].is_string(), "{snap}");
     let marks: Vec<Mark> = (1..=3)
@@ -410,15 +417,7 @@ fn restore_only(env: &Env, dir: &str, args: &str) -> Pg {
 #[test]
 fn wal_a_gap_or_an_unreachable_repository_stops_recovery_instead_of_promoting_short() {
     let env = Env::new();
-    let pg = archiving_cluster(&env, "pg");
-    pg.sql("CREATE TABLE t (i int, pad text)");
-    pg.sql("INSERT INTO t SELECT g, 'base' FROM generate_series(1, 1000) g");
-    let out = env.run(&backup_cmd(&pg));
-    assert!(
-        out.status.success(),
-        "backup: {:?}",
-        status_and_stderr(&out)
-    );
+    let (pg, _) = cluster_with_base_backup(&env);
     let names = archive_segments(&pg, 4);
     let total: i64 = pg.sql("SELECT count(*) FROM t").parse().unwrap();
     pg.stop();
@@ -481,15 +480,7 @@ fn restore_only_with_repo_away(env: &Env, away: &Path) -> Pg {
 #[test]
 fn wal_recovery_follows_a_timeline_switch_to_the_latest_timeline() {
     let env = Env::new();
-    let pg = archiving_cluster(&env, "pg");
-    pg.sql("CREATE TABLE t (i int, pad text)");
-    pg.sql("INSERT INTO t SELECT g, 'base' FROM generate_series(1, 1000) g");
-    let out = env.run(&backup_cmd(&pg));
-    assert!(
-        out.status.success(),
-        "backup: {:?}",
-        status_and_stderr(&out)
-    );
+    let (pg, _) = cluster_with_base_backup(&env);
     archive_segments(&pg, 2);
     pg.stop();
 
