@@ -214,8 +214,11 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
     }
 
     v.map_affected(&snapshots, &reader)?;
-    let (wal_files, wal_metrics) =
-        v.check_wal(&listed[&ObjectKind::Wal], opts.read_data.is_some())?;
+    let (wal_files, wal_metrics) = v.check_wal(
+        &listed[&ObjectKind::Wal],
+        &snapshots,
+        opts.read_data.is_some(),
+    )?;
     summary.wal_files = wal_files;
 
     let items = v

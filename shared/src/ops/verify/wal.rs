@@ -15,19 +15,22 @@ impl Verifier<'_> {
     pub(super) fn check_wal(
         &self,
         listed: &[ObjectInfo],
+        snapshots: &[(ObjectId, Snapshot)],
         read_data: bool,
     ) -> Result<(u64, Vec<WalMetrics>)> {
         let mut files = 0;
         let mut metrics = Vec::new();
         for stanza in listed.iter().filter_map(|o| o.name.strip_suffix(".stanza")) {
             let object = format!("wal/{stanza}");
-            let archive = match Archive::load(self.repo, stanza) {
-                Ok(a) => a,
+            let record = match archive::load_stanza(self.repo, stanza) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue, // removed since the listing
                 Err(e) => {
                     self.report.failure("wal", &object, &e);
                     continue;
                 }
             };
+            let archive = Archive::of(record, listed, snapshots.iter().cloned());
             let gaps = self.check_continuity(&archive, &object);
             if read_data {
                 self.read_wal(&archive, &object)?;
@@ -100,11 +103,7 @@ impl Verifier<'_> {
             }
         }
         for b in &a.backups {
-            let start = b.start_lsn / seg;
-            let complete = a
-                .contiguous_from(b.timeline, start)
-                .is_some_and(|end| (end + 1) * seg >= b.stop_lsn);
-            if !complete {
+            if !a.wal_complete(b) {
                 self.report.add(
                     Severity::Error,
                     "wal",

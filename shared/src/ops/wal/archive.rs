@@ -138,10 +138,10 @@ pub fn push(repo: &Repository, stanza: &str, name: &str, bytes: &[u8]) -> Result
     } else {
         check_text_file(&file, name, bytes)?;
     }
+    // No read first: the name is claimed (link(2) locally, a check
+    // inside the S3 backend), so a put of an archived name fails and only
+    // then is the archived content compared.
     let object = object_name(stanza, name);
-    if let Some(existing) = read_object(repo, &object)? {
-        return same_or_conflict(&object, &existing, bytes);
-    }
     let sealed = repo
         .keys()
         .seal(&aad(WAL_AAD, &object), bytes, repo.compression());
@@ -151,7 +151,7 @@ pub fn push(repo: &Repository, stanza: &str, name: &str, bytes: &[u8]) -> Result
             bytes: bytes.len() as u64,
             stored,
         }),
-        // Another push of the same name won the race: compare with it.
+        // Archived before (or by a push that won the race): compare.
         Err(e) if is_already_there(&e) => match read_object(repo, &object)? {
             Some(existing) => same_or_conflict(&object, &existing, bytes),
             None => Err(e),

@@ -5,10 +5,12 @@
 use super::archive;
 use super::restore::{base_backups, BaseBackup};
 use crate::error::{Error, Result};
+use crate::format::id::ObjectId;
 use crate::format::wal::{lsn, StanzaRecord, WalFile};
 use crate::format::wire::{WalBackupRecord, WalStanzaRecord, WalTimelineRecord, VERSION};
 use crate::layout::ObjectKind;
-use crate::store::repo::Repository;
+use crate::store::backend::ObjectInfo;
+use crate::store::repo::{Repository, Snapshot};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The archive of one stanza, from one listing.
@@ -28,15 +30,26 @@ impl Archive {
     pub fn load(repo: &Repository, stanza: &str) -> Result<Archive> {
         let record = archive::load_stanza(repo, stanza)?
             .ok_or_else(|| Error::Usage(format!("no stanza {stanza:?} in this repository")))?;
-        let prefix = format!("{stanza}.");
+        let listed = repo.backend().list(ObjectKind::Wal)?;
+        Ok(Archive::of(record, &listed, repo.snapshots()?))
+    }
+
+    /// From a listing of `wal/` and the repository's snapshots, which a
+    /// caller that has them already (bk-verify) does not read again.
+    pub fn of(
+        stanza: StanzaRecord,
+        listed: &[ObjectInfo],
+        snapshots: impl IntoIterator<Item = (ObjectId, Snapshot)>,
+    ) -> Archive {
+        let prefix = format!("{}.", stanza.stanza);
         let mut a = Archive {
-            stanza: record,
+            backups: base_backups(&stanza.stanza, snapshots),
+            stanza,
             segments: BTreeMap::new(),
             histories: BTreeSet::new(),
             files: Vec::new(),
-            backups: base_backups(repo, stanza)?,
         };
-        for obj in repo.backend().list(ObjectKind::Wal)? {
+        for obj in listed {
             let Some(name) = obj.name.strip_prefix(&prefix) else {
                 continue;
             };
@@ -54,7 +67,14 @@ impl Archive {
             }
             a.files.push((file, name.to_string(), obj.size));
         }
-        Ok(a)
+        a
+    }
+
+    /// Every segment from the backup's start to its stop is archived.
+    pub fn wal_complete(&self, b: &BaseBackup) -> bool {
+        let seg = u64::from(self.stanza.segment_size);
+        self.contiguous_from(b.timeline, b.start_lsn / seg)
+            .is_some_and(|end| (end + 1) * seg >= b.stop_lsn)
     }
 
     /// Missing runs `(first, last)` between a timeline's first and last
@@ -151,7 +171,7 @@ impl Archive {
                     // the unbroken WAL after its start.
                     recoverable_from: lsn(b.stop_lsn),
                     recoverable_to_wal: end.map(|e| self.name(b.timeline, e)),
-                    wal_complete: end.is_some_and(|e| (e + 1) * seg >= b.stop_lsn),
+                    wal_complete: self.wal_complete(b),
                 }
             })
             .collect();

@@ -10,6 +10,7 @@
 
 use super::archive::{self, object_name};
 use super::backup::tag;
+use super::info::Archive;
 use crate::error::{Error, Result};
 use crate::format::id::ObjectId;
 use crate::format::time::Timestamp;
@@ -68,10 +69,13 @@ pub struct BaseBackup {
     pub stop_time: Option<Timestamp>,
 }
 
-/// Every complete base backup of `stanza`, oldest first.
-pub fn base_backups(repo: &Repository, stanza: &str) -> Result<Vec<BaseBackup>> {
+/// The complete base backups of `stanza` among `snapshots`, oldest first.
+pub fn base_backups(
+    stanza: &str,
+    snapshots: impl IntoIterator<Item = (ObjectId, Snapshot)>,
+) -> Vec<BaseBackup> {
     let mut out = Vec::new();
-    for (id, snapshot) in repo.snapshots()? {
+    for (id, snapshot) in snapshots {
         let tags = &snapshot.tags;
         if tags.get(tag::STANZA).map(String::as_str) != Some(stanza) {
             continue;
@@ -95,7 +99,7 @@ pub fn base_backups(repo: &Repository, stanza: &str) -> Result<Vec<BaseBackup>> 
         });
     }
     out.sort_by_key(|b| (b.snapshot.time, b.stop_lsn));
-    Ok(out)
+    out
 }
 
 /// The timelines of `stanza`'s archive: for each, its parent and the LSN
@@ -109,25 +113,20 @@ pub struct Timelines {
 }
 
 impl Timelines {
-    pub fn load(repo: &Repository, stanza: &StanzaRecord) -> Result<Timelines> {
-        let prefix = format!("{}.", stanza.stanza);
-        let mut t = Timelines::default();
-        let mut histories = Vec::new();
-        for obj in repo.backend().list(ObjectKind::Wal)? {
-            let Some(file) = obj.name.strip_prefix(&prefix) else {
-                continue;
-            };
-            match WalFile::parse(file, stanza.segment_size) {
-                Some(WalFile::Segment { timeline, segno }) => {
-                    let last = t.last_segment.entry(timeline).or_insert(segno);
-                    *last = (*last).max(segno);
-                }
-                Some(WalFile::History { timeline }) => histories.push((timeline, file.to_string())),
-                _ => {}
-            }
-        }
-        for (timeline, file) in histories {
-            let bytes = archive::fetch(repo, &stanza.stanza, &file)?.unwrap_or_default();
+    /// From the archive's segments and its `.history` files (read here).
+    pub fn of(repo: &Repository, archive: &Archive) -> Result<Timelines> {
+        let stanza = &archive.stanza.stanza;
+        let mut t = Timelines {
+            last_segment: archive
+                .segments
+                .iter()
+                .filter_map(|(&tl, segs)| Some((tl, *segs.last()?)))
+                .collect(),
+            ..Timelines::default()
+        };
+        for &timeline in &archive.histories {
+            let file = WalFile::History { timeline }.name(archive.stanza.segment_size);
+            let bytes = archive::fetch(repo, stanza, &file)?.unwrap_or_default();
             // The last line names the direct parent and the switch point.
             let last = String::from_utf8_lossy(&bytes)
                 .lines()
@@ -182,9 +181,9 @@ pub struct WalRestored {
 }
 
 pub fn restore_cluster(repo: &Repository, opts: &WalRestoreOptions) -> Result<WalRestored> {
-    let stanza = archive::load_stanza(repo, &opts.stanza)?
-        .ok_or_else(|| Error::Usage(format!("no stanza {:?} in this repository", opts.stanza)))?;
-    let timelines = Timelines::load(repo, &stanza)?;
+    let wal = Archive::load(repo, &opts.stanza)?;
+    let stanza = &wal.stanza;
+    let timelines = Timelines::of(repo, &wal)?;
     let timeline = match opts.timeline.as_str() {
         "latest" => timelines.latest(),
         "current" => 0, // the backup's own, resolved below
@@ -194,7 +193,7 @@ pub fn restore_cluster(repo: &Repository, opts: &WalRestoreOptions) -> Result<Wa
             ))
         })?,
     };
-    let backup = choose_backup(repo, opts, &timelines, timeline)?;
+    let backup = choose_backup(repo, opts, &wal.backups, &timelines, timeline)?;
     let timeline = if timeline == 0 {
         backup.timeline
     } else {
@@ -219,7 +218,7 @@ pub fn restore_cluster(repo: &Repository, opts: &WalRestoreOptions) -> Result<Wa
             ),
         ));
     }
-    let settings = recovery_settings(repo, opts, &stanza, &timelines, timeline, &backup)?;
+    let settings = recovery_settings(repo, opts, stanza, &timelines, timeline, &backup)?;
     write_recovery(opts, &settings)?;
     Ok(WalRestored {
         backup,
@@ -232,13 +231,13 @@ pub fn restore_cluster(repo: &Repository, opts: &WalRestoreOptions) -> Result<Wa
 fn choose_backup(
     repo: &Repository,
     opts: &WalRestoreOptions,
+    backups: &[BaseBackup],
     timelines: &Timelines,
     timeline: u32,
 ) -> Result<BaseBackup> {
-    let backups = base_backups(repo, &opts.stanza)?;
     if let Some(spec) = &opts.backup {
         let (id, _) = repo.find_snapshot(spec, None)?;
-        return backups.into_iter().find(|b| b.id == id).ok_or_else(|| {
+        return backups.iter().find(|b| b.id == id).cloned().ok_or_else(|| {
             Error::Usage(format!(
                 "snapshot {spec} is not a base backup of stanza {}",
                 opts.stanza
@@ -254,13 +253,18 @@ fn choose_backup(
         };
         on_path && before
     };
-    backups.into_iter().rev().find(usable).ok_or_else(|| {
-        Error::Usage(format!(
-            "no base backup of stanza {} ends before the target on timeline {timeline} \
+    backups
+        .iter()
+        .rev()
+        .find(|b| usable(b))
+        .cloned()
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "no base backup of stanza {} ends before the target on timeline {timeline} \
              (`bk-wal info` lists them)",
-            opts.stanza
-        ))
-    })
+                opts.stanza
+            ))
+        })
 }
 
 /// The target directory must be empty (or absent) unless `force`; a
