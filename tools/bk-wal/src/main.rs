@@ -123,31 +123,16 @@ fn default_restore_command(cli: &cli::Cli, stanza: &str) -> Result<String> {
     Ok(cmd)
 }
 
-/// Starts `bk-wal prefetch` for the segments after `file`, detached (its
-/// own process group, no output): PostgreSQL waits for this process only.
-/// The repository settings go by environment, never argv.
-fn start_prefetcher(
-    cli: &cli::Cli,
-    stanza: &str,
-    file: &str,
-    count: usize,
-    spool: Option<&std::path::Path>,
-) {
+/// Starts this bk-wal with `args`, detached (its own process group, no
+/// output): PostgreSQL waits for the calling process only. The repository
+/// settings go by environment, never argv.
+fn spawn_detached(cli: &cli::Cli, args: &[std::ffi::OsString]) -> Option<std::process::Child> {
     use std::os::unix::process::CommandExt;
-    let (Some(spool), Ok(exe), Ok(location)) =
-        (spool, std::env::current_exe(), cli.repo.location())
-    else {
-        return;
-    };
-    if prefetch::following(file, 16 << 20, 1).is_empty() {
-        return; // history files and the like: nothing follows them
-    }
+    let exe = std::env::current_exe().ok()?;
+    let location = cli.repo.location().ok()?;
     let mut child = std::process::Command::new(exe);
     child
-        .args(["--stanza", stanza, "prefetch", file, "--count"])
-        .arg(count.to_string())
-        .arg("--spool")
-        .arg(spool)
+        .args(args)
         .env("BK_REPO", location)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -159,48 +144,118 @@ fn start_prefetcher(
     if let Some(f) = &cli.repo.password_file {
         child.env("BK_PASSWORD_FILE", f);
     }
-    let _ = child.spawn();
+    child.spawn().ok()
 }
 
-/// archive_command: this file, and (`ahead`) the segments already marked
-/// .ready after it, at once; a file pushed ahead before returns at once.
-fn push(
+/// Starts `bk-wal prefetch` for the segments after `file`.
+fn start_prefetcher(
     cli: &cli::Cli,
     stanza: &str,
-    path: &std::path::Path,
-    ahead: usize,
+    file: &str,
+    count: usize,
     spool: Option<&std::path::Path>,
-) -> Result<i32> {
+) {
+    let Some(spool) = spool else { return };
+    if prefetch::following(file, 16 << 20, 1).is_empty() {
+        return; // history files and the like: nothing follows them
+    }
+    let args = [
+        "--stanza".into(),
+        stanza.into(),
+        "prefetch".into(),
+        file.into(),
+        "--count".into(),
+        count.to_string().into(),
+        "--spool".into(),
+        spool.as_os_str().to_owned(),
+    ];
+    let _ = spawn_detached(cli, &args);
+}
+
+/// How long a call waits for the push helper before pushing its file
+/// itself.
+const HELPER_WAIT: Duration = Duration::from_secs(120);
+
+/// archive_command. With `ahead`, the file is left to the push helper
+/// (started when none runs) and the call returns once the helper noted
+/// it; without a note it is pushed here.
+fn push(cli: &cli::Cli, stanza: &str, path: &std::path::Path, opts: &PushArgs) -> Result<i32> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::Usage(format!("{}: not a WAL file path", path.display())))?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let wal_dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let spool = spool.map_or_else(|| wal_ahead::default_spool(wal_dir), |s| s.to_path_buf());
-    if wal_ahead::pushed_before(&spool, name, &bytes) {
-        wal_ahead::forget(&spool, name);
+    let spool = opts
+        .spool
+        .clone()
+        .unwrap_or_else(|| wal_ahead::default_spool(wal_dir));
+    if wal_ahead::pushed_before(&spool, name, path) {
         return Ok(0);
     }
-    let repo = cli.repo.open()?;
-    let later = wal_ahead::ready_after(wal_dir, name, ahead);
-    let threads = repo.backend().write_concurrency();
-    let pushed = std::thread::scope(|scope| {
-        let ahead =
-            scope.spawn(|| wal_ahead::push_ahead(&repo, stanza, wal_dir, &spool, &later, threads));
-        let pushed = archive::push(&repo, stanza, name, &bytes);
-        if let Ok(Err(e)) = ahead.join() {
-            eprintln!("bk-wal: warning: pushing ahead: {e}");
+    if opts.ahead > 0 && wal_ahead::is_ready(wal_dir, name) {
+        match wait_for_helper(cli, stanza, wal_dir, &spool, name, path, opts) {
+            wal_ahead::Waited::Pushed => return Ok(0),
+            wal_ahead::Waited::Failed(e) => {
+                eprintln!(
+                    "bk-wal: warning: the push helper failed on {name} ({e}); pushing it here"
+                )
+            }
+            wal_ahead::Waited::NoHelper => {}
         }
-        pushed
-    })?;
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let repo = cli.repo.open()?;
+    let pushed = archive::Archiver::new(&repo, stanza, opts.compression)?.push(name, &bytes)?;
     if pushed == Pushed::AlreadyArchived {
         eprintln!("bk-wal: {name} was already archived with the same content; nothing to do");
     }
     Ok(0)
+}
+
+/// Waits for the running helper, or one started now, to push `name`.
+fn wait_for_helper(
+    cli: &cli::Cli,
+    stanza: &str,
+    wal_dir: &std::path::Path,
+    spool: &std::path::Path,
+    name: &str,
+    path: &std::path::Path,
+    opts: &PushArgs,
+) -> wal_ahead::Waited {
+    if wal_ahead::helper_running(spool) {
+        return wal_ahead::wait_for_helper(spool, name, path, HELPER_WAIT, || {
+            wal_ahead::helper_running(spool)
+        });
+    }
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--stanza".into(),
+        stanza.into(),
+        "push-helper".into(),
+        wal_dir.as_os_str().to_owned(),
+        "--spool".into(),
+        spool.as_os_str().to_owned(),
+        "--workers".into(),
+        opts.ahead.to_string().into(),
+    ];
+    if let Some(level) = opts.compression {
+        args.extend(["--compression".into(), level.to_string().into()]);
+    }
+    let Some(mut helper) = spawn_detached(cli, &args) else {
+        return wal_ahead::Waited::NoHelper;
+    };
+    wal_ahead::wait_for_helper(spool, name, path, HELPER_WAIT, || {
+        matches!(helper.try_wait(), Ok(None))
+    })
+}
+
+/// What `push` is told besides the file.
+struct PushArgs {
+    ahead: usize,
+    spool: Option<std::path::PathBuf>,
+    compression: Option<i32>,
 }
 
 /// The push metrics: the backlog is the `.ready` files beside the pushed
@@ -252,13 +307,32 @@ fn run(cli: cli::Cli) -> Result<i32> {
             metrics,
             ahead,
             spool,
+            compression,
         } => {
-            let result = push(&cli, &stanza, path, *ahead, spool.as_deref());
+            let opts = PushArgs {
+                ahead: *ahead,
+                spool: spool.clone(),
+                compression: *compression,
+            };
+            let result = push(&cli, &stanza, path, &opts);
             if let Some(file) = metrics {
                 let location = cli.repo.location().unwrap_or("").to_string();
                 write_push_metrics(file, &location, &stanza, path, result.is_ok())?;
             }
             result
+        }
+        Command::PushHelper {
+            wal_dir,
+            spool,
+            workers,
+            compression,
+            idle_secs,
+        } => {
+            let repo = cli.repo.open()?;
+            let archiver = archive::Archiver::new(&repo, &stanza, *compression)?;
+            let idle = Duration::try_from_secs_f64(*idle_secs).unwrap_or(Duration::from_secs(10));
+            wal_ahead::run_helper(&archiver, wal_dir, spool, *workers, idle)?;
+            Ok(0)
         }
         Command::Fetch {
             file,
