@@ -7,5 +7,6 @@ pub mod id;
 pub mod index;
 pub mod pack;
 pub mod time;
+pub mod sqlite;
 pub mod wal;
 pub mod wire;
