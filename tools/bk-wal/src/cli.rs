@@ -88,22 +88,24 @@ pub enum Command {
         retry_secs: f64,
         /// After a segment, fetch the next N in the background into a
         /// private spool (0: no prefetching)
-        #[arg(long, env = "BK_WAL_PREFETCH", default_value_t = 8, value_name = "N")]
+        #[arg(long, env = "BK_WAL_PREFETCH", default_value_t = 16, value_name = "N")]
         prefetch: usize,
         /// The directory under which the prefetch spool is made (default:
         /// the system's temporary directory)
         #[arg(long, env = "BK_WAL_FETCH_SPOOL", value_name = "DIR")]
         spool: Option<PathBuf>,
     },
-    /// (internal) Fetch the segments after WAL_FILE into the spool
+    /// (internal) The prefetcher: keeps the segments after the one last
+    /// asked for fetched into the spool while fetch calls come
     #[command(hide = true)]
     Prefetch {
-        #[arg(value_name = "WAL_FILE")]
-        file: String,
         #[arg(long)]
         count: usize,
         #[arg(long)]
         spool: PathBuf,
+        /// Seconds without a fetch call before the prefetcher exits
+        #[arg(long, default_value_t = 10.0)]
+        idle_secs: f64,
     },
     /// Take a base backup (pg_backup_start/pg_backup_stop on one session,
     /// connected as libpq's PG* variables say) and print its snapshot

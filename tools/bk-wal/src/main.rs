@@ -147,29 +147,47 @@ fn spawn_detached(cli: &cli::Cli, args: &[std::ffi::OsString]) -> Option<std::pr
     child.spawn().ok()
 }
 
-/// Starts `bk-wal prefetch` for the segments after `file`.
-fn start_prefetcher(
+/// How long a fetch waits for the prefetcher to bring its segment before
+/// reading the repository itself.
+const PREFETCH_WAIT: Duration = Duration::from_secs(60);
+
+/// The segment `file` from the prefetch spool: moved there already, or
+/// brought by the running prefetcher (started now when none runs: this
+/// call then reads the repository itself, the prefetcher goes on after
+/// it). `false`: read the repository.
+fn from_prefetcher(
     cli: &cli::Cli,
     stanza: &str,
     file: &str,
+    dest: &std::path::Path,
+    spool: &std::path::Path,
     count: usize,
-    spool: Option<&std::path::Path>,
-) {
-    let Some(spool) = spool else { return };
-    if prefetch::following(file, 16 << 20, 1).is_empty() {
-        return; // history files and the like: nothing follows them
+) -> bool {
+    let is_segment = !prefetch::following(file, 16 << 20, 1).is_empty();
+    if !is_segment {
+        return false; // history files and the like: asked once each
+    }
+    prefetch::ask(spool, file);
+    if prefetch::take(spool, file, dest) {
+        return true;
+    }
+    if prefetch::running(spool) {
+        let waited = prefetch::wait_for(spool, file, dest, PREFETCH_WAIT, || {
+            prefetch::running(spool)
+        });
+        return waited == prefetch::Waited::Taken;
     }
     let args = [
         "--stanza".into(),
         stanza.into(),
         "prefetch".into(),
-        file.into(),
         "--count".into(),
         count.to_string().into(),
         "--spool".into(),
         spool.as_os_str().to_owned(),
     ];
     let _ = spawn_detached(cli, &args);
+    false
 }
 
 /// How long a call waits for the push helper before pushing its file
@@ -192,6 +210,9 @@ fn push(cli: &cli::Cli, stanza: &str, path: &std::path::Path, opts: &PushArgs) -
         .spool
         .clone()
         .unwrap_or_else(|| wal_ahead::default_spool(wal_dir));
+    if opts.ahead > 0 {
+        wal_ahead::ask(&spool);
+    }
     if wal_ahead::pushed_before(&spool, name, path) {
         return Ok(0);
     }
@@ -350,10 +371,11 @@ fn run(cli: cli::Cli) -> Result<i32> {
             let spool = (*prefetch > 0)
                 .then(|| prefetch::spool_dir(spool.as_deref(), &stanza, &location))
                 .flatten();
-            if let Some(bytes) = spool.as_deref().and_then(|s| prefetch::take(s, file)) {
-                archive::write_durably(dest, &bytes)?;
-                start_prefetcher(&cli, &stanza, file, *prefetch, spool.as_deref());
-                return Ok(0);
+            if let Some(spool) = &spool {
+                if from_prefetcher(&cli, &stanza, file, dest, spool, *prefetch) {
+                    prefetch::got(spool, file);
+                    return Ok(0);
+                }
             }
             let budget = Duration::from_secs_f64(*retry_secs);
             let found = archive::within_budget(budget, || {
@@ -362,8 +384,10 @@ fn run(cli: cli::Cli) -> Result<i32> {
             })?;
             match found {
                 Some(bytes) => {
-                    archive::write_durably(dest, &bytes)?;
-                    start_prefetcher(&cli, &stanza, file, *prefetch, spool.as_deref());
+                    archive::write_whole(dest, &bytes)?;
+                    if let Some(spool) = &spool {
+                        prefetch::got(spool, file);
+                    }
                     Ok(0)
                 }
                 None => {
@@ -372,12 +396,17 @@ fn run(cli: cli::Cli) -> Result<i32> {
                 }
             }
         }
-        Command::Prefetch { file, count, spool } => {
+        Command::Prefetch {
+            count,
+            spool,
+            idle_secs,
+        } => {
             let repo = cli.repo.open()?;
             let record = archive::load_stanza(&repo, &stanza)?
                 .ok_or_else(|| Error::Usage(format!("no stanza {stanza:?}")))?;
             let threads = repo.backend().write_concurrency();
-            prefetch::prefetch(&repo, &record, spool, file, *count, threads)?;
+            let idle = Duration::try_from_secs_f64(*idle_secs).unwrap_or(Duration::from_secs(10));
+            prefetch::run_prefetcher(&repo, &record, spool, *count, threads, idle)?;
             Ok(0)
         }
         Command::Backup {

@@ -19,6 +19,7 @@
 //! `.done`, so a call repeated after a crash still finds its note.
 
 use super::archive::Archiver;
+use super::helper;
 use crate::error::{Error, Result};
 use crate::format::wal::WalFile;
 use std::collections::{BTreeSet, HashSet};
@@ -27,7 +28,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const LOCK: &str = "helper.lock";
 const OK: &str = ".ok";
 const ERROR: &str = ".error";
 /// How often the helper looks for new `.ready` files when it has none.
@@ -69,6 +69,12 @@ pub fn pushed_before(spool: &Path, name: &str, path: &Path) -> bool {
     }
 }
 
+/// Tells the helper that PostgreSQL is archiving: it takes new files only
+/// while calls keep coming (an archive_command turned off stops it).
+pub fn ask(spool: &Path) {
+    helper::ask(spool, "");
+}
+
 /// `name` is marked `.ready` in `wal_dir`: the helper will take it.
 pub fn is_ready(wal_dir: &Path, name: &str) -> bool {
     wal_dir
@@ -79,10 +85,7 @@ pub fn is_ready(wal_dir: &Path, name: &str) -> bool {
 
 /// A helper holds the spool's lock.
 pub fn helper_running(spool: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(spool.join(LOCK)) else {
-        return false;
-    };
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+    helper::running(spool)
 }
 
 /// What became of a file a call waited for.
@@ -132,9 +135,9 @@ pub struct HelperRun {
 
 /// The helper: pushes the `.ready` files of `wal_dir` oldest first
 /// (timeline history files before segments, as PostgreSQL does) on
-/// `workers` threads, noting each in `spool`, until none has appeared for
-/// `idle` or the process is told to stop. Returns `None` when another
-/// helper holds the spool.
+/// `workers` threads, noting each in `spool`, until no archive_command
+/// call has come ([`ask`]) for `idle`, or the process is told to stop.
+/// Returns `None` when another helper holds the spool.
 pub fn run_helper(
     archiver: &Archiver,
     wal_dir: &Path,
@@ -143,12 +146,11 @@ pub fn run_helper(
     idle: Duration,
 ) -> Result<Option<HelperRun>> {
     std::fs::create_dir_all(spool).map_err(|e| Error::io(spool, e))?;
-    let Some(_lock) = take_lock(spool)? else {
+    let Some(_lock) = helper::take_lock(spool)? else {
         return Ok(None);
     };
     let queue = Mutex::new(Queue {
         in_flight: HashSet::new(),
-        last_work: Instant::now(),
     });
     let run = Mutex::new(HelperRun::default());
     std::thread::scope(|s| {
@@ -166,7 +168,6 @@ pub fn run_helper(
                     drop(r);
                     let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
                     q.in_flight.remove(&name);
-                    q.last_work = Instant::now();
                 }
             });
         }
@@ -174,37 +175,19 @@ pub fn run_helper(
     Ok(Some(run.into_inner().unwrap_or_else(|p| p.into_inner())))
 }
 
-/// The spool's lock, retried briefly: a call that checks whether a
-/// helper runs holds it for an instant.
-fn take_lock(spool: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
-    let path = spool.join(LOCK);
-    for _ in 0..10 {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(Some(lock)),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    Ok(None)
-}
-
 struct Queue {
     in_flight: HashSet<String>,
-    last_work: Instant,
 }
 
 /// The oldest `.ready` file nobody has pushed or is pushing, waiting for
-/// one up to `idle` after the last work; `None` once idle.
+/// one while archive_command calls come; `None` once they stopped for
+/// `idle`.
 fn next_file(queue: &Mutex<Queue>, wal_dir: &Path, spool: &Path, idle: Duration) -> Option<String> {
     loop {
         if crate::sys::check_interrupted().is_err() {
             return None; // SIGTERM: finish what is in flight, take nothing new
         }
+        helper::asked_within(spool, idle)?;
         let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
         let ready = ready_files(wal_dir);
         let noted = forget_finished(spool, &ready);
@@ -215,9 +198,6 @@ fn next_file(queue: &Mutex<Queue>, wal_dir: &Path, spool: &Path, idle: Duration)
         if let Some(name) = next {
             q.in_flight.insert(name.clone());
             return Some(name);
-        }
-        if q.in_flight.is_empty() && q.last_work.elapsed() > idle {
-            return None;
         }
         drop(q);
         std::thread::sleep(RESCAN);
@@ -287,13 +267,8 @@ fn read_unchanged(path: &Path, bytes: &mut Vec<u8>) -> Result<String> {
     Ok(before)
 }
 
-/// Writes a note through a temporary name, so a reader never sees half.
 fn note(spool: &Path, file: &str, text: &str) -> Result<()> {
-    let tmp = spool.join(format!(".{file}.{}", std::process::id()));
-    let path = spool.join(file);
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::io(&path, e))
+    helper::write_whole(spool, file, text.as_bytes())
 }
 
 /// WAL files marked `.ready` in `wal_dir`, in PostgreSQL's order:

@@ -19,6 +19,7 @@ pub mod ahead;
 pub mod archive;
 pub mod backup;
 pub mod expire;
+pub mod helper;
 pub mod info;
 pub mod prefetch;
 pub mod restore;

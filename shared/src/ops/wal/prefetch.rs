@@ -1,24 +1,30 @@
 //! Prefetching during recovery: PostgreSQL asks restore_command for one
 //! segment at a time and replays it before asking for the next, so each
-//! fetch's round trips add up. After a fetch, a background `bk-wal
-//! prefetch` (one at a time, under a lock) fetches the next segments of
-//! the same timeline into a private spool, and the calls for them take
-//! the file from there.
+//! fetch's round trips and decompression add up. A prefetcher (`bk-wal
+//! prefetch`, detached, one per spool under an flock) keeps the segments
+//! after the one PostgreSQL last asked for fetched into a private spool on
+//! several threads through one open repository, while the calls keep
+//! coming; a call moves its file from there, or waits for the prefetcher
+//! to bring it.
 //!
 //! The spool is this user's own directory (mode 0700, checked), outside
-//! the data directory, keyed by stanza and cluster; a file appears in it
-//! under its name only once it was fetched whole, authenticated and
+//! the data directory, keyed by stanza and repository; a file appears in
+//! it under its name only once it was fetched whole, authenticated and
 //! checked (a temporary name, then rename). Without it — full, removed,
-//! not ours — fetch reads the repository as always. A file not in the
-//! spool is never taken for "does not exist": only the repository answers
-//! that.
+//! not ours, the prefetcher failed or is gone — a call reads the
+//! repository as always. The spool is never trusted for absence: when the
+//! prefetcher finds no such file (`<name>.missing`), the call asks the
+//! repository itself, and only its answer ends recovery.
 
-use super::archive;
-use crate::error::{Error, Result};
+use super::{archive, helper};
+use crate::error::Result;
 use crate::format::wal::{StanzaRecord, WalFile};
 use crate::store::repo::Repository;
+use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// The spool for `stanza` of the repository at `location`, under `base`
 /// (default: the system's temporary directory), created 0700; `None` when
@@ -35,12 +41,25 @@ pub fn spool_dir(base: Option<&Path>, stanza: &str, location: &str) -> Option<Pa
     (md.is_dir() && md.uid() == uid && md.mode() & 0o077 == 0).then_some(dir)
 }
 
-/// Takes `name` from the spool: its bytes, and the file is gone from it.
-pub fn take(spool: &Path, name: &str) -> Option<Vec<u8>> {
+/// Moves `name` from the spool to `dest`: renamed when both are on one
+/// file system, else copied through a temporary name (the kernel copies;
+/// nothing passes through this process). `false` when the spool does not
+/// have it (or it cannot be moved: the repository is asked instead).
+pub fn take(spool: &Path, name: &str, dest: &Path) -> bool {
     let path = spool.join(name);
-    let bytes = std::fs::read(&path).ok()?;
+    if std::fs::rename(&path, dest).is_ok() {
+        return true;
+    }
+    let Ok(tmp) = archive::temporary_beside(dest) else {
+        return false;
+    };
+    let copied = std::fs::copy(&path, &tmp).and_then(|_| std::fs::rename(&tmp, dest));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return false;
+    }
     let _ = std::fs::remove_file(&path);
-    Some(bytes)
+    true
 }
 
 /// The segments after `name` on its timeline, `count` of them.
@@ -59,51 +78,161 @@ pub fn following(name: &str, segment_size: u32, count: usize) -> Vec<String> {
     }
 }
 
-/// Fetches the segments after `name` into `spool` (those not there yet),
-/// on `threads` threads, under the spool's lock (another prefetcher
-/// running: nothing to do). Stops at the end of the archive. Removes
-/// spooled segments of this timeline older than `name`, which recovery
-/// has passed. Returns how many it fetched.
-pub fn prefetch(
+const MISSING: &str = ".missing";
+const FAILED: &str = ".error";
+const GOT: &str = "got";
+/// How often the prefetcher looks again when it has nothing to fetch, and
+/// a waiting call for its file.
+const POLL: Duration = Duration::from_millis(2);
+
+/// What became of a segment a call waited for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waited {
+    /// Moved into place.
+    Taken,
+    /// Not brought (not in the archive as far as the prefetcher saw, its
+    /// error, no prefetcher, or too long): the call asks the repository.
+    NotBrought,
+}
+
+/// Tells the prefetcher PostgreSQL now asks for `name`.
+pub fn ask(spool: &Path, name: &str) {
+    helper::ask(spool, name);
+}
+
+/// Tells the prefetcher the call for `name` has its file (from the spool,
+/// or the repository): the window starts after it.
+pub fn got(spool: &Path, name: &str) {
+    helper::ask(spool, &format!("{name} {GOT}"));
+}
+
+/// A prefetcher holds the spool.
+pub fn running(spool: &Path) -> bool {
+    helper::running(spool)
+}
+
+/// Waits for the prefetcher to bring `name` and moves it to `dest`, while
+/// `running` says it is at work, at most `limit`.
+pub fn wait_for(
+    spool: &Path,
+    name: &str,
+    dest: &Path,
+    limit: Duration,
+    mut running: impl FnMut() -> bool,
+) -> Waited {
+    let started = std::time::Instant::now();
+    loop {
+        if take(spool, name, dest) {
+            return Waited::Taken;
+        }
+        let given_up = [MISSING, FAILED]
+            .iter()
+            .any(|m| spool.join(format!("{name}{m}")).exists());
+        if given_up || started.elapsed() > limit || !running() {
+            return Waited::NotBrought;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The prefetcher: keeps the `count` segments after the one last asked for
+/// (and that one) fetched into `spool` on `threads` threads, until no call
+/// has come for `idle` or the process is told to stop. Returns `None` when
+/// another prefetcher holds the spool.
+pub fn run_prefetcher(
     repo: &Repository,
     stanza: &StanzaRecord,
     spool: &Path,
-    name: &str,
     count: usize,
     threads: usize,
-) -> Result<usize> {
-    let lock_path = spool.join(".lock");
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io(&lock_path, e))?;
-    let Ok(_lock) = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-    else {
-        return Ok(0); // another prefetcher is at work
+    idle: Duration,
+) -> Result<Option<usize>> {
+    let Some(_lock) = helper::take_lock(spool)? else {
+        return Ok(None);
     };
-    remove_passed(spool, name, stanza.segment_size);
-    let wanted: Vec<String> = following(name, stanza.segment_size, count)
-        .into_iter()
-        .filter(|n| !spool.join(n).exists())
-        .collect();
-    let fetched = crate::sys::parallel_map(&wanted, threads.max(1), |n| {
-        match archive::fetch(repo, &stanza.stanza, n)? {
-            Some(bytes) => {
-                let tmp = spool.join(format!(".{n}.{}", std::process::id()));
-                std::fs::write(&tmp, &bytes)
-                    .and_then(|_| std::fs::rename(&tmp, spool.join(n)))
-                    .map_err(|e| Error::io(&tmp, e))?;
-                Ok(true)
-            }
-            None => Ok(false), // past the end of the archive
+    let in_flight = Mutex::new(HashSet::new());
+    let fetched = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                while let Some(name) = next_wanted(&in_flight, spool, stanza, count, idle) {
+                    if fetch_one(repo, stanza, spool, &name) {
+                        fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    lock(&in_flight).remove(&name);
+                }
+            });
         }
-    })?;
-    Ok(fetched.into_iter().filter(|&f| f).count())
+    });
+    Ok(Some(fetched.into_inner()))
 }
 
-/// Spooled segments of `name`'s timeline that sort before it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The first segment of the window after the last asked one that is not
+/// spooled, given up on or being fetched; `None` once calls stopped.
+fn next_wanted(
+    in_flight: &Mutex<HashSet<String>>,
+    spool: &Path,
+    stanza: &StanzaRecord,
+    count: usize,
+    idle: Duration,
+) -> Option<String> {
+    loop {
+        if crate::sys::check_interrupted().is_err() {
+            return None;
+        }
+        let asked = helper::asked_within(spool, idle)?;
+        let mut words = asked.split_whitespace();
+        let asked = words.next().unwrap_or_default().to_string();
+        let got = words.next() == Some(GOT);
+        let mut flight = lock(in_flight);
+        let window = std::iter::once(asked.clone())
+            .filter(|_| !got)
+            .chain(following(&asked, stanza.segment_size, count))
+            .filter(|n| {
+                matches!(
+                    WalFile::parse(n, stanza.segment_size),
+                    Some(WalFile::Segment { .. })
+                )
+            });
+        for name in window {
+            let done = ["", MISSING, FAILED]
+                .iter()
+                .any(|m| spool.join(format!("{name}{m}")).exists());
+            if !done && !flight.contains(&name) {
+                flight.insert(name.clone());
+                return Some(name);
+            }
+        }
+        drop(flight);
+        remove_passed(spool, &asked, stanza.segment_size);
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Fetches one segment into the spool, or leaves a note why not.
+fn fetch_one(repo: &Repository, stanza: &StanzaRecord, spool: &Path, name: &str) -> bool {
+    match archive::fetch(repo, &stanza.stanza, name) {
+        Ok(Some(bytes)) => helper::write_whole(spool, name, &bytes).is_ok(),
+        Ok(None) => {
+            let _ = helper::write_whole(spool, &format!("{name}{MISSING}"), b"");
+            false
+        }
+        Err(e) => {
+            log::warn!("prefetching {name}: {e}");
+            let _ =
+                helper::write_whole(spool, &format!("{name}{FAILED}"), e.to_string().as_bytes());
+            false
+        }
+    }
+}
+
+/// Removes what the spool holds for segments of `name`'s timeline that
+/// sort before it (recovery has passed them), and every `.missing` note
+/// (the archive may have grown since).
 fn remove_passed(spool: &Path, name: &str, segment_size: u32) {
     let Some(WalFile::Segment { timeline, .. }) = WalFile::parse(name, segment_size) else {
         return;
@@ -112,12 +241,16 @@ fn remove_passed(spool: &Path, name: &str, segment_size: u32) {
         return;
     };
     for e in rd.filter_map(|e| e.ok()) {
-        let n = e.file_name().to_string_lossy().to_string();
+        let file = e.file_name().to_string_lossy().to_string();
+        let base = file
+            .strip_suffix(MISSING)
+            .or_else(|| file.strip_suffix(FAILED))
+            .unwrap_or(&file);
         let same_timeline = matches!(
-            WalFile::parse(&n, segment_size),
+            WalFile::parse(base, segment_size),
             Some(WalFile::Segment { timeline: t, .. }) if t == timeline
         );
-        if same_timeline && n.as_str() < name {
+        if same_timeline && base < name {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -147,8 +280,10 @@ mod tests {
         let dir = spool_dir(Some(base.path()), "main", "/repo").unwrap();
         assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
         std::fs::write(dir.join("000000010000000000000003"), b"wal").unwrap();
-        assert_eq!(take(&dir, "000000010000000000000003").unwrap(), b"wal");
-        assert!(take(&dir, "000000010000000000000003").is_none());
+        let dest = base.path().join("RECOVERYXLOG");
+        assert!(take(&dir, "000000010000000000000003", &dest));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"wal");
+        assert!(!take(&dir, "000000010000000000000003", &dest));
         std::fs::write(dir.join("000000010000000000000002"), b"old").unwrap();
         std::fs::write(dir.join("000000020000000000000001"), b"other").unwrap();
         remove_passed(&dir, "000000010000000000000004", 16 << 20);
