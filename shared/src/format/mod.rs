@@ -6,7 +6,7 @@ pub mod crypto;
 pub mod id;
 pub mod index;
 pub mod pack;
-pub mod time;
 pub mod sqlite;
+pub mod time;
 pub mod wal;
 pub mod wire;
