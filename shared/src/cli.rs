@@ -90,6 +90,20 @@ impl RepoArgs {
             })
     }
 
+    /// Where the key comes from, without the key: an identity file's or
+    /// password file's path, or `BK_PASSWORD`. State kept between calls
+    /// (bk-wal's prefetch spool) is keyed by it, so a call configured with
+    /// another key never takes what one with the right key prepared.
+    pub fn key_source(&self) -> String {
+        if let Some(p) = &self.identity_file {
+            format!("identity-file:{}", p.display())
+        } else if let Some(p) = &self.password_file {
+            format!("password-file:{}", p.display())
+        } else {
+            "password".into()
+        }
+    }
+
     /// The secret, from (in order) an identity file, a password file,
     /// `BK_PASSWORD`, or a prompt on the terminal.
     pub fn secret(&self, confirm: bool) -> Result<Secret> {

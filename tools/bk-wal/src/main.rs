@@ -367,9 +367,11 @@ fn run(cli: cli::Cli) -> Result<i32> {
                     "--retry-secs must be a number of seconds".into(),
                 ));
             }
-            let location = cli.repo.location()?.to_string();
+            // The spool is keyed by the repository and where the key comes
+            // from: a call with another key opens the repository itself.
+            let keyed = format!("{}\0{}", cli.repo.location()?, cli.repo.key_source());
             let spool = (*prefetch > 0)
-                .then(|| prefetch::spool_dir(spool.as_deref(), &stanza, &location))
+                .then(|| prefetch::spool_dir(spool.as_deref(), &stanza, &keyed))
                 .flatten();
             if let Some(spool) = &spool {
                 if from_prefetcher(&cli, &stanza, file, dest, spool, *prefetch) {

@@ -29,7 +29,8 @@ use std::time::Duration;
 /// The spool for `stanza` of the repository at `location`, under `base`
 /// (default: the system's temporary directory), created 0700; `None` when
 /// it exists but is not this user's alone. Keyed by the repository's
-/// address, so a call can take its file before opening the repository.
+/// address and the key's source (`location`), so a call can take its file
+/// before opening the repository, and a call configured otherwise cannot.
 pub fn spool_dir(base: Option<&Path>, stanza: &str, location: &str) -> Option<PathBuf> {
     let uid = nix::unistd::geteuid().as_raw();
     let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
