@@ -36,6 +36,10 @@ pub enum ExitCode {
     /// written (a WAL file with other content, a stanza of another
     /// cluster); nothing was overwritten.
     Conflict = 14,
+    /// bk-sqlite restore: the repository holds no replica of the database.
+    NoReplica = 15,
+    /// bk-sqlite restore: the output database exists (nothing was changed).
+    Exists = 16,
     /// Interrupted by SIGINT/SIGTERM; nothing was committed.
     Interrupted = 130,
 }
@@ -120,6 +124,10 @@ pub enum Error {
     Conflict { subject: Subject, message: String },
     #[error("interrupted")]
     Interrupted,
+    #[error("the repository holds no replica of database {db}")]
+    NoReplica { db: String },
+    #[error("{} exists", path.display())]
+    Exists { path: PathBuf },
     #[error("storage error on {object}: {source}")]
     Storage {
         object: String,
@@ -156,6 +164,8 @@ impl Error {
             Error::Integrity { .. } => ExitCode::Integrity,
             Error::Conflict { .. } => ExitCode::Conflict,
             Error::Interrupted => ExitCode::Interrupted,
+            Error::NoReplica { .. } => ExitCode::NoReplica,
+            Error::Exists { .. } => ExitCode::Exists,
             Error::Storage { .. }
             | Error::Io { .. }
             | Error::Internal { .. }
@@ -176,6 +186,8 @@ impl Error {
             Error::Integrity { .. } => "the named object is damaged or missing; nothing was written from it".into(),
             Error::Conflict { .. } => "nothing was overwritten: archived files are write-once (see bk-wal(1) on a stanza's cluster)".into(),
             Error::Stream { .. } => "the stream must come from bk-chunk or bk-ls (see bk-stream(5))".into(),
+            Error::NoReplica { .. } => "`bk-sqlite ls` lists the replicated databases; --name chooses one, --if-replica-exists makes this a success".into(),
+            Error::Exists { .. } => "nothing was changed; -o chooses another output, --if-db-not-exists makes this a success, --force replaces it".into(),
             Error::Internal { .. } => "this is a bug in bk; please report it with the command that failed".into(),
             _ => return None,
         })

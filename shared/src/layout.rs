@@ -20,10 +20,14 @@ pub enum ObjectKind {
     /// PostgreSQL WAL files archived by bk-wal, named `<stanza>.<file>`,
     /// and each stanza's binding to its cluster (see ops/wal).
     Wal,
+    /// SQLite databases replicated by bk-sqlite: each database's WAL
+    /// segments `<db>.<lineage>.<seq>` and its replicator's lease (see
+    /// ops/sqlite).
+    Sqlite,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 9] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -32,6 +36,7 @@ impl ObjectKind {
         ObjectKind::Lock,
         ObjectKind::Gc,
         ObjectKind::Wal,
+        ObjectKind::Sqlite,
     ];
 
     pub fn dir(self) -> &'static str {
@@ -44,6 +49,7 @@ impl ObjectKind {
             ObjectKind::Lock => "locks",
             ObjectKind::Gc => "gc",
             ObjectKind::Wal => "wal",
+            ObjectKind::Sqlite => "sqlite",
         }
     }
 
@@ -53,7 +59,7 @@ impl ObjectKind {
     /// content-addressed (`None`).
     pub fn digest_name(self, name: &str) -> Option<&str> {
         match self {
-            ObjectKind::Config | ObjectKind::Key | ObjectKind::Wal => None,
+            ObjectKind::Config | ObjectKind::Key | ObjectKind::Wal | ObjectKind::Sqlite => None,
             ObjectKind::Gc => Some(name.strip_prefix(GC_ARM_PREFIX).unwrap_or(name)),
             _ => Some(name),
         }
@@ -65,13 +71,17 @@ impl ObjectKind {
     pub fn claims_names(self) -> bool {
         matches!(
             self,
-            ObjectKind::Config | ObjectKind::Key | ObjectKind::Lock | ObjectKind::Wal
+            ObjectKind::Config
+                | ObjectKind::Key
+                | ObjectKind::Lock
+                | ObjectKind::Wal
+                | ObjectKind::Sqlite
         )
     }
 
     /// Kinds that a repository made by an older bk may lack a directory for.
     pub fn may_be_absent(self) -> bool {
-        matches!(self, ObjectKind::Gc | ObjectKind::Wal)
+        matches!(self, ObjectKind::Gc | ObjectKind::Wal | ObjectKind::Sqlite)
     }
 
     /// Path of an object relative to the repository root.

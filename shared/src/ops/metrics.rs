@@ -303,6 +303,68 @@ pub fn render_push(
     o.text
 }
 
+/// One replicated database's figures, as `bk-sqlite replicate --metrics`
+/// writes them after every sync.
+#[derive(Debug, Clone, Default)]
+pub struct SqliteMetrics {
+    pub db: String,
+    /// Seconds since the replica last held every committed transaction
+    /// (0 while it does).
+    pub lag_seconds: f64,
+    /// When a sync last succeeded (Unix seconds).
+    pub last_sync: Option<f64>,
+    /// The database's `-wal` file now.
+    pub wal_bytes: u64,
+    /// Seconds since the last snapshot.
+    pub snapshot_age_seconds: Option<f64>,
+    pub errors_total: u64,
+}
+
+/// The textfile of `bk-sqlite replicate --metrics FILE`.
+pub fn render_sqlite(repository: &str, dbs: &[SqliteMetrics]) -> String {
+    let mut o = Out {
+        text: String::new(),
+        repo: escape_label(repository),
+    };
+    type Figure = fn(&SqliteMetrics) -> Option<f64>;
+    let series: [(&str, &str, Figure); 5] = [
+        (
+            "bk_sqlite_replication_lag_seconds",
+            "Seconds since the replica last held every committed transaction of the database.",
+            |m| Some(m.lag_seconds),
+        ),
+        (
+            "bk_sqlite_last_sync_timestamp_seconds",
+            "When bk-sqlite last synced the database successfully.",
+            |m| m.last_sync,
+        ),
+        (
+            "bk_sqlite_wal_bytes",
+            "Size of the database's -wal file.",
+            |m| Some(m.wal_bytes as f64),
+        ),
+        (
+            "bk_sqlite_snapshot_age_seconds",
+            "Seconds since the database's last snapshot.",
+            |m| m.snapshot_age_seconds,
+        ),
+        (
+            "bk_sqlite_errors_total",
+            "Failed syncs, snapshots and checkpoints since the replicator started.",
+            |m| Some(m.errors_total as f64),
+        ),
+    ];
+    for (name, help, figure) in series {
+        o.head(name, help);
+        for m in dbs {
+            if let Some(v) = figure(m) {
+                o.sample(name, &[("db", &m.db)], v);
+            }
+        }
+    }
+    o.text
+}
+
 /// The last-success time in a file [`render_push`] wrote.
 pub fn previous_push_success(text: &str) -> Option<f64> {
     text.lines()

@@ -10,6 +10,7 @@ pub mod put;
 pub mod restore;
 pub mod source;
 pub mod speed;
+pub mod sqlite;
 pub mod stats;
 pub mod verify;
 pub mod wal;

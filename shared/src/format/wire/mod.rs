@@ -25,8 +25,10 @@ fn v1() -> u32 {
 pub use crate::format::time::Timestamp;
 
 mod admin;
+mod sqlite;
 mod wal;
 pub use admin::*;
+pub use sqlite::*;
 pub use wal::*;
 
 /// What kind of filesystem object an entry describes.
@@ -534,6 +536,12 @@ records! {
     WalTimeline(WalTimelineRecord),
     /// bk-wal info: a base backup.
     WalBackup(WalBackupRecord),
+    /// bk-sqlite replicate: an event of one database.
+    SqliteEvent(SqliteEventRecord),
+    /// bk-sqlite ls: a lineage of a database.
+    SqliteLineage(SqliteLineageRecord),
+    /// bk-sqlite restore.
+    SqliteRestore(SqliteRestoreRecord),
 }
 
 const DATA_PREFIX: &[u8] = br#"{"type":"data""#;

@@ -690,7 +690,7 @@ impl Backend for S3Backend {
                 Err(e) => return Err(e),
             }
         }
-        if kind == ObjectKind::Wal {
+        if matches!(kind, ObjectKind::Wal | ObjectKind::Sqlite) {
             // Check first, as for the config: one archiver per cluster
             // writes a stanza's names, so no two writers race for one.
             match self.rt.block_on(self.get_bytes(&key, Some((0, 1)))) {
