@@ -49,6 +49,13 @@ pub struct LiveDb {
     ctl: Connection,
     /// `ctl` holds the write lock.
     barrier: bool,
+    /// The database file, opened once and closed only after the
+    /// connections (fields drop in order): closing *any* descriptor of a
+    /// file drops every POSIX lock this process holds on it, SQLite's
+    /// included, and without its SHARED lock an application closing its
+    /// last connection checkpoints and deletes the log under the pin. A
+    /// test caught exactly that: the last commit lost with the `-wal`.
+    db_file: std::fs::File,
 }
 
 /// What a checkpoint did (SQLite's `wal_checkpoint` row).
@@ -88,6 +95,7 @@ impl LiveDb {
         if !meta.is_file() {
             return Err(Error::Usage(format!("{} is not a file", path.display())));
         }
+        let db_file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let ctl = open_connection(path)?;
         let mode: String = ctl
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -108,6 +116,7 @@ impl LiveDb {
             pinned: None,
             ctl,
             barrier: false,
+            db_file,
         })
     }
 
@@ -223,8 +232,13 @@ impl LiveDb {
 
     /// The database's state under the current pin, for a snapshot: the
     /// database file with the log's frames up to `upto` laid over it.
-    pub fn image(&self, upto: Option<&FrameCursor>, pages: u32) -> Result<Image> {
-        Image::open(&self.path, &self.wal_path, upto, pages)
+    pub fn image(&self, upto: Option<&FrameCursor>, pages: u32) -> Result<Image<'_>> {
+        Image::open(&self.db_file, &self.path, &self.wal_path, upto, pages)
+    }
+
+    /// Page size and pages of the database file (see [`db_file_pages`]).
+    pub fn file_pages(&self) -> Result<(u32, u32)> {
+        db_file_pages(&self.db_file, &self.path)
     }
 }
 
@@ -371,8 +385,8 @@ fn last_frame_moved(file: &std::fs::File, at: &FrameCursor) -> std::io::Result<O
 /// where it matters: a checkpoint copies only frames the pin can see (the
 /// same bytes the overlay gives), and the log cannot start over while the
 /// pin reads from it.
-pub struct Image {
-    db: std::fs::File,
+pub struct Image<'a> {
+    db: &'a std::fs::File,
     wal: Option<std::fs::File>,
     page_size: u32,
     pages: u32,
@@ -383,11 +397,16 @@ pub struct Image {
     sums: crate::format::sqlite::PageSums,
 }
 
-impl Image {
-    fn open(db_path: &Path, wal_path: &Path, upto: Option<&FrameCursor>, pages: u32) -> Result<Image> {
-        let db = std::fs::File::open(db_path).map_err(|e| Error::io(db_path, e))?;
+impl<'a> Image<'a> {
+    fn open(
+        db: &'a std::fs::File,
+        db_path: &Path,
+        wal_path: &Path,
+        upto: Option<&FrameCursor>,
+        pages: u32,
+    ) -> Result<Image<'a>> {
         let mut first = [0u8; 100];
-        crate::sys::read_at_most(&db, &mut first, 0).map_err(|e| Error::io(db_path, e))?;
+        crate::sys::read_at_most(db, &mut first, 0).map_err(|e| Error::io(db_path, e))?;
         let mut page_size = crate::format::sqlite::DbHeader::parse(&first)
             .map(|h| h.page_size)
             .map_err(|p| Error::Usage(format!("{}: {p}", db_path.display())))?;
@@ -441,7 +460,7 @@ impl Image {
         self.page.resize(self.page_size as usize, 0);
         let (file, offset) = match (self.overlay.get(&n), &self.wal) {
             (Some(&offset), Some(wal)) => (wal, offset),
-            _ => (&self.db, (n as u64 - 1) * self.page_size as u64),
+            _ => (self.db, (n as u64 - 1) * self.page_size as u64),
         };
         crate::sys::read_at_most(file, &mut self.page, offset)?;
         self.sums.set(n, &self.page);
@@ -451,7 +470,7 @@ impl Image {
     }
 }
 
-impl Read for Image {
+impl Read for Image<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         if self.in_page == self.page.len() {
             if self.next_page > self.pages {
@@ -469,10 +488,11 @@ impl Read for Image {
 /// Pages in the database file when the log holds none of its frames: the
 /// header's size when SQLite vouches for it (its "version-valid-for"
 /// equals the change counter), else the file's length.
-pub fn db_file_pages(path: &Path) -> Result<(u32, u32)> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+/// `file` is the database's descriptor the caller keeps open (see
+/// [`LiveDb`] on why no other may be opened and closed).
+pub fn db_file_pages(file: &std::fs::File, path: &Path) -> Result<(u32, u32)> {
     let mut first = [0u8; 100];
-    crate::sys::read_at_most(&file, &mut first, 0).map_err(|e| Error::io(path, e))?;
+    crate::sys::read_at_most(file, &mut first, 0).map_err(|e| Error::io(path, e))?;
     let header = crate::format::sqlite::DbHeader::parse(&first)
         .map_err(|p| Error::Usage(format!("{}: {p}", path.display())))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();

@@ -17,7 +17,7 @@
 //! replicated it) a new lineage starts with a snapshot, and the old one
 //! stays restorable within retention.
 
-use super::live::{db_file_pages, Image, LiveDb, Tail, TailFrame};
+use super::live::{Image, LiveDb, Tail, TailFrame};
 use super::replica::{self, tag, Catalog, Lease, LineageId, LineageObjects};
 use crate::error::{Error, Result};
 use crate::format::sqlite::{
@@ -45,6 +45,9 @@ pub struct ReplicateOptions {
     pub max_wal_bytes: u64,
     pub holder: String,
     pub takeover: bool,
+    /// Retention applied after every snapshot (expire.rs), so no separate
+    /// cleanup job is needed.
+    pub keep_within: Option<Duration>,
 }
 
 impl Default for ReplicateOptions {
@@ -57,6 +60,7 @@ impl Default for ReplicateOptions {
             max_wal_bytes: 256 << 20,
             holder: crate::sys::hostname().unwrap_or_else(|| "unknown".into()),
             takeover: false,
+            keep_within: None,
         }
     }
 }
@@ -140,7 +144,7 @@ impl<'r> Replicator<'r> {
             since: Timestamp::now(),
         };
         replica::take_lease(repo, &lease, opts.takeover)?;
-        let (page_size, pages) = db_file_pages(path)?;
+        let (page_size, pages) = live.file_pages()?;
         let mut r = Replicator {
             repo,
             name: name.to_string(),
@@ -176,7 +180,7 @@ impl<'r> Replicator<'r> {
                     let mut e = event(name, "start");
                     e.lineage = Some(id.to_string());
                     e.seq = Some(r.seq);
-                    e.message = Some("resumed the replica's lineage".into());
+                    e.message = Some(format!("{}: resumed the replica's lineage", path.display()));
                     events(e);
                     return Ok(r);
                 }
@@ -184,6 +188,11 @@ impl<'r> Replicator<'r> {
             },
         };
         r.new_lineage(&why, events)?;
+        let mut e = event(name, "start");
+        e.lineage = Some(r.lineage.to_string());
+        e.seq = Some(r.seq);
+        e.message = Some(format!("{}: a new lineage", path.display()));
+        events(e);
         Ok(r)
     }
 
@@ -249,7 +258,7 @@ impl<'r> Replicator<'r> {
         };
         let pages = match &cursor {
             Some(c) if c.frames > 0 => head.pages,
-            _ => db_file_pages(self.live.path())?.1,
+            _ => self.live.file_pages()?.1,
         };
         let mut image = self.live.image(cursor.as_ref(), pages)?;
         std::io::copy(&mut image, &mut std::io::sink()).map_err(|e| Error::io(self.live.path(), e))?;
@@ -525,7 +534,7 @@ impl<'r> Replicator<'r> {
             let pages = match (&tail, end) {
                 (AtBarrier::Tail(Some(u)), _) => u.pages,
                 (_, Some(c)) if c.frames > 0 => last_commit_size(r.live.path(), &c)?,
-                _ => db_file_pages(r.live.path())?.1,
+                _ => r.live.file_pages()?.1,
             };
             let done = r.live.checkpoint_passive()?;
             Ok((tail, done, end, pages))
@@ -599,6 +608,35 @@ impl<'r> Replicator<'r> {
             started.elapsed().as_secs_f64()
         ));
         events(e);
+        match self.opts.keep_within {
+            Some(window) => self.apply_retention(window, events),
+            None => Ok(()),
+        }
+    }
+
+    fn apply_retention(
+        &mut self,
+        window: Duration,
+        events: &mut dyn FnMut(SqliteEventRecord),
+    ) -> Result<()> {
+        let catalog = Catalog::load(self.repo)?;
+        let steps = super::expire::plan(&catalog, &[self.name.clone()], window, Timestamp::now());
+        if steps.is_empty() {
+            return Ok(());
+        }
+        super::expire::execute(self.repo, &steps, &mut |_| Ok(()))?;
+        let deleted = steps
+            .iter()
+            .filter(|s| matches!(s, super::expire::Step::Delete { .. }))
+            .count();
+        let mut e = event(&self.name, "retention");
+        e.lineage = Some(self.lineage.to_string());
+        e.message = Some(format!(
+            "removed {deleted} segments and {} snapshots outside the last {} s",
+            steps.len() - deleted,
+            window.as_secs()
+        ));
+        events(e);
         Ok(())
     }
 
@@ -648,12 +686,12 @@ enum AtBarrier {
 }
 
 /// Adds the page sum to the snapshot's tags once the image is read.
-struct SumTagging<'a> {
-    image: &'a mut Image,
+struct SumTagging<'a, 'i> {
+    image: &'a mut Image<'i>,
     late: &'a Arc<Mutex<BTreeMap<String, String>>>,
 }
 
-impl std::io::Read for SumTagging<'_> {
+impl std::io::Read for SumTagging<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.image.read(buf)?;
         if n == 0 && !buf.is_empty() {
@@ -807,9 +845,6 @@ fn replicate_one(
     };
     let stopping = || stop.load(Ordering::Relaxed) || crate::sys::interrupted().load(Ordering::Relaxed);
     let mut r = Replicator::start(repo, &target.path, &target.name, opts.clone(), &mut emit)?;
-    let mut e = SqliteEventRecord::new("start", &target.name);
-    e.message = Some(format!("replicating {}", target.path.display()));
-    emit(e);
     while !stopping() {
         let next = Instant::now() + opts.sync_interval;
         // A failed round is reported as an event and retried next round.

@@ -291,6 +291,8 @@ fn write_snapshot(repo: &Repository, snap: &DbSnapshot, name: &str, file: &File,
 
 fn sums_of(file: &File, page_size: u32, path: &Path) -> Result<PageSums> {
     let mut sums = PageSums::default();
+    let mut file = file;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut page = vec![0u8; page_size as usize];
     let mut n = 0u32;
