@@ -32,11 +32,21 @@ pub enum Command {
         name: Option<String>,
         /// How often committed transactions are shipped (one upload per
         /// database at most per interval; none while nothing commits)
-        #[arg(long, env = "BK_SQLITE_SYNC_INTERVAL", default_value = "1s", value_name = "DURATION")]
+        #[arg(
+            long,
+            env = "BK_SQLITE_SYNC_INTERVAL",
+            default_value = "1s",
+            value_name = "DURATION"
+        )]
         sync_interval: String,
         /// How often a changed database is snapshotted (through the chunk
         /// store: a snapshot stores only changed chunks)
-        #[arg(long, env = "BK_SQLITE_SNAPSHOT_INTERVAL", default_value = "1h", value_name = "DURATION")]
+        #[arg(
+            long,
+            env = "BK_SQLITE_SNAPSHOT_INTERVAL",
+            default_value = "1h",
+            value_name = "DURATION"
+        )]
         snapshot_interval: String,
         /// A PASSIVE checkpoint at most this long after a commit
         #[arg(long, default_value = "1m", value_name = "DURATION")]

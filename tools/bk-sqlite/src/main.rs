@@ -41,7 +41,9 @@ fn parse_duration(flag: &str, s: &str) -> Result<Duration> {
         "d" => 86_400_000,
         _ => return Err(bad()),
     };
-    Ok(Duration::from_millis(n.checked_mul(millis).ok_or_else(bad)?))
+    Ok(Duration::from_millis(
+        n.checked_mul(millis).ok_or_else(bad)?,
+    ))
 }
 
 /// A database's name in the repository: `--name`, else its file name.
@@ -106,7 +108,9 @@ fn run(cli: cli::Cli) -> Result<i32> {
                     Ok(0)
                 }
                 Err(Error::NoReplica { .. }) if *if_replica_exists => {
-                    eprintln!("bk-sqlite: no replica of {name}; nothing restored (--if-replica-exists)");
+                    eprintln!(
+                        "bk-sqlite: no replica of {name}; nothing restored (--if-replica-exists)"
+                    );
                     Ok(0)
                 }
                 Err(e) => Err(e),
@@ -143,7 +147,10 @@ fn run(cli: cli::Cli) -> Result<i32> {
                 return Ok(0);
             }
             expire::execute(&repo, &steps, &mut |step| emit(Record::Gc(step.record())))?;
-            if steps.iter().any(|s| matches!(s, expire::Step::Forget { .. })) {
+            if steps
+                .iter()
+                .any(|s| matches!(s, expire::Step::Forget { .. }))
+            {
                 eprintln!("bk-sqlite: snapshots forgotten; bk-prune reclaims their data");
             }
             Ok(0)
@@ -167,7 +174,10 @@ fn replicate_command(cli: &cli::Cli) -> Result<i32> {
         set_wal,
     } = &cli.command
     else {
-        return Err(Error::internal("reading replicate options", "not replicate"));
+        return Err(Error::internal(
+            "reading replicate options",
+            "not replicate",
+        ));
     };
     if name.is_some() && dbs.len() > 1 {
         return Err(Error::Usage(
@@ -192,7 +202,10 @@ fn replicate_command(cli: &cli::Cli) -> Result<i32> {
         checkpoint_interval: parse_duration("--checkpoint-interval", checkpoint_interval)?,
         checkpoint_frames: *checkpoint_frames,
         max_wal_bytes: max_wal_mib.saturating_mul(1 << 20),
-        holder: holder.clone().filter(|h| !h.is_empty()).unwrap_or(defaults.holder),
+        holder: holder
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or(defaults.holder),
         takeover: *takeover,
         keep_within: keep_within
             .as_deref()

@@ -25,8 +25,15 @@ use std::time::Duration;
 /// One step of the plan, in the order it is carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Delete { segment: String, bytes: u64, db: String },
-    Forget { snapshot: String, db: String },
+    Delete {
+        segment: String,
+        bytes: u64,
+        db: String,
+    },
+    Forget {
+        snapshot: String,
+        db: String,
+    },
 }
 
 impl Step {
@@ -105,7 +112,11 @@ pub fn plan(catalog: &Catalog, dbs: &[String], keep_within: Duration, now: Times
 }
 
 /// Carries out `steps`, calling `done` after each.
-pub fn execute(repo: &Repository, steps: &[Step], done: &mut dyn FnMut(&Step) -> Result<()>) -> Result<()> {
+pub fn execute(
+    repo: &Repository,
+    steps: &[Step],
+    done: &mut dyn FnMut(&Step) -> Result<()>,
+) -> Result<()> {
     for step in steps {
         crate::sys::check_interrupted()?;
         let result = match step {
@@ -172,7 +183,12 @@ mod tests {
         let mut c = Catalog::default();
         let l = LineageId::new(at(1000));
         // Snapshots at 1000 (seq 1), 2000 (seq 5), 3000 (seq 9).
-        lineage(&mut c, &l, &[(1, 1000), (5, 2000), (9, 3000)], &[2, 3, 4, 6, 7, 8, 10]);
+        lineage(
+            &mut c,
+            &l,
+            &[(1, 1000), (5, 2000), (9, 3000)],
+            &[2, 3, 4, 6, 7, 8, 10],
+        );
         // Window from 2500: base is seq 5 (2000).
         let steps = plan(&c, &[], Duration::from_secs(1000), at(3500));
         let deleted: Vec<u64> = steps
@@ -185,7 +201,10 @@ mod tests {
             })
             .collect();
         assert_eq!(deleted, vec![2, 3, 4]);
-        let forgotten = steps.iter().filter(|s| matches!(s, Step::Forget { .. })).count();
+        let forgotten = steps
+            .iter()
+            .filter(|s| matches!(s, Step::Forget { .. }))
+            .count();
         assert_eq!(forgotten, 1);
     }
 

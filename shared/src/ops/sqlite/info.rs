@@ -45,7 +45,12 @@ pub fn lineages(repo: &Repository, db: Option<&str>) -> Result<Vec<SqliteLineage
                 v: VERSION,
                 db: name.clone(),
                 lineage: id.to_string(),
-                restorable_from: objects.snapshots.values().map(|s| s.time).min().unwrap_or(first.time),
+                restorable_from: objects
+                    .snapshots
+                    .values()
+                    .map(|s| s.time)
+                    .min()
+                    .unwrap_or(first.time),
                 restorable_to: end,
                 current: newest.as_ref() == Some(id),
                 snapshots: objects.snapshots.len() as u64,

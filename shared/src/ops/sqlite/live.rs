@@ -21,15 +21,19 @@
 //! replicator had read the old one to its end.
 
 use crate::error::{Error, Result};
-use crate::format::sqlite::{FrameCursor, FrameHeader, WalHeader, FRAME_HEADER_LEN, WAL_HEADER_LEN};
+use crate::format::sqlite::{
+    FrameCursor, FrameHeader, WalHeader, FRAME_HEADER_LEN, WAL_HEADER_LEN,
+};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long a barrier or checkpoint waits for the application's writer.
+/// How long a pin or checkpoint waits on SQLite's locks.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the writer barrier waits for SQLite's write lock.
+pub const BARRIER_WAIT: Duration = Duration::from_millis(100);
 
 /// The SQLite bk-sqlite is built with must not have the WAL-reset bug of
 /// 3.51.2 and earlier, which a checkpointing sidecar triggers.
@@ -88,7 +92,10 @@ impl LiveDb {
         if rusqlite::version_number() < MIN_SQLITE_VERSION {
             return Err(Error::internal(
                 "opening a database",
-                format!("built with SQLite {}, need 3.51.3 or later", rusqlite::version()),
+                format!(
+                    "built with SQLite {}, need 3.51.3 or later",
+                    rusqlite::version()
+                ),
             ));
         }
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
@@ -97,6 +104,8 @@ impl LiveDb {
         }
         let db_file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let ctl = open_connection(path)?;
+        ctl.busy_timeout(BARRIER_WAIT)
+            .map_err(|e| sql_error(path, e))?;
         let mode: String = ctl
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .map_err(|e| sql_error(path, e))?;
@@ -149,7 +158,9 @@ impl LiveDb {
         let conn = &self.pins[next];
         conn.execute_batch("BEGIN")
             .map_err(|e| sql_error(&self.path, e))?;
-        let read = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0));
+        let read = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        });
         if let Err(e) = read {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(sql_error(&self.path, e));
@@ -160,21 +171,33 @@ impl LiveDb {
         Ok(())
     }
 
-    /// Lets every pin go (only under the barrier, before a checkpoint).
-    fn unpin(&mut self) {
+    /// Lets every pin go: under the barrier before a checkpoint, or when
+    /// the replicator gives up its place in the log and resynchronizes.
+    pub fn unpin(&mut self) {
         if let Some(old) = self.pinned.take() {
             let _ = self.pins[old].execute_batch("ROLLBACK");
         }
     }
 
-    /// Takes SQLite's write lock (waiting up to the busy timeout for the
-    /// application's writer): nothing commits until [`LiveDb::lift_barrier`].
-    pub fn raise_barrier(&mut self) -> Result<()> {
-        self.ctl
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| sql_error(&self.path, e))?;
-        self.barrier = true;
-        Ok(())
+    /// Takes SQLite's write lock: nothing commits until
+    /// [`LiveDb::lift_barrier`]. `false` when the lock stays taken for
+    /// [`BARRIER_WAIT`]: the application is writing, or its own FULL,
+    /// RESTART or TRUNCATE checkpoint holds the lock and waits for the
+    /// pin to move on — waiting longer here, pinned, would stall it (and
+    /// every writer behind it) until one side's timeout.
+    pub fn raise_barrier(&mut self) -> Result<bool> {
+        match self.ctl.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                self.barrier = true;
+                Ok(true)
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sql_error(&self.path, e)),
+        }
     }
 
     pub fn lift_barrier(&mut self) {
@@ -498,5 +521,8 @@ pub fn db_file_pages(file: &std::fs::File, path: &Path) -> Result<(u32, u32)> {
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let by_len = (len / header.page_size as u64) as u32;
     let vouched = first[24..28] == first[92..96] && header.pages > 0;
-    Ok((header.page_size, if vouched { header.pages } else { by_len }))
+    Ok((
+        header.page_size,
+        if vouched { header.pages } else { by_len },
+    ))
 }

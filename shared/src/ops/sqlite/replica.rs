@@ -84,7 +84,9 @@ impl LineageId {
             && b[15] == b'Z'
             && b[16] == b'-'
             && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
-            && b[17..].iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+            && b[17..]
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
         ok.then(|| LineageId(s.to_string()))
     }
 
@@ -125,14 +127,20 @@ fn is_already_there(e: &Error) -> bool {
 
 /// Writes a segment; returns the stored bytes. The name is claimed: a
 /// segment is never overwritten.
-pub fn put_segment(repo: &Repository, header: &SegmentHeader, frames: &[ShippedFrame]) -> Result<u64> {
+pub fn put_segment(
+    repo: &Repository,
+    header: &SegmentHeader,
+    frames: &[ShippedFrame],
+) -> Result<u64> {
     let lineage = LineageId::parse(&header.lineage)
         .ok_or_else(|| Error::internal("writing a segment", "bad lineage id"))?;
     let object = segment_name(&header.db, &lineage, header.seq);
     let plain = encode_segment(header, frames);
-    let sealed = repo
-        .keys()
-        .seal(&aad(SEGMENT_AAD, &object), &plain, Some(SEGMENT_COMPRESSION));
+    let sealed = repo.keys().seal(
+        &aad(SEGMENT_AAD, &object),
+        &plain,
+        Some(SEGMENT_COMPRESSION),
+    );
     match repo.backend().put(ObjectKind::Sqlite, &object, &sealed) {
         Ok(()) => Ok(sealed.len() as u64),
         // A retry after a put whose answer was lost: the same bytes are
@@ -201,9 +209,7 @@ impl Lease {
     /// A lease of this very host whose process is gone.
     fn is_dead_here(&self) -> bool {
         let here = crate::sys::hostname().unwrap_or_default();
-        self.host == here
-            && self.pid != std::process::id()
-            && !crate::sys::process_alive(self.pid)
+        self.host == here && self.pid != std::process::id() && !crate::sys::process_alive(self.pid)
     }
 
     /// A lease of this host whose process is alive (and not us).
@@ -259,7 +265,11 @@ pub fn take_lease(repo: &Repository, lease: &Lease, takeover: bool) -> Result<()
                     ),
                 });
             }
-            log::info!("{}: taking the lease over from {}", lease.db, held.describe());
+            log::info!(
+                "{}: taking the lease over from {}",
+                lease.db,
+                held.describe()
+            );
         }
         match repo.backend().delete(ObjectKind::Sqlite, &object) {
             Ok(()) => {}
@@ -269,7 +279,10 @@ pub fn take_lease(repo: &Repository, lease: &Lease, takeover: bool) -> Result<()
     }
     Err(Error::Locked {
         lock: None,
-        holder: format!("database {}: another replicator keeps taking its lease", lease.db),
+        holder: format!(
+            "database {}: another replicator keeps taking its lease",
+            lease.db
+        ),
     })
 }
 
@@ -360,7 +373,11 @@ impl Catalog {
         let mut dbs: BTreeMap<String, BTreeMap<LineageId, LineageObjects>> = BTreeMap::new();
         for (id, s) in snapshots {
             if let Some((db, snap)) = DbSnapshot::from_snapshot(id, s) {
-                let lineage = dbs.entry(db).or_default().entry(snap.lineage.clone()).or_default();
+                let lineage = dbs
+                    .entry(db)
+                    .or_default()
+                    .entry(snap.lineage.clone())
+                    .or_default();
                 lineage.snapshots.insert(snap.seq, snap);
             }
         }
@@ -393,8 +410,14 @@ mod tests {
 
     #[test]
     fn lineage_ids_sort_by_start_and_parse_back() {
-        let a = LineageId::new(Timestamp { secs: 1_700_000_000, nanos: 0 });
-        let b = LineageId::new(Timestamp { secs: 1_700_000_001, nanos: 0 });
+        let a = LineageId::new(Timestamp {
+            secs: 1_700_000_000,
+            nanos: 0,
+        });
+        let b = LineageId::new(Timestamp {
+            secs: 1_700_000_001,
+            nanos: 0,
+        });
         assert!(a < b);
         assert_eq!(LineageId::parse(a.as_str()), Some(a.clone()));
         assert!(a.as_str().starts_with("20231114T221320Z-"));

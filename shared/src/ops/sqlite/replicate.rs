@@ -254,14 +254,19 @@ impl<'r> Replicator<'r> {
             }
             // No committed frame in the log: the database file is the state.
             (_, h) if !log_has_commits(&wal)? => h.map(FrameCursor::new),
-            _ => return Ok(Err("the database's log does not continue the replica".into())),
+            _ => {
+                return Ok(Err(
+                    "the database's log does not continue the replica".into()
+                ))
+            }
         };
         let pages = match &cursor {
             Some(c) if c.frames > 0 => head.pages,
             _ => self.live.file_pages()?.1,
         };
         let mut image = self.live.image(cursor.as_ref(), pages)?;
-        std::io::copy(&mut image, &mut std::io::sink()).map_err(|e| Error::io(self.live.path(), e))?;
+        std::io::copy(&mut image, &mut std::io::sink())
+            .map_err(|e| Error::io(self.live.path(), e))?;
         if pages != head.pages || image.sums().sum() != head.sum {
             return Ok(Err(
                 "the database is not in the state the replica ends at (restored from elsewhere, \
@@ -309,7 +314,11 @@ impl<'r> Replicator<'r> {
             return Ok(());
         }
         match self.live.read_tail(self.cursor.as_ref())? {
-            Tail::Frames { frames, cursor, pending } => {
+            Tail::Frames {
+                frames,
+                cursor,
+                pending,
+            } => {
                 if !frames.is_empty() {
                     self.unshipped = Some(Box::new(self.segment(frames, cursor)?));
                     if !self.ship_unshipped(events)? {
@@ -333,7 +342,7 @@ impl<'r> Replicator<'r> {
                 let mut e = event(&self.name, "snapshot");
                 e.message = Some(format!("continuity in doubt: {why}"));
                 events(e);
-                return self.snapshot(false, events);
+                return self.snapshot(true, events);
             }
         }
         self.maintain(events)
@@ -342,16 +351,20 @@ impl<'r> Replicator<'r> {
     fn maintain(&mut self, events: &mut dyn FnMut(SqliteEventRecord)) -> Result<()> {
         let wal_bytes = self.live.wal_len();
         if wal_bytes > self.opts.max_wal_bytes {
+            // Commits since the last read may be gone from the log with
+            // it: the snapshot, not a segment, carries them.
             let done = self.live.checkpoint_truncate()?;
             self.checkpoint_event("TRUNCATE", done, events);
-            return self.snapshot(false, events);
+            return self.snapshot(true, events);
         }
         let frames = self.cursor.map_or(0, |c| c.frames);
         let moved = self.cursor.as_ref().map(WalPos::of) != self.checkpointed_at;
         let due = moved
             && (frames >= self.opts.checkpoint_frames
                 || (frames > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval));
-        if self.changed_since_snapshot && self.last_snapshot.elapsed() >= self.opts.snapshot_interval {
+        if self.changed_since_snapshot
+            && self.last_snapshot.elapsed() >= self.opts.snapshot_interval
+        {
             return self.snapshot(false, events);
         }
         if due {
@@ -381,14 +394,19 @@ impl<'r> Replicator<'r> {
     /// Reads the tail and checkpoints under the barrier; the tail is
     /// stored after the barrier is gone.
     fn barrier_checkpoint(&mut self, events: &mut dyn FnMut(SqliteEventRecord)) -> Result<()> {
-        let (tail, done) = self.at_barrier(|r| {
+        let Some((tail, done)) = self.at_barrier(|r| {
             let tail = r.read_at_barrier()?;
             let done = r.live.checkpoint_passive()?;
             Ok((tail, done))
-        })?;
+        })?
+        else {
+            return Ok(());
+        };
         self.checkpoint_event("PASSIVE", done, events);
         match tail {
-            AtBarrier::Tail(Some(ref u)) => self.checkpointed_at = u.cursor.as_ref().map(WalPos::of),
+            AtBarrier::Tail(Some(ref u)) => {
+                self.checkpointed_at = u.cursor.as_ref().map(WalPos::of)
+            }
             AtBarrier::Tail(None) => self.checkpointed_at = self.cursor.as_ref().map(WalPos::of),
             AtBarrier::Lost(_) => {}
         }
@@ -407,12 +425,16 @@ impl<'r> Replicator<'r> {
         }
     }
 
-    /// Runs `f` while nothing can commit.
-    fn at_barrier<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        self.live.raise_barrier()?;
+    /// Runs `f` while nothing can commit; `None` when the write lock could
+    /// not be had at once (see [`LiveDb::raise_barrier`]): the caller tries
+    /// again next round, and the pin moves on meanwhile.
+    fn at_barrier<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
+        if !self.live.raise_barrier()? {
+            return Ok(None);
+        }
         let result = f(self);
         self.live.lift_barrier();
-        result
+        result.map(Some)
     }
 
     /// Everything committed, read under the barrier.
@@ -420,7 +442,11 @@ impl<'r> Replicator<'r> {
         let mut cursor = self.cursor;
         for _ in 0..2 {
             match self.live.read_tail(cursor.as_ref())? {
-                Tail::Frames { frames, cursor: end, .. } => {
+                Tail::Frames {
+                    frames,
+                    cursor: end,
+                    ..
+                } => {
                     if frames.is_empty() {
                         self.cursor = end.or(self.cursor);
                         return Ok(AtBarrier::Tail(None));
@@ -432,7 +458,9 @@ impl<'r> Replicator<'r> {
                 Tail::Broken(why) => return Ok(AtBarrier::Lost(why)),
             }
         }
-        Ok(AtBarrier::Lost("the log restarted twice under the barrier".into()))
+        Ok(AtBarrier::Lost(
+            "the log restarted twice under the barrier".into(),
+        ))
     }
 
     /// Stores what is unshipped; `false` when it could not be (it stays
@@ -514,31 +542,59 @@ impl<'r> Replicator<'r> {
 
     /// A snapshot of the state at a barrier: the tail is read, the log's
     /// end and size noted and the log checkpointed under it; the tail is
-    /// stored and the image streamed after it.
-    fn snapshot(&mut self, first: bool, events: &mut dyn FnMut(SqliteEventRecord)) -> Result<()> {
+    /// stored and the image streamed after it. With `resync` (a new
+    /// lineage, or continuity lost) the tail is not shipped: the image
+    /// holds it, and its page sum becomes the lineage's from here on.
+    fn snapshot(&mut self, resync: bool, events: &mut dyn FnMut(SqliteEventRecord)) -> Result<()> {
+        let first = resync;
         let started = Instant::now();
-        let (tail, done, end, pages) = self.at_barrier(|r| {
-            if first {
-                // A new lineage: every frame of the log is in the image.
-                r.cursor = None;
+        let mut waited = Duration::ZERO;
+        let (tail, done, end, pages) = loop {
+            let attempt = self.at_barrier(|r| {
+                if first {
+                    // A new lineage: every frame of the log is in the image.
+                    r.cursor = None;
+                }
+                let tail = r.read_at_barrier()?;
+                let end = match &tail {
+                    AtBarrier::Tail(Some(u)) => u.cursor,
+                    AtBarrier::Tail(None) => r.cursor,
+                    AtBarrier::Lost(_) => match r.live.read_tail(None)? {
+                        Tail::Frames { cursor, .. } => cursor,
+                        _ => None,
+                    },
+                };
+                let pages = match (&tail, end) {
+                    (AtBarrier::Tail(Some(u)), _) => u.pages,
+                    (_, Some(c)) if c.frames > 0 => last_commit_size(r.live.path(), &c)?,
+                    _ => r.live.file_pages()?.1,
+                };
+                let done = r.live.checkpoint_passive()?;
+                Ok((tail, done, end, pages))
+            })?;
+            match attempt {
+                Some(done) => break done,
+                // A resync snapshot needs no pin held: let the application's
+                // checkpoint through, then try again.
+                None if resync && waited < Duration::from_secs(30) => {
+                    self.live.unpin();
+                    std::thread::sleep(Duration::from_millis(50));
+                    self.live.pin()?;
+                    waited += Duration::from_millis(50) + crate::ops::sqlite::live::BARRIER_WAIT;
+                }
+                None if resync => {
+                    return Err(Error::Locked {
+                        lock: None,
+                        holder: format!(
+                            "{}: SQLite's write lock stayed taken for {} s; no snapshot was taken",
+                            self.name,
+                            waited.as_secs()
+                        ),
+                    })
+                }
+                None => return Ok(()),
             }
-            let tail = r.read_at_barrier()?;
-            let end = match &tail {
-                AtBarrier::Tail(Some(u)) => u.cursor,
-                AtBarrier::Tail(None) => r.cursor,
-                AtBarrier::Lost(_) => match r.live.read_tail(None)? {
-                    Tail::Frames { cursor, .. } => cursor,
-                    _ => None,
-                },
-            };
-            let pages = match (&tail, end) {
-                (AtBarrier::Tail(Some(u)), _) => u.pages,
-                (_, Some(c)) if c.frames > 0 => last_commit_size(r.live.path(), &c)?,
-                _ => r.live.file_pages()?.1,
-            };
-            let done = r.live.checkpoint_passive()?;
-            Ok((tail, done, end, pages))
-        })?;
+        };
         self.checkpoint_event("PASSIVE", done, events);
         let trusted = !first && matches!(tail, AtBarrier::Tail(_));
         if let (AtBarrier::Tail(u), false) = (tail, first) {
@@ -586,7 +642,10 @@ impl<'r> Replicator<'r> {
         let sums = image.sums().clone();
         if trusted && (sums.sum() != self.sums.sum() || pages != self.pages) {
             return Err(Error::integrity(
-                crate::error::Subject::object(crate::layout::ObjectKind::Sqlite, self.name.as_str()),
+                crate::error::Subject::object(
+                    crate::layout::ObjectKind::Sqlite,
+                    self.name.as_str(),
+                ),
                 "the snapshot's pages do not add up to the replicated state",
             ));
         }
@@ -620,7 +679,12 @@ impl<'r> Replicator<'r> {
         events: &mut dyn FnMut(SqliteEventRecord),
     ) -> Result<()> {
         let catalog = Catalog::load(self.repo)?;
-        let steps = super::expire::plan(&catalog, &[self.name.clone()], window, Timestamp::now());
+        let steps = super::expire::plan(
+            &catalog,
+            std::slice::from_ref(&self.name),
+            window,
+            Timestamp::now(),
+        );
         if steps.is_empty() {
             return Ok(());
         }
@@ -695,10 +759,10 @@ impl std::io::Read for SumTagging<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.image.read(buf)?;
         if n == 0 && !buf.is_empty() {
-            self.late
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(tag::SUM.to_string(), format!("{:016x}", self.image.sums().sum()));
+            self.late.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                tag::SUM.to_string(),
+                format!("{:016x}", self.image.sums().sum()),
+            );
         }
         Ok(n)
     }
@@ -709,7 +773,9 @@ fn read_wal_header(wal: &Path) -> Result<Option<WalHeader>> {
     match std::fs::File::open(wal) {
         Ok(f) => {
             let n = crate::sys::read_at_most(&f, &mut buf, 0).map_err(|e| Error::io(wal, e))?;
-            Ok((n == buf.len()).then(|| WalHeader::parse(&buf).ok()).flatten())
+            Ok((n == buf.len())
+                .then(|| WalHeader::parse(&buf).ok())
+                .flatten())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(wal, e)),
@@ -812,7 +878,9 @@ pub fn run(
                 }
                 Report::Metrics(m) => {
                     figures.insert(m.db.clone(), m);
-                    if let Some(path) = metrics.filter(|_| last_write.elapsed() >= Duration::from_millis(500)) {
+                    if let Some(path) =
+                        metrics.filter(|_| last_write.elapsed() >= Duration::from_millis(500))
+                    {
                         let all: Vec<_> = figures.values().cloned().collect();
                         let text = crate::ops::metrics::render_sqlite(&location, &all);
                         if let Err(e) = crate::ops::metrics::write_atomic(path, &text) {
@@ -843,7 +911,8 @@ fn replicate_one(
     let mut emit = |e: SqliteEventRecord| {
         let _ = tx.send(Report::Event(e));
     };
-    let stopping = || stop.load(Ordering::Relaxed) || crate::sys::interrupted().load(Ordering::Relaxed);
+    let stopping =
+        || stop.load(Ordering::Relaxed) || crate::sys::interrupted().load(Ordering::Relaxed);
     let mut r = Replicator::start(repo, &target.path, &target.name, opts.clone(), &mut emit)?;
     while !stopping() {
         let next = Instant::now() + opts.sync_interval;

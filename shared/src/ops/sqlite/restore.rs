@@ -59,7 +59,9 @@ pub fn plan(catalog: &Catalog, name: &str, at: Option<Timestamp>) -> Result<Rest
         .filter_map(|(id, objects)| start(objects).map(|t| (id, objects, t)));
     let chosen = match at {
         None => usable.max_by(|a, b| a.0.cmp(b.0)),
-        Some(t) => usable.filter(|(_, _, s)| *s <= t).max_by(|a, b| a.0.cmp(b.0)),
+        Some(t) => usable
+            .filter(|(_, _, s)| *s <= t)
+            .max_by(|a, b| a.0.cmp(b.0)),
     };
     let Some((id, objects, _)) = chosen else {
         return Err(match at {
@@ -87,10 +89,7 @@ pub fn plan(catalog: &Catalog, name: &str, at: Option<Timestamp>) -> Result<Rest
     let last = objects.last_seq();
     if seq <= last && !objects.snapshots.contains_key(&seq) {
         return Err(Error::integrity(
-            Subject::object(
-                ObjectKind::Sqlite,
-                replica::segment_name(name, id, seq),
-            ),
+            Subject::object(ObjectKind::Sqlite, replica::segment_name(name, id, seq)),
             format!(
                 "segment {seq} of lineage {id} is missing and later history exists: \
                  the state cannot be reached exactly"
@@ -222,7 +221,12 @@ fn restore_into(
         }
     }
     let sums = sums_of(&file, snap.page_size, tmp)?;
-    let subject = || Subject::object(ObjectKind::Sqlite, format!("{name} (lineage {})", plan.lineage));
+    let subject = || {
+        Subject::object(
+            ObjectKind::Sqlite,
+            format!("{name} (lineage {})", plan.lineage),
+        )
+    };
     if sums.pages() != expected.0 || sums.sum() != expected.1 {
         return Err(Error::integrity(
             subject(),
@@ -258,7 +262,13 @@ fn restore_into(
 }
 
 /// The snapshot's one file, written at the start of `file`.
-fn write_snapshot(repo: &Repository, snap: &DbSnapshot, name: &str, file: &File, tmp: &Path) -> Result<()> {
+fn write_snapshot(
+    repo: &Repository,
+    snap: &DbSnapshot,
+    name: &str,
+    file: &File,
+    tmp: &Path,
+) -> Result<()> {
     let s = repo.load_snapshot(&snap.id.to_hex())?;
     let index = repo.load_index()?;
     let records = crate::store::listing::ListingRecords::new(repo, &index, &s.listing);
@@ -266,17 +276,22 @@ fn write_snapshot(repo: &Repository, snap: &DbSnapshot, name: &str, file: &File,
         let e = e?;
         if e.kind == Kind::File && e.path == name {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            let n = crate::ops::restore::write_file_to(repo, &index, &e, &mut out)
-                .map_err(|err| match err {
-                    Error::Io { .. } => Error::io(tmp, std::io::Error::other(err.to_string())),
-                    other => other,
+            let n =
+                crate::ops::restore::write_file_to(repo, &index, &e, &mut out).map_err(|err| {
+                    match err {
+                        Error::Io { .. } => Error::io(tmp, std::io::Error::other(err.to_string())),
+                        other => other,
+                    }
                 })?;
             out.flush().map_err(|err| Error::io(tmp, err))?;
             if n != snap.pages as u64 * snap.page_size as u64 {
                 return Err(Error::damaged(
                     ObjectKind::Snapshot,
                     snap.id.to_hex(),
-                    format!("{n} bytes, its tags say {} pages of {}", snap.pages, snap.page_size),
+                    format!(
+                        "{n} bytes, its tags say {} pages of {}",
+                        snap.pages, snap.page_size
+                    ),
                 ));
             }
             return Ok(());
@@ -311,7 +326,8 @@ fn sums_of(file: &File, page_size: u32, path: &Path) -> Result<PageSums> {
 /// `PRAGMA integrity_check` on the restored file; `Err` with SQLite's
 /// first complaint.
 fn integrity_check(path: &Path) -> std::result::Result<(), String> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
     let verdict: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))

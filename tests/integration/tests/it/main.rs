@@ -12,5 +12,6 @@ mod repo;
 mod roundtrip;
 mod s3;
 mod safety;
+mod sqlite;
 mod verify;
 mod wal;
