@@ -113,8 +113,9 @@ pub enum Command {
         #[arg(value_name = "DB")]
         db: Option<String>,
     },
-    /// Retention: keep every state of the last DURATION restorable and
-    /// remove everything else (bk-prune then reclaims the snapshots' data)
+    /// Retention: keep every state from DURATION before each database's
+    /// newest replicated state restorable and remove everything else
+    /// (bk-prune then reclaims the forgotten snapshots' data)
     Prune {
         /// e.g. 168h or 7d
         #[arg(long, value_name = "DURATION")]

@@ -139,7 +139,8 @@ fn run(cli: cli::Cli) -> Result<i32> {
                 .collect::<Result<Vec<_>>>()?;
             let repo = cli.repo.open()?;
             let catalog = replica::Catalog::load(&repo)?;
-            let steps = expire::plan(&catalog, &names, window, Timestamp::now());
+            let newest = expire::newest_states(&repo, &catalog)?;
+            let steps = expire::plan(&catalog, &names, window, &newest);
             if *dry_run {
                 for step in &steps {
                     emit(Record::Gc(step.record()))?;

@@ -2,6 +2,12 @@
 //! `keep_within` restorable, and nothing else — planned first, so
 //! `--dry-run` prints the very plan a real run carries out.
 //!
+//! The window ends at the database's newest replicated state, not at the
+//! clock (as `bk-prune --keep-within` counts from a group's newest
+//! snapshot): a replicator that stopped weeks ago does not see its
+//! history expire under it, and a plan does not change between a dry run
+//! and the run.
+//!
 //! For a time T inside the window a restore uses the newest lineage that
 //! started at or before T, its newest snapshot at or before T and the
 //! segments after it (restore.rs). So in each lineage that some T in the
@@ -20,6 +26,7 @@ use crate::format::time::Timestamp;
 use crate::format::wire::{GcRecord, VERSION};
 use crate::layout::ObjectKind;
 use crate::store::repo::Repository;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One step of the plan, in the order it is carried out.
@@ -54,19 +61,50 @@ impl Step {
     }
 }
 
-/// What to remove so that exactly the states since `now - keep_within`
-/// stay restorable (`dbs`: only these databases; empty: all).
-pub fn plan(catalog: &Catalog, dbs: &[String], keep_within: Duration, now: Timestamp) -> Vec<Step> {
-    let window = Timestamp {
-        secs: now.secs - keep_within.as_secs() as i64,
-        nanos: now.nanos,
-    };
+/// Each database's newest replicated state: the last commit of its
+/// newest lineage (one read of that lineage's last segment).
+pub fn newest_states(repo: &Repository, catalog: &Catalog) -> Result<BTreeMap<String, Timestamp>> {
+    let mut out = BTreeMap::new();
+    for (db, lineages) in &catalog.dbs {
+        let Some(objects) = lineages.values().next_back() else {
+            continue;
+        };
+        let last = objects.last_seq();
+        let time = match objects.segments.get(&last) {
+            Some(seg) => super::replica::get_segment(repo, &seg.name)?
+                .0
+                .commits
+                .last()
+                .map(|c| c.time),
+            None => objects.snapshots.get(&last).map(|s| s.time),
+        };
+        if let Some(t) = time {
+            out.insert(db.clone(), t);
+        }
+    }
+    Ok(out)
+}
+
+/// What to remove so that exactly the states from `keep_within` before
+/// each database's newest state (`newest`) on stay restorable (`dbs`:
+/// only these databases; empty: all).
+pub fn plan(
+    catalog: &Catalog,
+    dbs: &[String],
+    keep_within: Duration,
+    newest: &BTreeMap<String, Timestamp>,
+) -> Vec<Step> {
     let mut segments = Vec::new();
     let mut snapshots = Vec::new();
     for (db, lineages) in &catalog.dbs {
         if !dbs.is_empty() && !dbs.contains(db) {
             continue;
         }
+        let Some(end) = newest.get(db) else { continue };
+        let window = Timestamp {
+            secs: end.secs - keep_within.as_secs() as i64,
+            nanos: end.nanos,
+        };
         let list: Vec<(&LineageObjects, Option<Timestamp>)> = lineages
             .values()
             .map(|o| (o, o.snapshots.values().map(|s| s.time).min()))
@@ -143,6 +181,10 @@ mod tests {
         Timestamp { secs, nanos: 0 }
     }
 
+    fn newest(secs: i64) -> BTreeMap<String, Timestamp> {
+        BTreeMap::from([("app.db".to_string(), at(secs))])
+    }
+
     fn snap(lineage: &LineageId, seq: u64, time: i64) -> DbSnapshot {
         DbSnapshot {
             id: ObjectId::digest(format!("{lineage}{seq}").as_bytes()),
@@ -190,7 +232,7 @@ mod tests {
             &[2, 3, 4, 6, 7, 8, 10],
         );
         // Window from 2500: base is seq 5 (2000).
-        let steps = plan(&c, &[], Duration::from_secs(1000), at(3500));
+        let steps = plan(&c, &[], Duration::from_secs(1000), &newest(3500));
         let deleted: Vec<u64> = steps
             .iter()
             .filter_map(|s| match s {
@@ -215,7 +257,7 @@ mod tests {
         let new = LineageId::new(at(2000));
         lineage(&mut c, &old, &[(1, 1000)], &[2, 3]);
         lineage(&mut c, &new, &[(1, 2000)], &[2]);
-        let steps = plan(&c, &[], Duration::from_secs(500), at(3000));
+        let steps = plan(&c, &[], Duration::from_secs(500), &newest(3000));
         assert_eq!(steps.len(), 3, "{steps:?}");
         assert!(steps.iter().all(|s| match s {
             Step::Delete { segment, .. } => segment.contains(old.as_str()),
@@ -223,6 +265,6 @@ mod tests {
         }));
         // A window reaching back before the new lineage keeps the old one
         // from its base on (its one snapshot).
-        assert!(plan(&c, &[], Duration::from_secs(1500), at(3000)).is_empty());
+        assert!(plan(&c, &[], Duration::from_secs(1500), &newest(3000)).is_empty());
     }
 }

@@ -679,12 +679,10 @@ impl<'r> Replicator<'r> {
         events: &mut dyn FnMut(SqliteEventRecord),
     ) -> Result<()> {
         let catalog = Catalog::load(self.repo)?;
-        let steps = super::expire::plan(
-            &catalog,
-            std::slice::from_ref(&self.name),
-            window,
-            Timestamp::now(),
-        );
+        // Replicating now: the newest state is now.
+        let newest = BTreeMap::from([(self.name.clone(), Timestamp::now())]);
+        let steps =
+            super::expire::plan(&catalog, std::slice::from_ref(&self.name), window, &newest);
         if steps.is_empty() {
             return Ok(());
         }
