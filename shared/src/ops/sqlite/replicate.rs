@@ -299,7 +299,12 @@ impl<'r> Replicator<'r> {
     pub fn tick(&mut self, events: &mut dyn FnMut(SqliteEventRecord)) -> Result<()> {
         let result = self.tick_inner(events);
         self.failing = result.is_err();
-        if let Err(e) = &result {
+        // An interrupted round is the stop, not an error: it is retried.
+        let reported = match &result {
+            Ok(()) | Err(Error::Interrupted) => None,
+            Err(e) => Some(e),
+        };
+        if let Some(e) = reported {
             self.errors += 1;
             let mut ev = event(&self.name, "error");
             ev.lineage = Some(self.lineage.to_string());
@@ -924,6 +929,12 @@ fn replicate_one(
             }
             std::thread::sleep(left.min(Duration::from_millis(50)));
         }
+    }
+    // SIGTERM asks the replicator to ship what is committed and stop: the
+    // flag that makes every library call give up is cleared for that last
+    // round (a second signal sets it again, and that one is obeyed).
+    if crate::sys::interrupted().swap(false, Ordering::Relaxed) {
+        stop.store(true, Ordering::Relaxed);
     }
     r.stop(&mut emit)
 }
