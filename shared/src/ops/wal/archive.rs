@@ -108,7 +108,7 @@ pub enum Pushed {
 }
 
 /// zstd level for WAL objects unless told otherwise: on pgbench WAL, level
-/// 1 compresses 1.6x faster than 3 for 9% more bytes (BENCHMARKS §4.2),
+/// 1 compresses 1.6x faster than 3 for 9% more bytes (BENCHMARKS §7.1),
 /// and archiving speed decides whether PostgreSQL's backlog grows, while
 /// the bytes last only until the next base backup expires them.
 pub const WAL_COMPRESSION: i32 = 1;
