@@ -582,3 +582,90 @@ fn sqlite_prune_keeps_every_state_in_the_window_and_dry_run_shows_the_plan() {
     );
     assert!(err.contains("no state as early as"), "{err}");
 }
+
+/// Sync events the replicator has printed so far.
+fn sync_count(env: &Env) -> usize {
+    events(env).iter().filter(|e| e["event"] == "sync").count()
+}
+
+/// The long mode (`BK_TEST_LONG=1`, minutes): a database larger than 1 GiB,
+/// so it spans SQLite's lock-byte page, replicated and restored exactly;
+/// then 1,000 cycles of write, sync, restore and integrity_check.
+#[test]
+fn sqlite_long_mode_a_database_over_1_gib_and_1000_restore_cycles() {
+    if std::env::var("BK_TEST_LONG").ok().as_deref() != Some("1") {
+        eprintln!("skipped: the long mode runs with BK_TEST_LONG=1");
+        return;
+    }
+    let env = Env::new();
+    let big = env.path("big.db");
+    create_db(&big, 4096);
+    {
+        let conn = Connection::open(&big).unwrap();
+        let blob: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for i in 0..1100u32 {
+            let mut b = blob.clone();
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            conn.execute(
+                "INSERT INTO t (v) VALUES (hex(?1))",
+                [&b[..(1 << 19)]],
+            )
+            .unwrap();
+        }
+    }
+    let size = std::fs::metadata(&big).unwrap().len() + std::fs::metadata(super_wal(&big)).map_or(0, |m| m.len());
+    assert!(size > 1 << 30, "{size} bytes");
+    let rep = replicator(&env, &big, "--sync-interval 200ms");
+    while sync_count(&env) == 0 && !events(&env).iter().any(|e| e["event"] == "snapshot") {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    {
+        let conn = Connection::open(&big).unwrap();
+        conn.execute("UPDATE t SET v = 'changed' WHERE id % 97 = 0", []).unwrap();
+    }
+    let before = sync_count(&env);
+    while sync_count(&env) == before {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, err) = terminate(rep);
+    assert_eq!(code, 0, "{err}");
+    let restored = restore(&env, "big.db", None);
+    assert!(integrity_ok(&restored));
+    assert_eq!(content_of(&restored), content_of(&big));
+    std::fs::remove_file(&restored).unwrap();
+
+    let db = env.path("cycles.db");
+    create_db(&db, 4096);
+    let rep = replicator(&env, &db, "--sync-interval 20ms --checkpoint-frames 50");
+    let conn = Connection::open(&db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let mut corrupt = 0;
+    for cycle in 0..1000 {
+        let before = sync_count(&env);
+        conn.execute(
+            "INSERT INTO t (v) VALUES (?1)",
+            [format!("cycle {cycle} {}", "z".repeat(cycle % 3000))],
+        )
+        .unwrap();
+        if cycle % 10 == 0 {
+            conn.execute("DELETE FROM t WHERE id % 7 = 3", []).unwrap();
+        }
+        while sync_count(&env) == before {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = restore(&env, "cycles.db", None);
+        if !integrity_ok(&out) || content_of(&out) != content(&conn) {
+            corrupt += 1;
+        }
+        std::fs::remove_file(&out).unwrap();
+    }
+    let (code, err) = terminate(rep);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(corrupt, 0, "restores that differ or fail integrity_check");
+}
+
+fn super_wal(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push("-wal");
+    PathBuf::from(s)
+}
