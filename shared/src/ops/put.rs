@@ -48,6 +48,10 @@ pub struct PutOptions {
     pub time: Option<Timestamp>,
     /// Worker threads (0: one per CPU).
     pub threads: usize,
+    /// [`put_stream`]: cut the stream into chunks of exactly this many
+    /// bytes instead of content-defined ones (bk-sqlite: a database's
+    /// pages).
+    pub fixed_chunks: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -500,6 +504,9 @@ pub fn put_tree_with(
     })
 }
 
+/// How a stream header names fixed-size chunks (`fixed:4096`).
+const FIXED_CHUNKER_PREFIX: &str = "fixed:";
+
 /// Backs up a byte stream (e.g. `pg_dump` output) as one file called
 /// `name`, in this process.
 pub fn put_stream(
@@ -508,7 +515,11 @@ pub fn put_stream(
     input: impl Read,
     opts: &PutOptions,
 ) -> Result<PutOutcome> {
-    let chunk_opts = ChunkOptions::for_repo(repo);
+    let mut chunk_opts = ChunkOptions::for_repo(repo);
+    if let Some(size) = opts.fixed_chunks {
+        chunk_opts.chunker = crate::format::chunker::Chunker::fixed(size);
+        chunk_opts.chunker_name = format!("{FIXED_CHUNKER_PREFIX}{size}");
+    }
     put_with(repo, opts, false, |_, consumer| {
         source::walk_stream(name, input, &chunk_opts, consumer).map(|_| ())
     })
@@ -866,7 +877,7 @@ impl Consumer<'_> {
                 if self.st.header.is_some() || self.st.entries > 0 {
                     return Err(self.bad("a second header, or a header after entries".into()));
                 }
-                if h.chunker != self.repo_chunker {
+                if h.chunker != self.repo_chunker && !h.chunker.starts_with(FIXED_CHUNKER_PREFIX) {
                     log::warn!(
                         "the stream was chunked with the {:?} chunker, not this repository's; \
                          deduplication against earlier backups suffers (give bk-chunk -r or BK_REPO)",

@@ -32,6 +32,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         time,
         threads: cli.threads,
         late_tags: None,
+        fixed_chunks: None,
     };
     let from_stdin = cli.from.as_ref().is_some_and(|p| p.as_os_str() == "-");
     if from_stdin && cli.name.is_none() {

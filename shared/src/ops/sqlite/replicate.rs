@@ -635,6 +635,9 @@ impl<'r> Replicator<'r> {
             late_tags: Some(Arc::clone(&late)),
             time: Some(time),
             threads: 2,
+            // One chunk per page: scattered page changes then cost their
+            // pages, not the ~1 MiB content-defined chunks around them.
+            fixed_chunks: Some(page_size),
         };
         // The sum is known once the image has been read.
         let outcome = {
