@@ -404,7 +404,12 @@ fn restore_file(reader: &ChunkReader, to: &Destination, rel: &[u8], e: &Entry) -
     result
 }
 
-/// Writes one file's content to `out` (for `bk-get SNAPSHOT PATH`).
+/// Writes one file's content to `out` (for `bk-get SNAPSHOT PATH` and
+/// bk-sqlite's restores). A planner thread announces the reads in batches
+/// so that, from a remote repository, prefetchers fetch whole ranges ahead
+/// of the writer: one file of 262,144 page-sized chunks was read one
+/// request at a time before (a 1 GiB database restored from s3s-fs in
+/// 14.8 s, against 3.2 s from a directory).
 pub fn write_file_to(
     repo: &Repository,
     index: &Index,
@@ -416,16 +421,41 @@ pub fn write_file_to(
             format!("{} is a {:?}, not a file", e.path, e.kind).to_lowercase(),
         ));
     }
-    let reader = ChunkReader::new(repo, index);
-    let mut n = 0;
-    for id in &e.chunks {
-        crate::sys::check_interrupted()?;
-        let data = reader.read(id)?;
-        out.write_all(&data).map_err(crate::error::stdout_error)?;
-        n += data.len() as u64;
-    }
-    out.flush().map_err(crate::error::stdout_error)?;
-    Ok(n)
+    const PLAN_BATCH: usize = 1024;
+    let reader = &ChunkReader::new(repo, index);
+    let done = &std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let prefetchers: Vec<_> = (0..PREFETCH_THREADS)
+            .map(|_| scope.spawn(|| reader.prefetch()))
+            .collect();
+        let planner = scope.spawn(move || {
+            for batch in e.chunks.chunks(PLAN_BATCH) {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                reader.plan(batch);
+            }
+            reader.finish_plan();
+        });
+        let written = (|| {
+            let mut n = 0;
+            for id in &e.chunks {
+                crate::sys::check_interrupted()?;
+                let data = reader.read(id)?;
+                out.write_all(&data).map_err(crate::error::stdout_error)?;
+                n += data.len() as u64;
+            }
+            out.flush().map_err(crate::error::stdout_error)?;
+            Ok(n)
+        })();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.stop_prefetch();
+        let _ = planner.join();
+        for p in prefetchers {
+            let _ = p.join();
+        }
+        written
+    })
 }
 
 /// Restores `entries` under `opts.into`.

@@ -175,17 +175,24 @@ impl<'r> Replicator<'r> {
             .map(|(id, objects)| (id.clone(), objects.clone()));
         let why = match newest {
             None => "no replica yet".to_string(),
-            Some((id, objects)) => match r.resume(&id, &objects)? {
-                Ok(()) => {
-                    let mut e = event(name, "start");
-                    e.lineage = Some(id.to_string());
-                    e.seq = Some(r.seq);
-                    e.message = Some(format!("{}: resumed the replica's lineage", path.display()));
-                    events(e);
-                    return Ok(r);
+            Some((id, objects)) => {
+                let resumed = match r.resume(&id, &objects)? {
+                    Ok(()) => r.hold_resumed()?,
+                    Err(why) => Err(why),
+                };
+                match resumed {
+                    Ok(()) => {
+                        let mut e = event(name, "start");
+                        e.lineage = Some(id.to_string());
+                        e.seq = Some(r.seq);
+                        e.message =
+                            Some(format!("{}: resumed the replica's lineage", path.display()));
+                        events(e);
+                        return Ok(r);
+                    }
+                    Err(why) => why,
                 }
-                Err(why) => why,
-            },
+            }
         };
         r.new_lineage(&why, events)?;
         let mut e = event(name, "start");
@@ -281,6 +288,60 @@ impl<'r> Replicator<'r> {
         self.page_size = head.page_size;
         self.pages = pages;
         Ok(Ok(()))
+    }
+
+    /// After a resume: until a pin is taken with everything read, a log
+    /// restarted meanwhile may have taken frames after the head with it
+    /// (the pin taken at open held no read mark if every frame was in the
+    /// database file). Under the barrier nothing commits and nothing
+    /// restarts: the head must still be in place, the tail is read and a
+    /// new pin taken; from then on the pin covers what was read.
+    fn hold_resumed(&mut self) -> Result<std::result::Result<(), String>> {
+        let mut waited = Duration::ZERO;
+        loop {
+            let held = self.at_barrier(|r| match r.live.read_tail(r.cursor.as_ref())? {
+                Tail::Frames { frames, cursor, .. } => {
+                    r.live.pin()?;
+                    let tail = if frames.is_empty() {
+                        None
+                    } else {
+                        Some(Box::new(r.segment(frames, cursor)?))
+                    };
+                    Ok(Some(tail))
+                }
+                Tail::Restarted(_) | Tail::Broken(_) => Ok(None),
+            })?;
+            match held {
+                Some(Some(tail)) => {
+                    self.unshipped = tail;
+                    return Ok(Ok(()));
+                }
+                Some(None) => {
+                    return Ok(Err(
+                        "the log started over while the replicator was starting".into(),
+                    ))
+                }
+                None if waited < Duration::from_secs(30) => {
+                    // The write lock is held (perhaps by the application's
+                    // own checkpoint waiting for the pin): let it through;
+                    // the check above runs again.
+                    self.live.unpin();
+                    std::thread::sleep(Duration::from_millis(50));
+                    self.live.pin()?;
+                    waited += Duration::from_millis(50) + super::live::BARRIER_WAIT;
+                }
+                None => {
+                    return Err(Error::Locked {
+                        lock: None,
+                        holder: format!(
+                            "{}: SQLite's write lock stayed taken for {} s at start",
+                            self.name,
+                            waited.as_secs()
+                        ),
+                    })
+                }
+            }
+        }
     }
 
     fn new_lineage(&mut self, why: &str, events: &mut dyn FnMut(SqliteEventRecord)) -> Result<()> {
