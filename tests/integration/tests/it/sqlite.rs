@@ -602,18 +602,18 @@ fn sqlite_long_mode_a_database_over_1_gib_and_1000_restore_cycles() {
     create_db(&big, 4096);
     {
         let conn = Connection::open(&big).unwrap();
-        let blob: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let blob: Vec<u8> = (0..1 << 20)
+            .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         for i in 0..1100u32 {
             let mut b = blob.clone();
             b[..4].copy_from_slice(&i.to_be_bytes());
-            conn.execute(
-                "INSERT INTO t (v) VALUES (hex(?1))",
-                [&b[..(1 << 19)]],
-            )
-            .unwrap();
+            conn.execute("INSERT INTO t (v) VALUES (hex(?1))", [&b[..(1 << 19)]])
+                .unwrap();
         }
     }
-    let size = std::fs::metadata(&big).unwrap().len() + std::fs::metadata(super_wal(&big)).map_or(0, |m| m.len());
+    let size = std::fs::metadata(&big).unwrap().len()
+        + std::fs::metadata(super_wal(&big)).map_or(0, |m| m.len());
     assert!(size > 1 << 30, "{size} bytes");
     let rep = replicator(&env, &big, "--sync-interval 200ms");
     while sync_count(&env) == 0 && !events(&env).iter().any(|e| e["event"] == "snapshot") {
@@ -621,7 +621,8 @@ fn sqlite_long_mode_a_database_over_1_gib_and_1000_restore_cycles() {
     }
     {
         let conn = Connection::open(&big).unwrap();
-        conn.execute("UPDATE t SET v = 'changed' WHERE id % 97 = 0", []).unwrap();
+        conn.execute("UPDATE t SET v = 'changed' WHERE id % 97 = 0", [])
+            .unwrap();
     }
     let before = sync_count(&env);
     while sync_count(&env) == before {
