@@ -155,7 +155,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
     let metrics_objects = ObjectKind::ALL
         .iter()
         .map(|k| {
-            let l = &listed[k];
+            let l = listed.get(k).map_or(&[][..], Vec::as_slice);
             (
                 format!("{k:?}").to_lowercase(),
                 l.len() as u64,
@@ -262,6 +262,7 @@ fn list_in_commit_order(repo: &Repository) -> Result<(Listings, Vec<StoredMark>)
         ObjectKind::Lock,
         ObjectKind::Config,
         ObjectKind::Wal,
+        ObjectKind::Sqlite,
     ] {
         listed.insert(kind, repo.backend().list(kind)?);
     }
