@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct SqliteEventRecord {
     #[serde(default = "v1")]
     pub v: u32,
-    /// `start`, `lineage`, `sync`, `snapshot`, `checkpoint`, `error` or
-    /// `stop`; readers skip events they do not know.
+    /// `waiting` (for the database to be created), `start`, `lineage`,
+    /// `sync`, `snapshot`, `checkpoint`, `retention`, `error` or `stop`;
+    /// readers skip events they do not know.
     pub event: String,
     pub db: String,
     pub time: Timestamp,

@@ -980,6 +980,19 @@ fn replicate_one(
     };
     let stopping =
         || stop.load(Ordering::Relaxed) || crate::sys::interrupted().load(Ordering::Relaxed);
+    // A sidecar may start before its application has created the
+    // database: wait for it (as the application's first start would).
+    if !target.path.exists() {
+        let mut e = SqliteEventRecord::new("waiting", &target.name);
+        e.message = Some(format!("{} does not exist yet", target.path.display()));
+        emit(e);
+        while !target.path.exists() {
+            if stopping() {
+                return Ok(());
+            }
+            std::thread::sleep(opts.sync_interval.min(Duration::from_secs(1)));
+        }
+    }
     let mut r = Replicator::start(repo, &target.path, &target.name, opts.clone(), &mut emit)?;
     while !stopping() {
         let next = Instant::now() + opts.sync_interval;

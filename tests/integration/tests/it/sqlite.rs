@@ -676,3 +676,29 @@ fn super_wal(db: &Path) -> PathBuf {
     s.push("-wal");
     PathBuf::from(s)
 }
+
+#[test]
+fn sqlite_replicator_waits_for_a_database_the_application_has_not_created_yet() {
+    let env = Env::new();
+    let db = env.path("later.db");
+    let rep = replicator(&env, &db, "--sync-interval 100ms");
+    std::thread::sleep(Duration::from_millis(500));
+    create_db(&db, 4096);
+    let writer = Writer::start(&db, Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(800));
+    writer.finish();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, err) = terminate(rep);
+    assert_eq!(code, 0, "{err}");
+    let kinds: Vec<String> = events(&env)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("waiting"),
+        "{kinds:?}"
+    );
+    let latest = restore(&env, "later.db", None);
+    assert_eq!(content_of(&latest), content_of(&db));
+}
