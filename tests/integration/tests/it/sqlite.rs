@@ -588,15 +588,12 @@ fn sync_count(env: &Env) -> usize {
     events(env).iter().filter(|e| e["event"] == "sync").count()
 }
 
-/// The long mode (`BK_TEST_LONG=1`, minutes): a database larger than 1 GiB,
+/// The long mode (`-- --ignored`, minutes): a database larger than 1 GiB,
 /// so it spans SQLite's lock-byte page, replicated and restored exactly;
 /// then 1,000 cycles of write, sync, restore and integrity_check.
 #[test]
+#[ignore = "the long mode (minutes): cargo test -p bk-integration-tests --test it sqlite_long_mode -- --ignored"]
 fn sqlite_long_mode_a_database_over_1_gib_and_1000_restore_cycles() {
-    if std::env::var("BK_TEST_LONG").ok().as_deref() != Some("1") {
-        eprintln!("skipped: the long mode runs with BK_TEST_LONG=1");
-        return;
-    }
     let env = Env::new();
     let big = env.path("big.db");
     create_db(&big, 4096);
