@@ -249,6 +249,12 @@ impl Error {
         matches!(self, Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
+    /// A put of a claimed name found it taken (link(2) locally, the check
+    /// first on S3): nothing was overwritten.
+    pub fn is_already_there(&self) -> bool {
+        matches!(self, Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,

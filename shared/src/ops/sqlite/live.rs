@@ -381,24 +381,47 @@ fn read_tail(wal: &Path, cursor: Option<&FrameCursor>) -> Result<Tail> {
     })
 }
 
+/// The header of frame `index` (from 0) of the log `header` starts, as
+/// the file holds it now; `None` past the file's end.
+pub fn frame_header_at(
+    file: &std::fs::File,
+    header: &WalHeader,
+    index: u64,
+) -> std::io::Result<Option<FrameHeader>> {
+    let mut head = [0u8; FRAME_HEADER_LEN];
+    let n = crate::sys::read_at_most(file, &mut head, header.frame_offset(index))?;
+    Ok(if n < FRAME_HEADER_LEN {
+        None
+    } else {
+        FrameHeader::parse(&head)
+    })
+}
+
+/// The header of the log in `wal`, if the file has a valid one.
+pub fn read_wal_header(wal: &Path) -> Result<Option<WalHeader>> {
+    match std::fs::File::open(wal) {
+        Ok(mut f) => read_header(&mut f).map_err(|e| Error::io(wal, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(wal, e)),
+    }
+}
+
 /// Whether the last frame read before is no longer where it was (the file
 /// shrank, or the frame there now carries another checksum).
 fn last_frame_moved(file: &std::fs::File, at: &FrameCursor) -> std::io::Result<Option<String>> {
-    let offset = at.header.frame_offset(at.frames - 1);
-    let mut head = [0u8; FRAME_HEADER_LEN];
-    let n = crate::sys::read_at_most(file, &mut head, offset)?;
-    if n < FRAME_HEADER_LEN {
+    let Some(h) = frame_header_at(file, &at.header, at.frames - 1)? else {
         return Ok(Some(format!(
             "the log is shorter than the {} frames already read",
             at.frames
         )));
-    }
-    match FrameHeader::parse(&head) {
-        Some(h) if h.salt == at.header.salt && h.checksum == at.checksum => Ok(None),
-        _ => Ok(Some(format!(
+    };
+    if h.salt == at.header.salt && h.checksum == at.checksum {
+        Ok(None)
+    } else {
+        Ok(Some(format!(
             "frame {} of the log is not the one read before",
             at.frames
-        ))),
+        )))
     }
 }
 
@@ -438,12 +461,10 @@ impl<'a> Image<'a> {
         if let Some(upto) = upto.filter(|c| c.frames > 0) {
             page_size = upto.header.page_size;
             let file = std::fs::File::open(wal_path).map_err(|e| Error::io(wal_path, e))?;
-            let mut head = [0u8; FRAME_HEADER_LEN];
             for i in 0..upto.frames {
                 let offset = upto.header.frame_offset(i);
-                crate::sys::read_at_most(&file, &mut head, offset)
-                    .map_err(|e| Error::io(wal_path, e))?;
-                let h = FrameHeader::parse(&head)
+                let h = frame_header_at(&file, &upto.header, i)
+                    .map_err(|e| Error::io(wal_path, e))?
                     .filter(|h| h.salt == upto.header.salt)
                     .ok_or_else(|| {
                         Error::io(

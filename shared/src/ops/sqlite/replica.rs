@@ -121,10 +121,6 @@ fn aad(prefix: &[u8], object: &str) -> Vec<u8> {
     [prefix, object.as_bytes()].concat()
 }
 
-fn is_already_there(e: &Error) -> bool {
-    matches!(e, Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
-}
-
 /// Writes a segment; returns the stored bytes. The name is claimed: a
 /// segment is never overwritten.
 pub fn put_segment(
@@ -145,7 +141,7 @@ pub fn put_segment(
         Ok(()) => Ok(sealed.len() as u64),
         // A retry after a put whose answer was lost: the same bytes are
         // there if they open to the same plain text.
-        Err(e) if is_already_there(&e) => match get_segment_plain(repo, &object) {
+        Err(e) if e.is_already_there() => match get_segment_plain(repo, &object) {
             Ok(existing) if existing == plain => Ok(sealed.len() as u64),
             _ => Err(Error::Conflict {
                 subject: Subject::object(ObjectKind::Sqlite, object),
@@ -248,7 +244,7 @@ pub fn take_lease(repo: &Repository, lease: &Lease, takeover: bool) -> Result<()
     for _ in 0..3 {
         match repo.backend().put(ObjectKind::Sqlite, &object, &sealed) {
             Ok(()) => return Ok(()),
-            Err(e) if is_already_there(&e) => {}
+            Err(e) if e.is_already_there() => {}
             Err(e) => return Err(e),
         }
         if let Some(held) = read_lease(repo, &lease.db)? {

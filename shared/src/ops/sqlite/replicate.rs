@@ -249,7 +249,7 @@ impl<'r> Replicator<'r> {
             return Ok(Err(format!("lineage {id} has no usable head")));
         };
         let wal = super::live::wal_path(self.live.path());
-        let current = read_wal_header(&wal)?;
+        let current = super::live::read_wal_header(&wal)?;
         // The log still shows the head's last frame where it was.
         let cursor = match (head.pos, current) {
             (Some(p), Some(h)) if p.salt == h.salt && head_frame_in_place(&wal, &h, &p)? => {
@@ -321,27 +321,33 @@ impl<'r> Replicator<'r> {
                         "the log started over while the replicator was starting".into(),
                     ))
                 }
-                None if waited < Duration::from_secs(30) => {
-                    // The write lock is held (perhaps by the application's
-                    // own checkpoint waiting for the pin): let it through;
-                    // the check above runs again.
-                    self.live.unpin();
-                    std::thread::sleep(Duration::from_millis(50));
-                    self.live.pin()?;
-                    waited += Duration::from_millis(50) + super::live::BARRIER_WAIT;
-                }
-                None => {
-                    return Err(Error::Locked {
-                        lock: None,
-                        holder: format!(
-                            "{}: SQLite's write lock stayed taken for {} s at start",
-                            self.name,
-                            waited.as_secs()
-                        ),
-                    })
-                }
+                // The check above runs again afterwards.
+                None => self.let_writer_through(&mut waited, " at start")?,
             }
         }
+    }
+
+    /// The write lock stayed taken, perhaps by the application's own
+    /// FULL/RESTART/TRUNCATE checkpoint waiting for the pin: let the pin go
+    /// for a moment so it gets through (only where nothing relies on the
+    /// pin: a resync snapshot, or a start that checks again). Gives up
+    /// after 30 s.
+    fn let_writer_through(&mut self, waited: &mut Duration, during: &str) -> Result<()> {
+        if *waited >= Duration::from_secs(30) {
+            return Err(Error::Locked {
+                lock: None,
+                holder: format!(
+                    "{}: SQLite's write lock stayed taken for {} s{during}",
+                    self.name,
+                    waited.as_secs()
+                ),
+            });
+        }
+        self.live.unpin();
+        std::thread::sleep(Duration::from_millis(50));
+        self.live.pin()?;
+        *waited += Duration::from_millis(50) + super::live::BARRIER_WAIT;
+        Ok(())
     }
 
     fn new_lineage(&mut self, why: &str, events: &mut dyn FnMut(SqliteEventRecord)) -> Result<()> {
@@ -642,21 +648,8 @@ impl<'r> Replicator<'r> {
                 Some(done) => break done,
                 // A resync snapshot needs no pin held: let the application's
                 // checkpoint through, then try again.
-                None if resync && waited < Duration::from_secs(30) => {
-                    self.live.unpin();
-                    std::thread::sleep(Duration::from_millis(50));
-                    self.live.pin()?;
-                    waited += Duration::from_millis(50) + crate::ops::sqlite::live::BARRIER_WAIT;
-                }
                 None if resync => {
-                    return Err(Error::Locked {
-                        lock: None,
-                        holder: format!(
-                            "{}: SQLite's write lock stayed taken for {} s; no snapshot was taken",
-                            self.name,
-                            waited.as_secs()
-                        ),
-                    })
+                    self.let_writer_through(&mut waited, "; no snapshot was taken")?
                 }
                 None => return Ok(()),
             }
@@ -835,31 +828,13 @@ impl std::io::Read for SumTagging<'_, '_> {
     }
 }
 
-fn read_wal_header(wal: &Path) -> Result<Option<WalHeader>> {
-    let mut buf = [0u8; crate::format::sqlite::WAL_HEADER_LEN];
-    match std::fs::File::open(wal) {
-        Ok(f) => {
-            let n = crate::sys::read_at_most(&f, &mut buf, 0).map_err(|e| Error::io(wal, e))?;
-            Ok((n == buf.len())
-                .then(|| WalHeader::parse(&buf).ok())
-                .flatten())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(wal, e)),
-    }
-}
-
 fn head_frame_in_place(wal: &Path, h: &WalHeader, p: &WalPos) -> Result<bool> {
     if p.frames == 0 {
         return Ok(true);
     }
     let f = std::fs::File::open(wal).map_err(|e| Error::io(wal, e))?;
-    let mut head = [0u8; crate::format::sqlite::FRAME_HEADER_LEN];
-    let n = crate::sys::read_at_most(&f, &mut head, h.frame_offset(p.frames - 1))
-        .map_err(|e| Error::io(wal, e))?;
-    Ok(n == head.len()
-        && crate::format::sqlite::FrameHeader::parse(&head)
-            .is_some_and(|fh| fh.salt == p.salt && fh.checksum == p.checksum && fh.is_commit()))
+    let last = super::live::frame_header_at(&f, h, p.frames - 1).map_err(|e| Error::io(wal, e))?;
+    Ok(last.is_some_and(|fh| fh.salt == p.salt && fh.checksum == p.checksum && fh.is_commit()))
 }
 
 fn log_has_commits(wal: &Path) -> Result<bool> {
@@ -873,10 +848,8 @@ fn log_has_commits(wal: &Path) -> Result<bool> {
 fn last_commit_size(db: &Path, c: &FrameCursor) -> Result<u32> {
     let wal = super::live::wal_path(db);
     let f = std::fs::File::open(&wal).map_err(|e| Error::io(&wal, e))?;
-    let mut head = [0u8; crate::format::sqlite::FRAME_HEADER_LEN];
-    crate::sys::read_at_most(&f, &mut head, c.header.frame_offset(c.frames - 1))
-        .map_err(|e| Error::io(&wal, e))?;
-    crate::format::sqlite::FrameHeader::parse(&head)
+    super::live::frame_header_at(&f, &c.header, c.frames - 1)
+        .map_err(|e| Error::io(&wal, e))?
         .filter(|h| h.is_commit())
         .map(|h| h.commit_size)
         .ok_or_else(|| Error::io(&wal, std::io::Error::other("the log changed under the pin")))

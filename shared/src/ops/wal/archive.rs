@@ -88,14 +88,10 @@ pub(super) fn bind_stanza(
             );
             Ok(record)
         }
-        Err(e) if is_already_there(&e) => load_stanza(repo, stanza)?
+        Err(e) if e.is_already_there() => load_stanza(repo, stanza)?
             .ok_or_else(|| Error::internal("binding a stanza", "the stanza vanished after a race")),
         Err(e) => Err(e),
     }
-}
-
-fn is_already_there(e: &Error) -> bool {
-    matches!(e, Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
 }
 
 /// What a push did.
@@ -189,7 +185,7 @@ impl<'r> Archiver<'r> {
                 stored: scratch.len() as u64,
             }),
             // Archived before (or by a push that won the race): compare.
-            Err(e) if is_already_there(&e) => match read_object(repo, &object)? {
+            Err(e) if e.is_already_there() => match read_object(repo, &object)? {
                 Some(existing) => same_or_conflict(&object, &existing, bytes),
                 None => Err(e),
             },
