@@ -39,6 +39,21 @@ impl ObjectKind {
         ObjectKind::Sqlite,
     ];
 
+    /// The kind a lower-case word names: its directory (`data` for packs),
+    /// or pack, snapshot, config.
+    pub fn parse(word: &str) -> Option<ObjectKind> {
+        match word {
+            "pack" => Some(ObjectKind::Pack),
+            "snapshot" => Some(ObjectKind::Snapshot),
+            "config" => Some(ObjectKind::Config),
+            "key" => Some(ObjectKind::Key),
+            "lock" => Some(ObjectKind::Lock),
+            _ => ObjectKind::ALL
+                .into_iter()
+                .find(|k| !k.dir().is_empty() && k.dir() == word),
+        }
+    }
+
     pub fn dir(self) -> &'static str {
         match self {
             ObjectKind::Config => "",

@@ -580,7 +580,7 @@ impl Gc<'_> {
         });
         let (recovered, delete) = self.report_sweep(decisions, emit)?;
         if !self.opts.dry_run {
-            self.lock.ensure_held()?;
+            let _ = self.lock.ensure_held()?;
             if !recovered.packs.is_empty() {
                 self.summary.packs_recovered += recovered.packs.len() as u64;
                 self.repo.write_index(&recovered)?;
@@ -838,7 +838,7 @@ impl Gc<'_> {
             superseded: all_index.clone(),
             entries: live.entries_of(&marked),
         };
-        self.lock.ensure_held()?;
+        let _ = self.lock.ensure_held()?;
         let sealed = mark.seal(self.repo.keys());
         let mark_name = ObjectId::digest(&sealed).to_hex();
         backend.put_owned(ObjectKind::Gc, &mark_name, sealed)?;

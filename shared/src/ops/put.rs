@@ -172,6 +172,8 @@ const BATCH_CHUNKS: usize = 64;
 
 struct WorkerShared<'a> {
     repo: &'a Repository,
+    /// Checked before every index object: see [`packer`].
+    lock: &'a LockGuard,
     dedup: &'a Dedup<'a>,
     pool: &'a BufferPool,
     counters: &'a Counters,
@@ -239,8 +241,15 @@ fn seal_batch(w: &WorkerShared<'_>, batch: Vec<ChunkJob>, out: &mut Vec<Sealed>)
 /// object names only packs whose upload completed" is checked by reading
 /// that loop whole, which splitting would scatter across functions sharing
 /// the same mutable state.
+///
+/// An index object makes its packs' chunks available to every later
+/// backup, so it is written only under a lock that is still held: a
+/// process resumed after its lock went stale may find its packs deleted
+/// by a prune, and an index naming them would let other backups commit
+/// references to data that is gone.
 fn packer<'r>(
     repo: &'r Repository,
+    lock: &LockGuard,
     rx: Receiver<Vec<Sealed>>,
     pool: &BufferPool,
     counters: &Counters,
@@ -292,7 +301,17 @@ fn packer<'r>(
                     supersedes: vec![],
                     packs: std::mem::take(&mut unindexed),
                 };
-                repo.write_index(&file)?;
+                let check = lock.ensure_held()?;
+                let id = repo.write_index(&file)?;
+                if let Err(e) = lock.confirm(check) {
+                    if let Err(d) = repo
+                        .backend()
+                        .delete(crate::layout::ObjectKind::Index, &id.to_hex())
+                    {
+                        log::warn!("could not withdraw index object {id}: {d}");
+                    }
+                    return Err(e);
+                }
             }
             Ok(())
         };
@@ -550,6 +569,7 @@ fn put_with(
     let pool = BufferPool::new();
     let shared = WorkerShared {
         repo,
+        lock: &lock,
         dedup: &dedup,
         pool: &pool,
         counters: &counters,
@@ -579,8 +599,19 @@ fn put_with(
     let snapshot = build_snapshot(opts, &state, listing)?;
     // A prune may already have judged a lock this old stale and deleted
     // packs this snapshot refers to: committing now could lose data.
-    lock.ensure_held()?;
+    let check = lock.ensure_held()?;
     let id = repo.save_snapshot(&snapshot)?;
+    if let Err(e) = lock.confirm(check) {
+        // Never reported, so nobody relies on it; a prune that listed it
+        // meanwhile kept its data, which the next prune collects.
+        if let Err(d) = repo
+            .backend()
+            .delete(crate::layout::ObjectKind::Snapshot, &id.to_hex())
+        {
+            log::warn!("could not withdraw snapshot {id}: {d}");
+        }
+        return Err(e);
+    }
     drop(lock);
     let mut record = snapshot_record(&id, &snapshot);
     record.new_bytes = Some(counters.new_bytes.load(Ordering::Relaxed));
@@ -612,6 +643,7 @@ fn run_pipeline(
 ) -> Result<(StreamState, Vec<ChunkId>)> {
     let WorkerShared {
         repo,
+        lock,
         dedup,
         pool,
         counters,
@@ -621,7 +653,7 @@ fn run_pipeline(
     std::thread::scope(|scope| -> Result<_> {
         let (chunk_tx, chunk_rx) = bounded::<Vec<ChunkJob>>(threads * 2);
         let (sealed_tx, sealed_rx) = bounded::<Vec<Sealed>>(threads * 2);
-        let packer = scope.spawn(|| packer(repo, sealed_rx, pool, counters));
+        let packer = scope.spawn(|| packer(repo, lock, sealed_rx, pool, counters));
         let mut workers = Vec::new();
         for _ in 0..threads {
             let (rx, tx) = (chunk_rx.clone(), sealed_tx.clone());

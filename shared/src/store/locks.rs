@@ -40,6 +40,43 @@ pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 pub const LOST_AFTER: Duration = Duration::from_secs(20 * 60);
 const LOCK_AAD: &[u8] = b"bk lock v1";
 
+/// `d` divided by `BK_TEST_LOCK_SCALE` in debug builds, so tests can
+/// suspend a process for longer than a lock's staleness in seconds instead
+/// of half an hour. Release builds always use the real durations.
+fn scaled(d: Duration) -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(n) = std::env::var("BK_TEST_LOCK_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|n| *n > 0)
+    {
+        return d / n;
+    }
+    d
+}
+
+/// [`REFRESH`], as this process uses it (see [`scaled`]).
+pub fn refresh_interval() -> Duration {
+    scaled(REFRESH)
+}
+
+/// [`STALE_AFTER`], as this process uses it (see [`scaled`]).
+pub fn stale_after() -> Duration {
+    scaled(STALE_AFTER)
+}
+
+/// [`LOST_AFTER`], as this process uses it (see [`scaled`]).
+pub fn lost_after() -> Duration {
+    scaled(LOST_AFTER)
+}
+
+/// Time since `mono`/`wall` by both clocks, whichever says more: the
+/// monotonic clock misses a suspended machine, the wall clock can jump.
+fn elapsed_since(mono: Instant, wall: SystemTime) -> Duration {
+    mono.elapsed()
+        .max(SystemTime::now().duration_since(wall).unwrap_or_default())
+}
+
 pub use crate::format::wire::LockMode;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,7 +107,7 @@ impl LockInfo {
     /// Staleness by the holder's own clock; used only when the storage
     /// gave no modification time.
     pub fn is_stale(&self, now: Timestamp) -> bool {
-        now.secs - self.time.secs > STALE_AFTER.as_secs() as i64 || self.holder_gone()
+        now.secs - self.time.secs > stale_after().as_secs() as i64 || self.holder_gone()
     }
 
     /// Staleness on the storage's clock: `modified` is the lock object's
@@ -79,7 +116,7 @@ impl LockInfo {
     pub fn is_stale_at(&self, modified: Option<SystemTime>, storage_now: SystemTime) -> bool {
         match modified {
             Some(m) => {
-                storage_now.duration_since(m).unwrap_or_default() > STALE_AFTER
+                storage_now.duration_since(m).unwrap_or_default() > stale_after()
                     || self.holder_gone()
             }
             None => self.is_stale(Timestamp::now()),
@@ -166,7 +203,7 @@ impl LockObject {
             // Unreadable: stale only by age.
             None => self
                 .modified
-                .is_some_and(|m| storage_now.duration_since(m).unwrap_or_default() > STALE_AFTER),
+                .is_some_and(|m| storage_now.duration_since(m).unwrap_or_default() > stale_after()),
         }
     }
 
@@ -228,13 +265,34 @@ pub fn storage_now(locks: &[LockObject], own_lock_name: &str) -> SystemTime {
 }
 
 /// A held lock; released (deleted) on drop.
+/// When the lock object was last written successfully, by both clocks,
+/// and whether it was ever left unrefreshed for [`lost_after`]: once lost,
+/// a lock stays lost. A process resumed after a long SIGSTOP would
+/// otherwise refresh at once and look held again, although a prune may
+/// have judged it stale and deleted what the process still means to refer
+/// to.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    mono: Instant,
+    wall: SystemTime,
+    lost: bool,
+}
+
+/// The instant [`LockGuard::ensure_held`] found the lock held; what the
+/// caller writes after it must be done within the margin
+/// [`LockGuard::confirm`] checks.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "confirm the lock after the writes it covers"]
+pub struct HeldCheck {
+    mono: Instant,
+    wall: SystemTime,
+}
+
 pub struct LockGuard {
     backend: Arc<dyn Backend>,
     name: Arc<Mutex<String>>,
     id: String,
-    /// When the lock object was last written successfully, by both clocks:
-    /// the monotonic one misses suspends, the wall one can jump.
-    last_ok: Arc<Mutex<(Instant, SystemTime)>>,
+    last_ok: Arc<Mutex<Held>>,
     /// Dropping it wakes and ends the refresh thread at once (a sleeping
     /// poll here once added up to 200 ms to every command).
     stop: Option<crossbeam_channel::Sender<()>>,
@@ -293,7 +351,11 @@ impl LockGuard {
         }
         let name = Arc::new(Mutex::new(mine));
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let last_ok = Arc::new(Mutex::new(written));
+        let last_ok = Arc::new(Mutex::new(Held {
+            mono: written.0,
+            wall: written.1,
+            lost: false,
+        }));
         let thread = {
             let (backend, name, keys, last_ok) = (
                 Arc::clone(&backend),
@@ -331,13 +393,12 @@ impl LockGuard {
 
     /// Fails if the lock may have been judged stale by others (refreshes
     /// failed, or the process was suspended): whoever relied on the lock
-    /// (a backup about to commit) must not go on.
-    pub fn ensure_held(&self) -> Result<()> {
-        let (mono, wall) = *self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
-        let since = mono
-            .elapsed()
-            .max(SystemTime::now().duration_since(wall).unwrap_or_default());
-        if since > LOST_AFTER {
+    /// (a backup about to commit) must not go on. What it writes next must
+    /// then be finished within the margin [`LockGuard::confirm`] checks.
+    pub fn ensure_held(&self) -> Result<HeldCheck> {
+        let held = *self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        let since = elapsed_since(held.mono, held.wall);
+        if held.lost || since > lost_after() {
             return Err(Error::Locked {
                 lock: None,
                 holder: format!(
@@ -345,6 +406,30 @@ impl LockGuard {
                  a prune may have treated it as stale, so nothing was committed — run the backup again",
                 since.as_secs() / 60
             ),
+            });
+        }
+        Ok(HeldCheck {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        })
+    }
+
+    /// Fails if the writes since `check` took longer than the margin
+    /// between [`lost_after`] and [`stale_after`] (the process was
+    /// suspended, or the storage stalled, in between): then others may have
+    /// judged the lock stale while they ran, and what they refer to may be
+    /// gone. The caller withdraws what it wrote.
+    pub fn confirm(&self, check: HeldCheck) -> Result<()> {
+        let held = *self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        let took = elapsed_since(check.mono, check.wall);
+        if held.lost || took > stale_after().saturating_sub(lost_after()) {
+            return Err(Error::Locked {
+                lock: None,
+                holder: format!(
+                    "this process was stopped or stalled for {} s while it committed, so a prune may have \
+                     treated its lock as stale; what it wrote was withdrawn — run it again",
+                    took.as_secs()
+                ),
             });
         }
         Ok(())
@@ -357,14 +442,29 @@ fn refresh_loop(
     mut info: LockInfo,
     name: &Mutex<String>,
     stopped: &crossbeam_channel::Receiver<()>,
-    last_ok: &Mutex<(Instant, SystemTime)>,
+    last_ok: &Mutex<Held>,
 ) {
-    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+        stopped.recv_timeout(refresh_interval())
+    {
+        {
+            // Judged before the write: once this process has gone without a
+            // refresh for that long, a fresh lock object cannot undo it.
+            let mut held = last_ok.lock().unwrap_or_else(|e| e.into_inner());
+            if !held.lost && elapsed_since(held.mono, held.wall) > lost_after() {
+                held.lost = true;
+                log::warn!("this process's lock went unrefreshed too long; it will not commit");
+            }
+        }
         info.time = Timestamp::now();
-        let written = (Instant::now(), SystemTime::now());
+        let (mono, wall) = (Instant::now(), SystemTime::now());
         match write_lock(backend, keys, &info) {
             Ok(new) => {
-                *last_ok.lock().unwrap_or_else(|e| e.into_inner()) = written;
+                {
+                    let mut held = last_ok.lock().unwrap_or_else(|e| e.into_inner());
+                    held.mono = mono;
+                    held.wall = wall;
+                }
                 let mut cur = name.lock().unwrap_or_else(|e| e.into_inner());
                 let old = std::mem::replace(&mut *cur, new);
                 let _ = backend.delete(ObjectKind::Lock, &old);

@@ -143,6 +143,65 @@ impl FaultBackend {
         })
     }
 
+    /// A backend with the faults `spec` describes, for processes under
+    /// test: `OP:KIND:NTH:WHEN:ACTION`, several separated by commas, where
+    /// OP is put, get, list or delete; KIND an object kind as in
+    /// [`ObjectKind::parse`] (pack, index, snapshot, lock, gc, wal, sqlite,
+    /// key, config); NTH counts from 1; WHEN is before or after; and
+    /// ACTION is `kill` (the process sends itself SIGKILL: the crash at
+    /// exactly that durable step), `fail` (an I/O error), or `stall` (the
+    /// call sleeps 2 s). Debug builds read it from `BK_TEST_FAULT`
+    /// ([`super::open`]).
+    pub fn from_spec(inner: Arc<dyn Backend>, spec: &str) -> Result<FaultBackend> {
+        let mut fb = FaultBackend::new(inner);
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || {
+                Error::Usage(format!(
+                    "BK_TEST_FAULT: {part:?} is not OP:KIND:NTH:WHEN:ACTION"
+                ))
+            };
+            let f: Vec<&str> = part.split(':').collect();
+            let [op, kind, nth, when, action] = f[..] else {
+                return Err(bad());
+            };
+            let op = match op {
+                "put" => Op::Put,
+                "get" => Op::Get,
+                "list" => Op::List,
+                "delete" => Op::Delete,
+                _ => return Err(bad()),
+            };
+            let kind = ObjectKind::parse(kind).ok_or_else(bad)?;
+            let nth: u64 = nth.parse().map_err(|_| bad())?;
+            let when = match when {
+                "before" => When::Before,
+                "after" => When::After,
+                _ => return Err(bad()),
+            };
+            let action = match action {
+                "kill" | "fail" | "stall" => action.to_string(),
+                _ => return Err(bad()),
+            };
+            fb = fb.on(op, kind, when, move |call, _| {
+                if call.nth != nth {
+                    return Action::Proceed;
+                }
+                match action.as_str() {
+                    "kill" => {
+                        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+                        Action::Proceed
+                    }
+                    "stall" => Action::Delay(std::time::Duration::from_secs(2)),
+                    _ => Action::Fail(
+                        std::io::ErrorKind::Other,
+                        format!("injected failure of {:?} #{nth}", call.op),
+                    ),
+                }
+            });
+        }
+        Ok(fb)
+    }
+
     /// The wrapped backend.
     pub fn inner(&self) -> &Arc<dyn Backend> {
         &self.inner

@@ -24,7 +24,7 @@
 //! Errors carry a retryable flag ([`crate::Error::is_retryable`]); backends
 //! retry transient failures themselves within a bounded budget.
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, debug_assertions, feature = "testing"))]
 pub mod fault;
 pub mod local;
 #[cfg(any(test, feature = "testing"))]
@@ -188,7 +188,22 @@ impl<B: Backend + ?Sized> Staged for InMemory<'_, B> {
 
 /// Opens the backend for a repository address: a path, a `file://` URL or
 /// `s3://BUCKET[/PREFIX]`.
+///
+/// Debug builds (the binaries the integration tests drive) wrap it in the
+/// faults `BK_TEST_FAULT` describes ([`fault::FaultBackend::from_spec`]):
+/// that is how the torture tests stop a real process at an exact durable
+/// step. Release builds do not read the variable.
 pub fn open(location: &str) -> Result<std::sync::Arc<dyn Backend>> {
+    let backend = open_plain(location)?;
+    #[cfg(debug_assertions)]
+    if let Some(spec) = std::env::var_os("BK_TEST_FAULT") {
+        let fb = fault::FaultBackend::from_spec(backend, &spec.to_string_lossy())?;
+        return Ok(std::sync::Arc::new(fb));
+    }
+    Ok(backend)
+}
+
+fn open_plain(location: &str) -> Result<std::sync::Arc<dyn Backend>> {
     if location.starts_with("s3://") {
         return Ok(std::sync::Arc::new(s3::S3Backend::open(location)?));
     }

@@ -13,5 +13,6 @@ mod roundtrip;
 mod s3;
 mod safety;
 mod sqlite;
+mod torture;
 mod verify;
 mod wal;

@@ -1,0 +1,415 @@
+//! Torture (issue 32): a crash at every durable step of a backup and of a
+//! prune, a writer suspended for longer than its lock lives, signals, and
+//! secrets that must never show. The real binaries stop at exact storage
+//! calls through the library's fault-injecting backend (`BK_TEST_FAULT`,
+//! read by debug builds); lock timing is shortened with
+//! `BK_TEST_LOCK_SCALE`. `BK_TORTURE_LONG=1` (scripts/torture) tries every
+//! side of every write and more of each kind.
+
+use crate::common::*;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Output;
+
+fn long_mode() -> bool {
+    std::env::var_os("BK_TORTURE_LONG").is_some()
+}
+
+/// One digest over every file's relative path and bytes.
+fn tree_digest(dir: &Path) -> String {
+    let mut all = Vec::new();
+    for f in walk_files(dir) {
+        all.extend_from_slice(f.strip_prefix(dir).unwrap().to_string_lossy().as_bytes());
+        all.push(0);
+        all.extend_from_slice(
+            bk::id::ObjectId::digest(&std::fs::read(&f).unwrap())
+                .to_hex()
+                .as_bytes(),
+        );
+        all.push(b'\n');
+    }
+    bk::id::ObjectId::digest(&all).to_hex()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?} signal {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        o.status.signal(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn killed(o: &Output) -> bool {
+    o.status.signal() == Some(nix::sys::signal::Signal::SIGKILL as i32)
+}
+
+/// Restores snapshot `id` into a fresh directory and requires `digest`.
+fn assert_restores(env: &Env, id: &str, digest: &str) {
+    let into = env.path("restored");
+    let _ = std::fs::remove_dir_all(&into);
+    env.ok(&format!("bk-get {id} --into '{}'", into.display()));
+    assert_eq!(
+        tree_digest(&into),
+        digest,
+        "snapshot {id} restored different content"
+    );
+}
+
+/// `bk-verify` (metadata, or with `--read-data`) must find nothing wrong.
+fn assert_verifies(env: &Env, read_data: bool, after: &str) {
+    let out = env.run(if read_data {
+        "bk-verify --read-data"
+    } else {
+        "bk-verify"
+    });
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "bk-verify after {after}: {}",
+        text(&out)
+    );
+}
+
+fn objects(env: &Env, dir: &str) -> usize {
+    walk_files(&env.repo.join(dir)).len()
+}
+
+/// A crash point: the process kills itself at the `nth` `op` of `kind`,
+/// `when` (before the call reaches the storage, or after it returned: the
+/// object is durable).
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    op: &'static str,
+    kind: &'static str,
+    when: &'static str,
+}
+
+impl Point {
+    fn spec(&self, nth: u64) -> String {
+        format!("{}:{}:{nth}:{}:kill", self.op, self.kind, self.when)
+    }
+}
+
+fn points(list: &[(&'static str, &'static str)], long: bool) -> Vec<Point> {
+    let mut out = Vec::new();
+    for &(op, kind) in list {
+        // The durable step itself (after a write, before a deletion) in
+        // the short mode; both sides in the long mode.
+        let first = if op == "put" { "after" } else { "before" };
+        out.push(Point {
+            op,
+            kind,
+            when: first,
+        });
+        if long {
+            let other = if first == "after" { "before" } else { "after" };
+            out.push(Point {
+                op,
+                kind,
+                when: other,
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn a_backup_killed_at_each_durable_step_loses_nothing_and_the_rerun_resends_only_unindexed_data() {
+    let env = Env::bare();
+    env.ok("bk-repo init --pack-size-mib 1");
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("base"), noise(300 << 10, 1)).unwrap();
+    let put = |fault: Option<&str>| {
+        let mut c = env.tool("bk-put");
+        c.arg("--from")
+            .arg(&src)
+            .args(["--identity", "t@torture:/src"]);
+        if let Some(f) = fault {
+            c.env("BK_TEST_FAULT", f);
+        }
+        c.output().unwrap()
+    };
+    let first = put(None);
+    assert!(first.status.success(), "{}", text(&first));
+    let mut committed = vec![(
+        json_line(&String::from_utf8_lossy(&first.stdout))["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        tree_digest(&src),
+    )];
+    let long = long_mode();
+    let max_nth = if long { 4 } else { 2 };
+    let list = [
+        ("put", "lock"),
+        ("put", "pack"),
+        ("put", "index"),
+        ("put", "snapshot"),
+        ("delete", "lock"),
+    ];
+    let (mut kills, mut round) = (0u64, 0u64);
+    for point in points(&list, long) {
+        for nth in 1..=max_nth {
+            round += 1;
+            let new_len = (2 << 20) + (round as usize * 4099);
+            std::fs::write(src.join("new"), noise(new_len, 1000 + round)).unwrap();
+            let digest = tree_digest(&src);
+            let (snaps, indexes) = (env.snapshots().len(), objects(&env, "index"));
+            let spec = point.spec(nth);
+            let out = put(Some(&spec));
+            if out.status.success() {
+                // No nth such call in a backup: the point is past its end.
+                let rec = json_line(&String::from_utf8_lossy(&out.stdout));
+                committed.push((rec["id"].as_str().unwrap().to_string(), digest));
+                break;
+            }
+            assert!(
+                killed(&out),
+                "bk-put with {spec} should have been killed: {}",
+                text(&out)
+            );
+            kills += 1;
+            let after = format!("bk-put killed at {spec}");
+            assert_verifies(&env, false, &after);
+            // Killed once the snapshot was durable, it is committed (only
+            // not reported); killed anywhere before, there is none.
+            let durable =
+                (point.kind == "snapshot" && point.when == "after") || point.op == "delete";
+            let now = env.snapshots();
+            assert_eq!(
+                now.len(),
+                snaps + usize::from(durable),
+                "{after}: snapshots"
+            );
+            if durable {
+                let id = now
+                    .iter()
+                    .map(|s| s["id"].as_str().unwrap())
+                    .find(|id| committed.iter().all(|(c, _)| c != id))
+                    .unwrap();
+                assert_restores(&env, id, &digest);
+                committed.push((id.to_string(), digest.clone()));
+            }
+            let (id, d) = committed.last().unwrap();
+            assert_restores(&env, id, d);
+            // The rerun succeeds, and sends again only what no index named.
+            let indexed = objects(&env, "index") > indexes;
+            let rerun = put(None);
+            assert!(
+                rerun.status.success(),
+                "rerun after {after}: {}",
+                text(&rerun)
+            );
+            let rec = json_line(&String::from_utf8_lossy(&rerun.stdout));
+            let stored = rec["stored_bytes"].as_u64().unwrap();
+            let unindexed = if indexed || durable {
+                0
+            } else {
+                new_len as u64
+            };
+            assert!(
+                stored as f64 <= 1.1 * unindexed as f64 + (64 << 10) as f64,
+                "{after}: the rerun stored {stored} bytes, {unindexed} were not indexed"
+            );
+            committed.push((rec["id"].as_str().unwrap().to_string(), digest));
+        }
+    }
+    assert!(kills >= 6, "only {kills} crash points were reached");
+    assert_verifies(&env, true, "every crash point");
+    for (id, d) in &committed {
+        assert_restores(&env, id, d);
+    }
+    eprintln!(
+        "torture: bk-put killed at {kills} crash points, {} snapshots restored",
+        committed.len()
+    );
+}
+
+#[test]
+fn a_prune_killed_at_each_durable_step_loses_nothing_and_the_next_run_finishes() {
+    let env = Env::bare();
+    env.ok("bk-repo init --pack-size-mib 1");
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let digests = std::cell::RefCell::new(std::collections::HashMap::<String, String>::new());
+    let mut round = 0u64;
+    let mut backup = |env: &Env| {
+        round += 1;
+        // Half the tree stays, half changes: packs end up partly used.
+        std::fs::write(src.join("stays"), noise(600 << 10, round / 3)).unwrap();
+        std::fs::write(src.join("changes"), noise(600 << 10, 500 + round)).unwrap();
+        let rec = json_line(&env.ok(&format!(
+            "bk-put --from '{}' --identity t@torture:/src",
+            src.display()
+        )));
+        digests
+            .borrow_mut()
+            .insert(rec["id"].as_str().unwrap().to_string(), tree_digest(&src));
+    };
+    let prune_args = ["--keep-last", "2", "--grace", "0", "--max-unused", "0%"];
+    let long = long_mode();
+    let list = [
+        ("delete", "snapshot"),
+        ("put", "pack"),
+        ("put", "gc"),
+        ("put", "index"),
+        ("delete", "pack"),
+        ("delete", "index"),
+        ("delete", "gc"),
+        ("delete", "lock"),
+    ];
+    let max_nth = if long { 3 } else { 1 };
+    let (mut kills, mut reached) = (0u64, std::collections::BTreeSet::new());
+    for point in points(&list, long) {
+        for nth in 1..=max_nth {
+            // A few tries: a sweep's deletions come one run after its mark.
+            let mut hit = false;
+            for _ in 0..3 {
+                backup(&env);
+                backup(&env);
+                let spec = point.spec(nth);
+                let out = env
+                    .tool("bk-prune")
+                    .args(prune_args)
+                    .env("BK_TEST_FAULT", &spec)
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    continue;
+                }
+                assert!(
+                    killed(&out),
+                    "bk-prune with {spec} should have been killed: {}",
+                    text(&out)
+                );
+                hit = true;
+                kills += 1;
+                reached.insert(format!("{}:{}:{}", point.op, point.kind, point.when));
+                let after = format!("bk-prune killed at {spec}");
+                assert_verifies(&env, false, &after);
+                let snaps = env.snapshots();
+                assert!(snaps.len() >= 2, "{after}: the policy keeps two snapshots");
+                for s in &snaps {
+                    let id = s["id"].as_str().unwrap();
+                    assert_restores(&env, id, &digests.borrow()[id]);
+                }
+                let rerun = env.tool("bk-prune").args(prune_args).output().unwrap();
+                assert!(
+                    rerun.status.success(),
+                    "prune after {after}: {}",
+                    text(&rerun)
+                );
+                assert_verifies(&env, false, &format!("the prune after {after}"));
+                break;
+            }
+            if !hit {
+                break;
+            }
+        }
+    }
+    // Once no writer is left, everything pending is swept and what the
+    // policy keeps is whole.
+    env.ok("bk-prune --keep-last 2 --grace 0 --max-unused 0%");
+    env.ok("bk-prune --keep-last 2 --grace 0 --max-unused 0%");
+    assert_verifies(&env, true, "every prune crash point");
+    for s in env.snapshots() {
+        let id = s["id"].as_str().unwrap();
+        assert_restores(&env, id, &digests.borrow()[id]);
+    }
+    for must in [
+        "delete:snapshot:before",
+        "put:gc:after",
+        "put:index:after",
+        "delete:pack:before",
+    ] {
+        assert!(
+            reached.contains(must),
+            "crash point {must} was never reached: {reached:?}"
+        );
+    }
+    eprintln!("torture: bk-prune killed at {kills} crash points: {reached:?}");
+}
+
+/// Regression: a bk-put stopped (SIGSTOP) for longer than its lock's
+/// staleness, while a prune judged the lock stale and deleted the packs the
+/// backup had uploaded, used to resume, refresh its lock at once (which
+/// made it look held again) and commit a snapshot whose data was gone.
+#[test]
+fn regression_a_writer_resumed_after_its_lock_went_stale_commits_nothing_that_is_missing() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+    let env = Env::bare();
+    env.ok("bk-repo init --pack-size-mib 1");
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..24 {
+        std::fs::write(src.join(format!("f{i:02}")), noise(1 << 20, 70 + i)).unwrap();
+    }
+    // Lock timing / 300: refresh 1 s, lost after 4 s, stale after 6 s.
+    let scale = "300";
+    let put = env
+        .tool("bk-put")
+        .arg("--from")
+        .arg(&src)
+        .args(["--threads", "1"])
+        .env("BK_TEST_LOCK_SCALE", scale)
+        // Slow enough to be caught half-way.
+        .env(
+            "BK_TEST_FAULT",
+            "put:pack:1:after:stall,put:pack:2:after:stall",
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(put.id() as i32);
+    let t0 = Instant::now();
+    while objects(&env, "data") < 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "bk-put wrote no pack"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let packs_at_stop = objects(&env, "data");
+    std::thread::sleep(Duration::from_secs(8));
+    // Its lock is stale now: prunes mark its unindexed packs and, not
+    // waiting for a stale holder, sweep them.
+    for _ in 0..2 {
+        let out = env
+            .tool("bk-prune")
+            .args(["--keep-last", "1", "--grace", "0"])
+            .env("BK_TEST_LOCK_SCALE", scale)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let swept = objects(&env, "data") < packs_at_stop;
+    kill(pid, Signal::SIGCONT).unwrap();
+    let out = put.wait_with_output().unwrap();
+    match out.status.code() {
+        Some(11) => assert!(env.snapshots().is_empty(), "exit 11 but a snapshot exists"),
+        Some(0) => {
+            let id = json_line(&String::from_utf8_lossy(&out.stdout))["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_verifies(&env, true, "a resumed backup");
+            assert_restores(&env, &id, &tree_digest(&src));
+        }
+        _ => panic!("the resumed bk-put: {}", text(&out)),
+    }
+    assert!(
+        swept,
+        "the prunes deleted none of the stopped writer's packs: the test proves nothing"
+    );
+    assert_verifies(&env, true, "a resumed writer");
+    // Nothing of it is left in the way: the next backup succeeds.
+    let again = env.tool("bk-put").arg("--from").arg(&src).output().unwrap();
+    assert!(again.status.success(), "{}", text(&again));
+}
