@@ -131,7 +131,15 @@ impl Writer {
 
 /// The replicator, as a sidecar runs it.
 fn replicator(env: &Env, db: &Path, extra: &str) -> Child {
+    replicator_with_fault(env, db, extra, None)
+}
+
+/// [`replicator`] that stops itself at a crash point (`BK_TEST_FAULT`).
+fn replicator_with_fault(env: &Env, db: &Path, extra: &str, fault: Option<&str>) -> Child {
     let mut c = env.tool("bk-sqlite");
+    if let Some(f) = fault {
+        c.env("BK_TEST_FAULT", f);
+    }
     c.arg("replicate")
         .arg(db)
         .args(extra.split_whitespace())
@@ -297,6 +305,94 @@ fn sqlite_replicator_killed_with_sigkill_and_restarted_loses_nothing() {
     // Each restart either resumed or began a lineage; either way every
     // restore is one of the states the writer committed.
     check_restores_by_time(&env, "app.db", &log, 5, Duration::from_secs(3));
+}
+
+/// Issue 32's crash points for SQLite sync: the replicator kills itself
+/// right after (or before) each kind of durable write — its lease, WAL
+/// segments, the snapshot's packs, index object and snapshot object — and
+/// a restarted one continues without a gap.
+#[test]
+fn sqlite_replicator_killed_at_each_durable_step_resumes_without_a_gap() {
+    let env = Env::new();
+    let db = env.path("app.db");
+    create_db(&db, 4096);
+    let writer = Writer::start(&db, Duration::from_millis(10));
+    let extra = "--sync-interval 100ms --checkpoint-frames 30 --snapshot-interval 1s";
+    let points = [
+        "put:sqlite:1:after",
+        "put:sqlite:2:after",
+        "put:sqlite:3:before",
+        "put:sqlite:5:after",
+        "put:pack:1:after",
+        "put:index:1:after",
+        "put:snapshot:1:before",
+        "put:snapshot:1:after",
+        "put:snapshot:2:after",
+    ];
+    let mut killed = 0;
+    for spec in points {
+        let mut rep = replicator_with_fault(&env, &db, extra, Some(&format!("{spec}:kill")));
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = rep.try_wait().unwrap() {
+                break Some(st);
+            }
+            if t0.elapsed() > Duration::from_secs(8) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        match status {
+            Some(st) => {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    st.signal(),
+                    Some(9),
+                    "replicator with {spec} ended otherwise: {st:?}"
+                );
+                killed += 1;
+            }
+            None => {
+                let (code, err) = terminate(rep);
+                assert_eq!(code, 0, "{spec} never reached; the replicator: {err}");
+            }
+        }
+    }
+    assert!(
+        killed >= 7,
+        "only {killed} of {} crash points were reached",
+        points.len()
+    );
+    let rep = replicator(&env, &db, extra);
+    std::thread::sleep(Duration::from_millis(800));
+    let log = writer.finish();
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, err) = terminate(rep);
+    assert_eq!(code, 0, "{err}");
+    let latest = restore(&env, "app.db", None);
+    assert!(integrity_ok(&latest));
+    assert_eq!(content_of(&latest), content_of(&db));
+    // From the first state the replica holds (the first crash points came
+    // before the initial snapshot) to the end, with no gap.
+    let from = json_lines(&env.ok("bk-sqlite ls app.db"))
+        .iter()
+        .filter(|r| r["type"] == "sqlite_lineage")
+        .map(|r| {
+            bk::format::time::Timestamp::parse(r["restorable_from"].as_str().unwrap())
+                .unwrap()
+                .as_nanos()
+        })
+        .min()
+        .unwrap();
+    let from = SystemTime::UNIX_EPOCH + Duration::from_nanos(from as u64);
+    let replicated: Vec<Logged> = log.into_iter().filter(|l| l.after >= from).collect();
+    assert!(
+        replicated.len() > 50,
+        "the replica starts too late: {} states after it",
+        replicated.len()
+    );
+    check_restores_by_time(&env, "app.db", &replicated, 8, Duration::from_secs(3));
+    env.ok("bk-verify");
 }
 
 #[test]

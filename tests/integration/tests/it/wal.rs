@@ -247,6 +247,45 @@ fn wal_push_killed_at_any_point_leaves_nothing_unverifiable_and_the_retry_succee
         assert!(out.status.success(), "{:?}", status_and_stderr(&out));
         assert_eq!(std::fs::read(&fetched).unwrap(), bytes);
     }
+    // Issue 32's crash points: the push stops itself at each storage step
+    // (reading the stanza's binding, storing the segment, on either side),
+    // or the store fails it; the name then holds nothing or the whole file,
+    // and the retry succeeds.
+    let points = [
+        "get:wal:1:before:kill",
+        "get:wal:1:after:kill",
+        "put:wal:1:before:kill",
+        "put:wal:1:after:kill",
+        "put:wal:1:before:fail",
+        "put:wal:1:after:fail",
+    ];
+    for (i, spec) in points.iter().enumerate() {
+        let (name, bytes) = renamed_segment(&real, 0x600 + i as u64);
+        let path = wal_file(&env, &format!("point{i}"), &name, &bytes);
+        hand_over(&path);
+        let out = std::process::Command::new(&wrapper)
+            .args(["push", "--stanza", "main"])
+            .arg(&path)
+            .env("BK_TEST_FAULT", spec)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "push with {spec} succeeded: {:?}",
+            status_and_stderr(&out)
+        );
+        check_fetch_is_all_or_nothing(&env, &name, &bytes);
+        let out = run_wal(&env, &format!("push {}", path.display()));
+        assert!(
+            out.status.success(),
+            "retry after {spec}: {:?}",
+            status_and_stderr(&out)
+        );
+        let fetched = env.path(&format!("fetched-point{i}"));
+        let out = run_wal(&env, &format!("fetch {name} {}", fetched.display()));
+        assert!(out.status.success(), "{:?}", status_and_stderr(&out));
+        assert_eq!(std::fs::read(&fetched).unwrap(), bytes);
+    }
     let out = env.run("bk-verify");
     assert!(out.status.success(), "{:?}", status_and_stderr(&out));
 }
