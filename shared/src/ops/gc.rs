@@ -193,6 +193,9 @@ pub fn forget_only(
     opts: &GcOptions,
     emit: &mut Emit<'_>,
 ) -> Result<PruneSummary> {
+    // A signal that came while the plan was made stops the run before its
+    // first deletion, not after it.
+    crate::sys::check_interrupted()?;
     let mut summary = PruneSummary {
         v: crate::format::wire::VERSION,
         dry_run: opts.dry_run,

@@ -19,6 +19,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     match &cli.snapshot {
         None => {
             for (id, s) in repo.snapshots()? {
+                bk::sys::check_interrupted()?;
                 if cli.identity.as_ref().is_some_and(|i| *i != s.identity) {
                     continue;
                 }
@@ -42,6 +43,9 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
                 ..Default::default()
             };
             for rec in ListingRecords::new(&repo, &index, &snap.listing) {
+                // The handlers bk::cli::run installs turn SIGINT/SIGTERM
+                // into a flag: a listing of millions of entries polls it.
+                bk::sys::check_interrupted()?;
                 match rec? {
                     Record::Entry(e) if matches_filters(&e.path_bytes()?, &filters) => {
                         trailer.entries += 1;

@@ -145,7 +145,7 @@ impl FaultBackend {
 
     /// A backend with the faults `spec` describes, for processes under
     /// test: `OP:KIND:NTH:WHEN:ACTION`, several separated by commas, where
-    /// OP is put, get, list or delete; KIND an object kind as in
+    /// OP is put, get, get_range, get_upto, list or delete; KIND an object kind as in
     /// [`ObjectKind::parse`] (pack, index, snapshot, lock, gc, wal, sqlite,
     /// key, config); NTH counts from 1; WHEN is before or after; and
     /// ACTION is `kill` (the process sends itself SIGKILL: the crash at
@@ -167,6 +167,8 @@ impl FaultBackend {
             let op = match op {
                 "put" => Op::Put,
                 "get" => Op::Get,
+                "get_range" => Op::GetRange,
+                "get_upto" => Op::GetUpto,
                 "list" => Op::List,
                 "delete" => Op::Delete,
                 _ => return Err(bad()),

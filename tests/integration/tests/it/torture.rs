@@ -413,3 +413,126 @@ fn regression_a_writer_resumed_after_its_lock_went_stale_commits_nothing_that_is
     let again = env.tool("bk-put").arg("--from").arg(&src).output().unwrap();
     assert!(again.status.success(), "{}", text(&again));
 }
+
+/// Every read of a pack, whichever way it is made, sleeps 2 s the first
+/// time: a window in which a signal finds the tool half-way.
+const STALL_PACK_READS: &str =
+    "get:pack:1:after:stall,get_range:pack:1:after:stall,get_upto:pack:1:after:stall";
+
+/// Issue 32, item 7: SIGINT or SIGTERM half-way through any tool leaves no
+/// lock, no partial snapshot and no temporary file, and exits 130.
+#[test]
+fn a_signal_half_way_through_any_tool_leaves_no_lock_no_snapshot_and_no_temporary_file() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+    let env = Env::bare();
+    env.ok("bk-repo init --pack-size-mib 1");
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        std::fs::write(src.join(format!("f{i}")), noise(1 << 20, 300 + i)).unwrap();
+    }
+    let first = json_line(&env.ok(&format!("bk-put --from '{}'", src.display())));
+    let snap = first["id"].as_str().unwrap().to_string();
+    // The S3 test server keeps a second snapshot's extra copy of nothing:
+    // the prune below has one snapshot to forget.
+    std::fs::write(src.join("f0"), noise(1 << 20, 999)).unwrap();
+    env.ok(&format!("bk-put --from '{}'", src.display()));
+    let into = env.path("into");
+    let fresh = env.path("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    for i in 0..8 {
+        std::fs::write(fresh.join(format!("f{i}")), noise(1 << 20, 400 + i)).unwrap();
+    }
+    struct Case<'a> {
+        name: &'a str,
+        args: Vec<String>,
+        fault: &'a str,
+        signal: Signal,
+    }
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let cases = [
+        Case {
+            name: "bk-put",
+            args: s(&["--from", &fresh.display().to_string()]),
+            fault: "put:pack:1:after:stall",
+            signal: Signal::SIGTERM,
+        },
+        Case {
+            name: "bk-get",
+            args: s(&[&snap, "--into", &into.display().to_string()]),
+            fault: STALL_PACK_READS,
+            signal: Signal::SIGINT,
+        },
+        Case {
+            name: "bk-verify",
+            args: s(&["--read-data"]),
+            fault: STALL_PACK_READS,
+            signal: Signal::SIGINT,
+        },
+        Case {
+            name: "bk-prune",
+            args: s(&["--keep-last", "1", "--grace", "0"]),
+            fault: "list:snapshot:1:after:stall",
+            signal: Signal::SIGTERM,
+        },
+        Case {
+            name: "bk-ls",
+            args: s(&[&snap]),
+            fault: STALL_PACK_READS,
+            signal: Signal::SIGTERM,
+        },
+    ];
+    let snapshots = env.snapshots().len();
+    for case in &cases {
+        let child = env
+            .tool(case.name)
+            .args(&case.args)
+            .env("BK_TEST_FAULT", case.fault)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        // Half-way: the stalled storage call has begun.
+        std::thread::sleep(Duration::from_millis(900));
+        kill(Pid::from_raw(child.id() as i32), case.signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{} after {:?}: {}",
+            case.name,
+            case.signal,
+            text(&out)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("interrupted"), "{}: {err}", case.name);
+        assert_eq!(objects(&env, "locks"), 0, "{} left a lock", case.name);
+        assert_eq!(
+            objects(&env, "tmp"),
+            0,
+            "{} left a temporary object",
+            case.name
+        );
+        assert_eq!(
+            env.snapshots().len(),
+            snapshots,
+            "{} changed the snapshots",
+            case.name
+        );
+        let leftovers: Vec<_> = walk_files(&into)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".bk-restore-")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{} left {leftovers:?}", case.name);
+    }
+    assert_verifies(&env, true, "the signals");
+}
