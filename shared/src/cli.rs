@@ -80,6 +80,70 @@ pub fn prompt_passphrase(prompt: &str, confirm: bool) -> Result<Zeroizing<String
     Ok(p)
 }
 
+/// A passphrase a parent bk process handed over on a pipe
+/// ([`take_handed_over_secrets`]).
+static HANDED_OVER_PASSPHRASE: std::sync::OnceLock<Zeroizing<String>> = std::sync::OnceLock::new();
+
+pub use crate::sys::SECRET_ENV;
+
+/// The secrets of this process's environment as one JSON line for a child
+/// bk process; `None` if there are none. Call [`Command::env_remove`] for
+/// each of [`SECRET_ENV`] and set `BK_SECRETS_STDIN=1` on the child, which
+/// reads the line with [`take_handed_over_secrets`].
+///
+/// [`Command::env_remove`]: std::process::Command::env_remove
+pub fn hand_over_secrets() -> Option<Zeroizing<String>> {
+    let mut m = serde_json::Map::new();
+    if let Ok(p) = std::env::var("BK_PASSWORD") {
+        m.insert("password".into(), p.into());
+    }
+    if let (Ok(id), Ok(secret)) = (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        m.insert("aws_access_key_id".into(), id.into());
+        m.insert("aws_secret_access_key".into(), secret.into());
+        if let Ok(t) = std::env::var("AWS_SESSION_TOKEN") {
+            m.insert("aws_session_token".into(), t.into());
+        }
+    }
+    if m.is_empty() {
+        return None;
+    }
+    let mut line = serde_json::Value::Object(m).to_string();
+    line.push('\n');
+    Some(Zeroizing::new(line))
+}
+
+/// In a child started with `BK_SECRETS_STDIN=1`: reads the line
+/// [`hand_over_secrets`] wrote on stdin and keeps its secrets in memory
+/// (the passphrase for [`RepoArgs::secret`], the credentials for S3), so
+/// they never enter this process's environment or argv.
+pub fn take_handed_over_secrets() -> Result<()> {
+    if std::env::var_os("BK_SECRETS_STDIN").is_none() {
+        return Ok(());
+    }
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("stdin (secrets handed over)", e))?;
+    let v: serde_json::Value = serde_json::from_str(&line).map_err(|_| {
+        Error::Usage("BK_SECRETS_STDIN: stdin does not start with the secrets line".into())
+    })?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str());
+    if let Some(p) = field("password") {
+        let _ = HANDED_OVER_PASSPHRASE.set(Zeroizing::new(p.to_string()));
+    }
+    if let (Some(id), Some(secret)) = (field("aws_access_key_id"), field("aws_secret_access_key")) {
+        crate::store::backend::s3::set_handed_over_credentials(
+            id,
+            secret,
+            field("aws_session_token"),
+        );
+    }
+    Ok(())
+}
+
 impl RepoArgs {
     pub fn location(&self) -> Result<&str> {
         self.repo
@@ -112,6 +176,9 @@ impl RepoArgs {
         }
         if let Some(p) = &self.password_file {
             return Ok(Secret::passphrase(read_password_file(p)?.to_string()));
+        }
+        if let Some(p) = HANDED_OVER_PASSPHRASE.get() {
+            return Ok(Secret::passphrase(p.to_string()));
         }
         if let Ok(p) = std::env::var("BK_PASSWORD") {
             if !p.is_empty() {
@@ -181,7 +248,7 @@ pub fn run_mapped(
     if log::set_logger(&STDERR_LOG).is_ok() {
         log::set_max_level(log::LevelFilter::Warn);
     }
-    let code = match body() {
+    let code = match take_handed_over_secrets().and_then(|()| body()) {
         Ok(code) => code,
         Err(e) if e.is_broken_pipe() => ExitCode::Success.code(),
         Err(e) => {

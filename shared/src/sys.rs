@@ -111,6 +111,11 @@ pub fn group_name(gid: u32) -> Option<String> {
         .clone()
 }
 
+/// The environment variables that carry secrets. A child bk starts gets
+/// them on a pipe instead (`crate::cli::hand_over_secrets`); a child that
+/// is not bk (psql) does not get them at all.
+pub const SECRET_ENV: [&str; 3] = ["BK_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
+
 /// Set when SIGINT or SIGTERM arrives; long loops poll it and stop cleanly.
 pub fn interrupted() -> &'static Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();

@@ -144,7 +144,23 @@ fn spawn_detached(cli: &cli::Cli, args: &[std::ffi::OsString]) -> Option<std::pr
     if let Some(f) = &cli.repo.password_file {
         child.env("BK_PASSWORD_FILE", f);
     }
-    child.spawn().ok()
+    // Secrets from the environment go on a pipe: the helper lives long,
+    // and its environment is readable in /proc as long as it does.
+    let secrets = bk::cli::hand_over_secrets();
+    for v in bk::cli::SECRET_ENV {
+        child.env_remove(v);
+    }
+    if secrets.is_some() {
+        child
+            .env("BK_SECRETS_STDIN", "1")
+            .stdin(std::process::Stdio::piped());
+    }
+    let mut spawned = child.spawn().ok()?;
+    if let (Some(line), Some(mut stdin)) = (secrets, spawned.stdin.take()) {
+        use std::io::Write;
+        let _ = stdin.write_all(line.as_bytes());
+    }
+    Some(spawned)
 }
 
 /// How long a fetch waits for the prefetcher to bring its segment before

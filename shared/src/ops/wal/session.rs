@@ -22,7 +22,12 @@ pub struct PgSession {
 impl PgSession {
     /// Connects with `psql` (a path, or a name on PATH).
     pub fn connect(psql: &Path) -> Result<PgSession> {
-        let mut child = Command::new(psql)
+        let mut cmd = Command::new(psql);
+        // psql needs libpq's PG* settings, none of bk's secrets.
+        for v in crate::sys::SECRET_ENV {
+            cmd.env_remove(v);
+        }
+        let mut child = cmd
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

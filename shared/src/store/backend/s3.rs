@@ -206,6 +206,28 @@ const CHECKSUM_UNKNOWN: u8 = 0;
 const CHECKSUM_VERIFIED: u8 = 1;
 const CHECKSUM_IGNORED: u8 = 2;
 
+/// Credentials a parent bk process handed over on a pipe
+/// (`crate::cli::take_handed_over_secrets`) instead of the environment,
+/// so they never appear in this process's `/proc/PID/environ`.
+static HANDED_OVER: std::sync::OnceLock<aws_sdk_s3::config::Credentials> =
+    std::sync::OnceLock::new();
+
+/// Uses these credentials for every S3 repository this process opens.
+pub fn set_handed_over_credentials(key_id: &str, secret: &str, session_token: Option<&str>) {
+    let c = aws_sdk_s3::config::Credentials::new(
+        key_id,
+        secret,
+        session_token.map(str::to_string),
+        None,
+        "bk-handover",
+    );
+    let _ = HANDED_OVER.set(c);
+}
+
+fn handed_over_credentials() -> Option<aws_sdk_s3::config::Credentials> {
+    HANDED_OVER.get().cloned()
+}
+
 impl S3Backend {
     pub fn open(location: &str) -> Result<Self> {
         let (bucket, prefix) = parse_location(location)?;
@@ -217,7 +239,11 @@ impl S3Backend {
             .enable_all()
             .build()
             .map_err(|e| Error::internal("starting the S3 runtime", e))?;
-        let sdk = rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(c) = handed_over_credentials() {
+            loader = loader.credentials_provider(c);
+        }
+        let sdk = rt.block_on(loader.load());
         let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
             .iter()
             .find_map(|v| {

@@ -536,3 +536,85 @@ fn a_signal_half_way_through_any_tool_leaves_no_lock_no_snapshot_and_no_temporar
     }
     assert_verifies(&env, true, "the signals");
 }
+
+/// Issue 32, item 8: a canary passphrase, identity key and S3 secret never
+/// show in any tool's output, on success or failure (wrong key,
+/// unreachable endpoint, access denied).
+#[test]
+fn canary_secrets_never_appear_in_any_output_on_success_or_failure() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), noise(100 << 10, 5)).unwrap();
+    let identity = env.path("identity");
+    env.ok(&format!(
+        "bk-repo key add --generate-identity '{}'",
+        identity.display()
+    ));
+    let identity_secret = std::fs::read_to_string(&identity)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_string();
+    // A key that is not one of this repository's: another repository's.
+    let stranger = env.path("stranger");
+    let other = Env::new();
+    other.ok(&format!(
+        "bk-repo key add --generate-identity '{}'",
+        stranger.display()
+    ));
+    let stranger_secret = std::fs::read_to_string(&stranger)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_string();
+    let wrong_pass = "CANARY-WRONG-PASSPHRASE-9c41";
+    let s3_canary = "CANARY-S3-SECRET-7e0b22";
+    let canaries = [
+        PASSPHRASE,
+        identity_secret.as_str(),
+        stranger_secret.as_str(),
+        wrong_pass,
+        s3_canary,
+    ];
+    let id = json_line(&env.ok(&format!("bk-put --from '{}'", src.display())))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let runs = [
+        // success, with each kind of key
+        format!("bk-ls && bk-ls {id} && bk-verify && bk-repo key list"),
+        format!("BK_PASSWORD=\"$(cat $BK_PASSWORD_FILE)\" BK_PASSWORD_FILE= bk-ls {id}"),
+        format!("BK_PASSWORD_FILE= BK_IDENTITY_FILE='{}' bk-get {id} --into '{}'", identity.display(), env.path("out").display()),
+        // wrong keys
+        format!("BK_PASSWORD_FILE= BK_PASSWORD={wrong_pass} bk-ls"),
+        format!("echo {wrong_pass} > wrongpw; BK_PASSWORD_FILE=wrongpw bk-verify"),
+        format!("BK_PASSWORD_FILE= BK_IDENTITY_FILE='{}' bk-put --from '{}'", stranger.display(), src.display()),
+        format!("BK_PASSWORD_FILE= BK_IDENTITY_FILE='{}' bk-sqlite ls", stranger.display()),
+        // an unreachable endpoint, and (S3 mode) a refused signature
+        format!("BK_S3_MAX_ATTEMPTS=1 AWS_ACCESS_KEY_ID=canary AWS_SECRET_ACCESS_KEY={s3_canary} AWS_ENDPOINT_URL=http://127.0.0.1:9 BK_REPO=s3://bucket/p bk-ls"),
+        format!("BK_S3_MAX_ATTEMPTS=1 AWS_SECRET_ACCESS_KEY={s3_canary} bk-ls"),
+        format!("BK_S3_MAX_ATTEMPTS=1 AWS_SECRET_ACCESS_KEY={s3_canary} bk-prune --keep-last 1 --dry-run"),
+        format!("BK_PASSWORD_FILE= BK_PASSWORD={wrong_pass} bk-wal --stanza main fetch 000000010000000000000001 x"),
+    ];
+    let mut failures = 0;
+    for script in &runs {
+        let out = env.run(script);
+        failures += usize::from(!out.status.success());
+        for c in &canaries {
+            for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+                assert!(
+                    !String::from_utf8_lossy(stream).contains(c),
+                    "`{script}` printed a secret on {name}: {}",
+                    text(&out)
+                );
+            }
+        }
+    }
+    assert!(
+        failures >= 6,
+        "only {failures} of the runs failed: the failure paths were not taken"
+    );
+}

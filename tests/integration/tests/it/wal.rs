@@ -917,3 +917,101 @@ fn wal_archiving_file_backups_and_prune_at_once_lose_nothing() {
     );
     assert_eq!(restore_and_count(&env, "recovered", "").to_string(), rows);
 }
+
+/// The processes whose command line holds `needle`, with their argv and
+/// environment as /proc shows them to anyone allowed to look.
+fn processes_with(needle: &str) -> Vec<(u32, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+            out.push((pid, cmdline, environ));
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Issue 32, item 8: a passphrase and an S3 secret given in the
+/// environment reach the prefetcher bk-wal starts on a pipe, never through
+/// its environment or argv, and never show in any output; the prefetcher
+/// still unlocks the repository with them.
+#[test]
+fn wal_secrets_in_the_environment_never_reach_a_child_process_environment_or_argv() {
+    let env = Env::new();
+    let pg = archiving_cluster(&env, "pg");
+    let names = archive_segments(&pg, 4);
+    pg.stop();
+    let spool = env.path("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let (key_id, s3_secret) = match crate::common::s3_mode() {
+        Some(_) => (
+            std::env::var("AWS_ACCESS_KEY_ID").unwrap(),
+            std::env::var("AWS_SECRET_ACCESS_KEY").unwrap(),
+        ),
+        None => (
+            "canary-key-id".to_string(),
+            "CANARY-S3-SECRET-51d0e3a7".to_string(),
+        ),
+    };
+    let passphrase = crate::common::PASSPHRASE;
+    let out = env
+        .tool("bk-wal")
+        .args(["--stanza", "main", "fetch", "--retry-secs", "0", "--spool"])
+        .arg(&spool)
+        .arg(&names[0])
+        .arg(env.path("first"))
+        .env_remove("BK_PASSWORD_FILE")
+        .env("BK_PASSWORD", passphrase)
+        .env("AWS_ACCESS_KEY_ID", &key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &s3_secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", status_and_stderr(&out));
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!contains(stream, passphrase) && !contains(stream, &s3_secret));
+    }
+    let needle = spool.display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = 0;
+    let spooled = |n: &str| {
+        std::fs::read_dir(&spool)
+            .unwrap()
+            .flatten()
+            .any(|d| d.path().join(n).exists())
+    };
+    while !names[1..].iter().all(|n| spooled(n)) {
+        for (pid, cmdline, environ) in processes_with(&needle) {
+            seen += 1;
+            for (what, bytes) in [("argv", &cmdline), ("environment", &environ)] {
+                assert!(
+                    !contains(bytes, passphrase),
+                    "the passphrase is in the {what} of {pid}"
+                );
+                assert!(
+                    !contains(bytes, &s3_secret),
+                    "the S3 secret is in the {what} of {pid}"
+                );
+            }
+            assert!(
+                contains(&environ, "BK_SECRETS_STDIN=1"),
+                "{pid} got no secrets on a pipe"
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the prefetcher brought nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(seen > 0, "no prefetcher process was seen");
+}
