@@ -329,9 +329,23 @@ impl LockGuard {
         let mine = write_lock(&*backend, keys, &info)?;
         let conflict = list_lock_objects(&*backend, keys).map(|locks| {
             let now = storage_now(&locks, &mine);
-            locks.into_iter().find_map(|other| {
+            let conflicting = |other: &LockObject| {
+                other.name != mine
+                    && other
+                        .info
+                        .as_ref()
+                        .is_some_and(|i| mode.conflicts_with(i.mode))
+            };
+            // A lock that would conflict but is stale is taken over; the
+            // operator hears of it (a dead prune, a suspended host).
+            for other in locks.iter().filter(|o| conflicting(o) && o.is_stale_at(now)) {
+                if let Some(i) = &other.info {
+                    log::warn!("taking over a stale lock (its holder is gone or stopped refreshing it): {}", i.describe());
+                }
+            }
+            locks.iter().find_map(|other| {
                 let info = other.info.as_ref()?;
-                (other.name != mine && !other.is_stale_at(now) && mode.conflicts_with(info.mode))
+                (conflicting(other) && !other.is_stale_at(now))
                     .then(|| (other.name.clone(), info.describe()))
             })
         });
