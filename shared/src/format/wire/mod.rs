@@ -11,7 +11,7 @@ use crate::format::id::{ChunkId, ObjectId};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 
 /// Stream format version written by this build.
 pub const VERSION: u32 = 1;
@@ -603,6 +603,12 @@ fn data_record(line: &[u8], line_no: u64) -> Result<Record> {
     }
 }
 
+/// The longest line a stream may have: a data record with the largest
+/// chunk (16 MiB, base64 about 21.4 MiB) and its fields fits with room to
+/// spare. A longer one is refused before it is read whole, so a hostile or
+/// broken producer cannot make a reader buffer without bound.
+pub const MAX_LINE: u64 = 32 << 20;
+
 /// Reads records line by line, reusing one buffer.
 pub struct RecordReader<R> {
     inner: R,
@@ -627,14 +633,21 @@ impl<R: BufRead> RecordReader<R> {
     pub fn next_record(&mut self) -> Result<Option<Record>> {
         loop {
             self.buf.clear();
-            let n = self
-                .inner
+            let n = (&mut self.inner)
+                .take(MAX_LINE + 1)
                 .read_until(b'\n', &mut self.buf)
                 .map_err(|e| Error::io("<stdin>", e))?;
             if n == 0 {
                 return Ok(None);
             }
             self.line += 1;
+            if n as u64 > MAX_LINE {
+                return Err(Error::Usage(format!(
+                    "line {} is longer than {} MiB: not a bk stream (a data record holds at most one 16 MiB chunk); nothing was committed",
+                    self.line,
+                    MAX_LINE >> 20
+                )));
+            }
             if self.buf.last() != Some(&b'\n') && !trim_ascii(&self.buf).is_empty() {
                 return Err(Error::IncompleteStream(format!(
                     "the input ends in the middle of line {} (was the producer killed?); nothing was committed",
@@ -852,5 +865,34 @@ mod tests {
             prop_assert_eq!(back.path_bytes().unwrap(), path);
             prop_assert_eq!(back, e);
         }
+    }
+}
+
+#[cfg(test)]
+mod line_bound {
+    use super::*;
+
+    /// Regression: a line without a newline was read whole into memory,
+    /// however long (issue 32: no unbounded memory from hostile input).
+    #[test]
+    fn regression_a_line_longer_than_the_bound_is_refused_before_it_is_read_whole() {
+        struct Endless(u64);
+        impl std::io::Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                buf.fill(b'a');
+                self.0 += buf.len() as u64;
+                Ok(buf.len())
+            }
+        }
+        let mut src = std::io::BufReader::new(Endless(0));
+        let mut r = RecordReader::new(&mut src);
+        let e = r.next_record().unwrap_err();
+        assert!(e.to_string().contains("longer than 32 MiB"), "{e}");
+        drop(r);
+        assert!(
+            src.get_ref().0 <= MAX_LINE + (1 << 20),
+            "read {} bytes",
+            src.get_ref().0
+        );
     }
 }

@@ -700,6 +700,8 @@ fn write_tree(dir: &Path, tree: &BTreeMap<String, Vec<u8>>) {
 
 /// A tool run by the soak, which a killer thread may SIGKILL at any time.
 struct Supervised {
+    /// The program (bk-put, bk-sqlite, ...).
+    name: String,
     child: std::sync::Mutex<std::process::Child>,
     killed: std::sync::atomic::AtomicBool,
 }
@@ -718,7 +720,13 @@ impl Live {
         let (o, e) = (out.with_extension("out"), out.with_extension("err"));
         cmd.stdout(std::fs::File::create(&o).unwrap())
             .stderr(std::fs::File::create(&e).unwrap());
+        let name = Path::new(cmd.get_program())
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let s = std::sync::Arc::new(Supervised {
+            name,
             child: std::sync::Mutex::new(cmd.spawn().unwrap()),
             killed: Default::default(),
         });
@@ -738,6 +746,15 @@ impl Live {
         let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap()).to_string();
         let killed = s.killed.load(std::sync::atomic::Ordering::SeqCst);
         (status.code(), read(&o), read(&e), killed)
+    }
+
+    /// SIGTERMs every live `name` (the replicators, at the end).
+    fn terminate(&self, name: &str) {
+        for s in self.0.lock().unwrap().iter().filter(|s| s.name == name) {
+            let child = s.child.lock().unwrap();
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
     }
 
     /// SIGKILLs the `pick`-th live tool (modulo their number), if any.
@@ -765,6 +782,10 @@ struct SoakFigures {
     prunes_killed: u64,
     verifies: u64,
     verifies_killed: u64,
+    wal_pushes: u64,
+    wal_pushes_killed: u64,
+    replicator_runs: u64,
+    replicators_killed: u64,
     kills: u64,
     /// Non-zero exits that no kill explains: each one fails the soak.
     unexplained: Vec<String>,
@@ -799,7 +820,21 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
     let committed = Mutex::new(Vec::<(u64, u64, String)>::new());
     let stop = AtomicBool::new(false);
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let writers = 4u64;
+    // Eight writers (issue 32); BK_SOAK_WRITERS for another number.
+    let writers: u64 = std::env::var("BK_SOAK_WRITERS")
+        .ok()
+        .map(|s| s.parse().expect("BK_SOAK_WRITERS is a number"))
+        .unwrap_or(8);
+    let pushed = Mutex::new(Vec::<u64>::new());
+    let replicated = AtomicBool::new(false);
+    let db = env.path("app.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL);",
+        )
+        .unwrap();
+    }
     let logs = env.path("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let unexplained = |role: &str, code: Option<i32>, out: &str, err: &str| {
@@ -868,6 +903,80 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
                 }
             }
         });
+        let (pushed, replicated, db) = (&pushed, &replicated, &db);
+        // WAL pushes: a new segment each round; a killed push is pushed
+        // again, and must then succeed.
+        s.spawn(move || {
+            let dir = env.path("pg_wal");
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut segno = 1;
+            while Instant::now() < deadline {
+                let (name, bytes) = soak_segment(segno);
+                let path = dir.join(&name);
+                if !path.exists() {
+                    std::fs::write(&path, &bytes).unwrap();
+                }
+                let mut cmd = env.tool("bk-wal");
+                cmd.args(["--stanza", "soak", "push"]).arg(&path);
+                let (code, out, err, killed) = live.run(cmd, &logs.join("wal"));
+                let mut f = figures.lock().unwrap();
+                f.wal_pushes += 1;
+                if code == Some(0) {
+                    pushed.lock().unwrap().push(segno);
+                    segno += 1;
+                } else if killed {
+                    f.wal_pushes_killed += 1;
+                } else {
+                    f.unexplained
+                        .push(unexplained("bk-wal push", code, &out, &err));
+                }
+                drop(f);
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        });
+        // An SQLite application and its replicator, restarted when killed;
+        // SIGTERMed at the end, when it syncs what is committed.
+        s.spawn(move || {
+            let c = rusqlite::Connection::open(db).unwrap();
+            c.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                c.execute("INSERT INTO t (v) VALUES (?1)", [noise(300, i)])
+                    .unwrap();
+                if i.is_multiple_of(7) {
+                    c.execute("DELETE FROM t WHERE id % 5 = 0 AND id > ?1", [(i / 2) as i64])
+                        .unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        });
+        s.spawn(move || loop {
+            let mut cmd = env.tool("bk-sqlite");
+            cmd.arg("replicate").arg(db).args([
+                "--sync-interval",
+                "200ms",
+                "--snapshot-interval",
+                "2s",
+                "--checkpoint-frames",
+                "50",
+            ]);
+            let (code, out, err, killed) = live.run(cmd, &logs.join("sqlite"));
+            let mut f = figures.lock().unwrap();
+            f.replicator_runs += 1;
+            if killed {
+                f.replicators_killed += 1;
+                continue;
+            }
+            if code != Some(0) {
+                f.unexplained
+                    .push(unexplained("bk-sqlite replicate", code, &out, &err));
+            }
+            if Instant::now() >= deadline {
+                replicated.store(true, Ordering::SeqCst);
+                break;
+            }
+        });
         s.spawn(move || {
             let mut x = seed;
             let mut next = || {
@@ -888,6 +997,11 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_secs(2));
+        // The replicator syncs what the application committed and stops.
+        while !replicated.load(Ordering::SeqCst) {
+            live.terminate("bk-sqlite");
+            std::thread::sleep(Duration::from_millis(300));
+        }
         stop.store(true, Ordering::Relaxed);
     });
     let f = figures.into_inner().unwrap();
@@ -927,9 +1041,40 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
             );
         }
     }
+    // Every WAL segment whose push succeeded comes back byte for byte.
+    let pushed = pushed.into_inner().unwrap();
+    let mut wal_missing = Vec::new();
+    for segno in &pushed {
+        let (name, bytes) = soak_segment(*segno);
+        let dest = env.path("fetched");
+        let out = env.run(&format!(
+            "bk-wal --stanza soak fetch --retry-secs 0 {name} '{}'",
+            dest.display()
+        ));
+        if !out.status.success() || std::fs::read(&dest).ok().as_deref() != Some(bytes.as_slice()) {
+            wal_missing.push(name);
+        }
+    }
+    // The replica's latest state is the application's last one.
+    let restored_db = env.path("restored.db");
+    let out = env.run(&format!(
+        "bk-sqlite restore app.db -o '{}'",
+        restored_db.display()
+    ));
+    let sqlite_rows = |p: &Path| -> Vec<(i64, Vec<u8>)> {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let mut st = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let sqlite_exact = out.status.success() && sqlite_rows(&restored_db) == sqlite_rows(&db);
     let report = format!(
-        "soak {secs} s ({}), seed {seed}: backups {} ({} committed, {} killed), prunes {} ({} killed), \
-         verifies {} ({} killed), kills {}, unexplained failures {}, snapshots restored {restored}",
+        "soak {secs} s ({}), seed {seed}, {writers} writers: backups {} ({} committed, {} killed), prunes {} ({} killed), \
+         verifies {} ({} killed), WAL pushes {} ({} killed, {} segments fetched back, {} missing), \
+         replicator runs {} ({} killed, latest restore exact: {sqlite_exact}), kills {}, unexplained failures {}, \
+         snapshots restored {restored}",
         if s3_mode().is_some() { "s3" } else { "local" },
         f.backups,
         committed.len(),
@@ -938,6 +1083,12 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
         f.prunes_killed,
         f.verifies,
         f.verifies_killed,
+        f.wal_pushes,
+        f.wal_pushes_killed,
+        pushed.len() - wal_missing.len(),
+        wal_missing.len(),
+        f.replicator_runs,
+        f.replicators_killed,
         f.kills,
         f.unexplained.len(),
     );
@@ -961,6 +1112,32 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
         String::from_utf8_lossy(&verify.stdout)
     );
     assert!(!committed.is_empty(), "{report}");
+    assert!(
+        wal_missing.is_empty() && !pushed.is_empty(),
+        "{report}: {wal_missing:?}"
+    );
+    assert!(
+        sqlite_exact,
+        "{report}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A WAL segment of 1 MiB for the soak's pushes: a PostgreSQL 15 long page
+/// header naming segment `segno` of timeline 1 (cluster 0x5EED), then noise.
+fn soak_segment(segno: u64) -> (String, Vec<u8>) {
+    let size = 1u32 << 20;
+    let mut b = noise(size as usize, 77_000 + segno);
+    b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    b[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+    b[4..8].copy_from_slice(&1u32.to_le_bytes());
+    b[8..16].copy_from_slice(&(segno * u64::from(size)).to_le_bytes());
+    b[16..24].fill(0);
+    b[24..32].copy_from_slice(&0x5EEDu64.to_le_bytes());
+    b[32..36].copy_from_slice(&size.to_le_bytes());
+    b[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    let per = 0x1_0000_0000u64 / u64::from(size);
+    (format!("00000001{:08X}{:08X}", segno / per, segno % per), b)
 }
 
 /// Plan, then execute: a dry run with `--grace 0` prints every deletion
