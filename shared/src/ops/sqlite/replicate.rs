@@ -966,7 +966,22 @@ fn replicate_one(
             std::thread::sleep(opts.sync_interval.min(Duration::from_secs(1)));
         }
     }
-    let mut r = Replicator::start(repo, &target.path, &target.name, opts.clone(), &mut emit)?;
+    // A SIGTERM during the start (a Kubernetes pod stopped while its
+    // sidecar takes the first snapshot) finishes the start once more with
+    // the flag cleared, then ships and stops like any other SIGTERM; a
+    // second signal during that retry is obeyed at once.
+    let mut retried = false;
+    let mut r = loop {
+        match Replicator::start(repo, &target.path, &target.name, opts.clone(), &mut emit) {
+            Err(Error::Interrupted)
+                if !retried && crate::sys::interrupted().swap(false, Ordering::Relaxed) =>
+            {
+                retried = true;
+                stop.store(true, Ordering::Relaxed);
+            }
+            started => break started?,
+        }
+    };
     while !stopping() {
         let next = Instant::now() + opts.sync_interval;
         // A failed round is reported as an event and retried next round.

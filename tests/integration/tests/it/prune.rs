@@ -817,7 +817,8 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
     let env = Env::new();
     let live = Live::default();
     let figures = Mutex::new(SoakFigures::default());
-    let committed = Mutex::new(Vec::<(u64, u64, String)>::new());
+    // (writer, round, snapshot id, snapshot time in ns)
+    let committed = Mutex::new(Vec::<(u64, u64, String, i128)>::new());
     let stop = AtomicBool::new(false);
     let deadline = Instant::now() + Duration::from_secs(secs);
     // Eight writers (issue 32); BK_SOAK_WRITERS for another number.
@@ -857,8 +858,10 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
                     let mut f = figures.lock().unwrap();
                     f.backups += 1;
                     if code == Some(0) {
-                        let id = json_line(&out)["id"].as_str().unwrap().to_string();
-                        committed.lock().unwrap().push((w, round, id));
+                        let rec = json_line(&out);
+                        let id = rec["id"].as_str().unwrap().to_string();
+                        let time = snapshot_nanos(&rec["time"]);
+                        committed.lock().unwrap().push((w, round, id, time));
                     } else if killed {
                         f.backups_killed += 1;
                     } else {
@@ -945,8 +948,11 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
                 c.execute("INSERT INTO t (v) VALUES (?1)", [noise(300, i)])
                     .unwrap();
                 if i.is_multiple_of(7) {
-                    c.execute("DELETE FROM t WHERE id % 5 = 0 AND id > ?1", [(i / 2) as i64])
-                        .unwrap();
+                    c.execute(
+                        "DELETE FROM t WHERE id % 5 = 0 AND id > ?1",
+                        [(i / 2) as i64],
+                    )
+                    .unwrap();
                 }
                 std::thread::sleep(Duration::from_millis(15));
             }
@@ -1017,7 +1023,7 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
     let mut restored = 0;
-    for (w, round, id) in &committed {
+    for (w, round, id, _) in &committed {
         if present.contains(id) {
             assert_eq!(
                 restore(&env, id, &format!("check/{id}")),
@@ -1028,15 +1034,33 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
             restored += 1;
         }
     }
+    // The policy keeps each writer's two newest snapshots: of those it
+    // reported, and of those a writer killed after its snapshot was
+    // durable left unreported (they are in the listing).
+    let listed = env.snapshots();
     for w in 0..writers {
-        let mine: Vec<&String> = committed
+        let identity = format!("w{w}@soak:/data");
+        let mut known: Vec<(i128, String)> = committed
             .iter()
             .filter(|c| c.0 == w)
-            .map(|c| &c.2)
+            .map(|c| (c.3, c.2.clone()))
+            .chain(
+                listed
+                    .iter()
+                    .filter(|s| s["identity"] == identity.as_str())
+                    .map(|s| {
+                        (
+                            snapshot_nanos(&s["time"]),
+                            s["id"].as_str().unwrap().to_string(),
+                        )
+                    }),
+            )
             .collect();
-        for id in mine.iter().rev().take(2) {
+        known.sort();
+        known.dedup();
+        for (_, id) in known.iter().rev().take(2) {
             assert!(
-                present.contains(*id),
+                present.contains(id),
                 "writer {w}'s kept snapshot {id} is gone"
             );
         }
@@ -1121,6 +1145,13 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
         "{report}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A snapshot record's time, in nanoseconds since the epoch.
+fn snapshot_nanos(t: &serde_json::Value) -> i128 {
+    bk::format::time::Timestamp::parse(t.as_str().unwrap())
+        .unwrap()
+        .as_nanos()
 }
 
 /// A WAL segment of 1 MiB for the soak's pushes: a PostgreSQL 15 long page

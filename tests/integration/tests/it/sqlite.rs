@@ -398,6 +398,50 @@ fn sqlite_replicator_killed_at_each_durable_step_resumes_without_a_gap() {
     env.ok("bk-verify");
 }
 
+/// Regression: a SIGTERM while the replicator took its first snapshot (a
+/// pod stopped right after it started) ended it with exit 130 and nothing
+/// replicated; it now finishes the start, ships and exits 0.
+#[test]
+fn regression_sigterm_during_the_first_snapshot_finishes_it_ships_and_exits_0() {
+    let env = Env::new();
+    let db = env.path("app.db");
+    create_db(&db, 4096);
+    {
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch("BEGIN").unwrap();
+        for i in 0..5000 {
+            c.execute(
+                "INSERT INTO t (v) VALUES (?1)",
+                [format!("{i:04}{}", "x".repeat(4000))],
+            )
+            .unwrap();
+        }
+        c.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+    // The snapshot's first pack upload stalls 2 s: its thousands of page
+    // chunks back up behind it, and the signal comes while they do.
+    let rep = replicator_with_fault(
+        &env,
+        &db,
+        "--sync-interval 100ms",
+        Some("put:pack:1:before:stall"),
+    );
+    let t0 = std::time::Instant::now();
+    while !events(&env).iter().any(|e| e["event"] == "lineage") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the replicator never started a lineage"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, err) = terminate(rep);
+    assert_eq!(code, 0, "{err}");
+    let latest = restore(&env, "app.db", None);
+    assert_eq!(content_of(&latest), content_of(&db));
+}
+
 #[test]
 fn sqlite_second_replicator_of_a_database_is_refused() {
     let env = Env::new();
