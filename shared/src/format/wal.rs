@@ -332,7 +332,11 @@ const XLOG_SWITCH: u8 = 0x40;
 pub fn last_whole_record(segment: &[u8]) -> Option<u64> {
     let h = SegmentHeader::parse(segment)?;
     let page = h.block_size as usize;
-    if page == 0 || !segment.len().is_multiple_of(page) {
+    // PostgreSQL's block sizes (check_segment): anything else is not a
+    // segment, and a page shorter than its own header cannot be walked
+    // (the fuzzer's first find: a slice past the end of such a page).
+    let block_ok = page.is_power_of_two() && (1 << 10..=1 << 15).contains(&page);
+    if !block_ok || !segment.len().is_multiple_of(page) {
         return None;
     }
     // Record bytes without page headers, and where each run of them is.
@@ -347,9 +351,10 @@ pub fn last_whole_record(segment: &[u8]) -> Option<u64> {
         runs.push((data.len(), i * page + header));
         data.extend_from_slice(&p[header..]);
     }
-    let physical = |logical: usize| -> u64 {
+    let physical = |logical: usize| -> Option<u64> {
         let run = runs.partition_point(|(start, _)| *start <= logical) - 1;
-        h.page_address + (runs[run].1 + logical - runs[run].0) as u64
+        h.page_address
+            .checked_add((runs[run].1 + logical - runs[run].0) as u64)
     };
     let align = |n: usize| (n + 7) & !7;
     let mut pos = if h.info & XLP_FIRST_IS_CONTRECORD != 0 {
@@ -370,7 +375,7 @@ pub fn last_whole_record(segment: &[u8]) -> Option<u64> {
         if pos + tot_len > data.len() {
             break; // continues in the next segment
         }
-        let start = physical(pos);
+        let start = physical(pos)?;
         last = Some(start);
         prev = Some(start);
         if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
@@ -396,6 +401,18 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Regression (fuzzer, tests/fuzz wal): a header whose block size is
+    /// shorter than a page header made the page walk slice past its end.
+    #[test]
+    fn regression_a_block_size_shorter_than_a_page_header_is_not_walked() {
+        let bytes: &[u8] = &[
+            65, 47, 97, 97, 68, 97, 97, 97, 69, 68, 47, 69, 68, 97, 97, 97, 97, 97, 0, 0, 0, 0, 0,
+            0, 0, 0, 69, 68, 47, 69, 68, 67, 67, 67, 67, 67, 10, 0, 0, 0, 67, 67, 67, 67, 67, 0, 0,
+            0, 0, 10,
+        ];
+        assert_eq!(last_whole_record(bytes), None);
+    }
     use super::*;
     use proptest::prelude::*;
 
