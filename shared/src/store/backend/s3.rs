@@ -801,11 +801,20 @@ impl Backend for S3Backend {
         };
         self.rt.block_on(async {
             let mut out = Vec::new();
+            // Debug builds page by BK_TEST_S3_LIST_PAGE keys, so tests can
+            // fail a listing in the middle of its pages with few objects.
+            #[cfg(debug_assertions)]
+            let page_keys = std::env::var("BK_TEST_S3_LIST_PAGE")
+                .ok()
+                .and_then(|s| s.parse::<i32>().ok());
+            #[cfg(not(debug_assertions))]
+            let page_keys: Option<i32> = None;
             let mut pages = self
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(&dir)
+                .set_max_keys(page_keys)
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {

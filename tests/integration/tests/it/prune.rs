@@ -914,7 +914,7 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
             std::fs::create_dir_all(&dir).unwrap();
             let mut segno = 1;
             while Instant::now() < deadline {
-                let (name, bytes) = soak_segment(segno);
+                let (name, bytes) = wal_segment(segno);
                 let path = dir.join(&name);
                 if !path.exists() {
                     std::fs::write(&path, &bytes).unwrap();
@@ -1069,7 +1069,7 @@ fn soak_writers_prune_verify_and_kills_fail_no_live_tool() {
     let pushed = pushed.into_inner().unwrap();
     let mut wal_missing = Vec::new();
     for segno in &pushed {
-        let (name, bytes) = soak_segment(*segno);
+        let (name, bytes) = wal_segment(*segno);
         let dest = env.path("fetched");
         let out = env.run(&format!(
             "bk-wal --stanza soak fetch --retry-secs 0 {name} '{}'",
@@ -1152,23 +1152,6 @@ fn snapshot_nanos(t: &serde_json::Value) -> i128 {
     bk::format::time::Timestamp::parse(t.as_str().unwrap())
         .unwrap()
         .as_nanos()
-}
-
-/// A WAL segment of 1 MiB for the soak's pushes: a PostgreSQL 15 long page
-/// header naming segment `segno` of timeline 1 (cluster 0x5EED), then noise.
-fn soak_segment(segno: u64) -> (String, Vec<u8>) {
-    let size = 1u32 << 20;
-    let mut b = noise(size as usize, 77_000 + segno);
-    b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-    b[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
-    b[4..8].copy_from_slice(&1u32.to_le_bytes());
-    b[8..16].copy_from_slice(&(segno * u64::from(size)).to_le_bytes());
-    b[16..24].fill(0);
-    b[24..32].copy_from_slice(&0x5EEDu64.to_le_bytes());
-    b[32..36].copy_from_slice(&size.to_le_bytes());
-    b[36..40].copy_from_slice(&8192u32.to_le_bytes());
-    let per = 0x1_0000_0000u64 / u64::from(size);
-    (format!("00000001{:08X}{:08X}", segno / per, segno % per), b)
 }
 
 /// Plan, then execute: a dry run with `--grace 0` prints every deletion

@@ -317,6 +317,134 @@ fn faults_never_yield_a_snapshot_without_its_data() {
         .all(|id| env.snapshots().iter().any(|s| s["id"] == id.as_str())));
 }
 
+/// Issue 32, item 6: prunes and WAL pushes and fetches through a store
+/// that fails (5xx, SlowDown, resets, stalls, flipped and truncated bodies,
+/// listings failing between their pages: BK_TEST_S3_LIST_PAGE=2 makes every
+/// listing several pages) either succeed with correct data or fail with
+/// one clear line; a fetch never answers "not in the archive" (exit 1,
+/// which would end PostgreSQL's recovery) for a segment that is there; and
+/// once the faults stop, nothing the policy keeps is missing.
+#[test]
+fn faults_during_prune_and_wal_traffic_delete_nothing_that_should_stay() {
+    let Some((endpoint, _, _)) = s3() else { return };
+    let upstream = server_addr(&endpoint);
+    let env = Env::bare();
+    env.ok("bk-repo init --pack-size-mib 1");
+    let mut sources = HashMap::new();
+    for round in 0..6u64 {
+        let src = tree(&env, &format!("src{round}"), 6, round + 40);
+        let snap = json_line(&env.ok(&format!(
+            "bk-put --from '{}' --identity t@faults:/src",
+            src.display()
+        )));
+        sources.insert(snap["id"].as_str().unwrap().to_string(), src);
+    }
+    let proxy = faultproxy::FaultProxy::start(upstream, 0xbeef, 20);
+    let via = format!(
+        "AWS_ENDPOINT_URL={} BK_S3_ATTEMPT_TIMEOUT=2 BK_S3_MAX_ATTEMPTS=4 BK_TEST_S3_LIST_PAGE=2",
+        proxy.endpoint()
+    );
+    let clean_failure = |what: &str, out: &std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("bk-") && l.contains("error:")),
+            "{what}: unclear failure: {stderr}"
+        );
+    };
+    let dir = env.path("pg_wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut pushed = Vec::new();
+    let (mut prunes_ok, mut fetches_ok, mut failures) = (0, 0, 0);
+    for i in 1..=10u64 {
+        let (name, bytes) = wal_segment(i);
+        std::fs::write(dir.join(&name), &bytes).unwrap();
+        let out = env.run(&format!(
+            "{via} bk-wal --stanza f push '{}'",
+            dir.join(&name).display()
+        ));
+        if out.status.success() {
+            pushed.push(i);
+        } else {
+            clean_failure("push", &out);
+            failures += 1;
+        }
+        let out = env.run(&format!(
+            "{via} bk-prune --keep-last 3 --grace 0 --max-unused 0%"
+        ));
+        if out.status.success() {
+            prunes_ok += 1;
+        } else {
+            clean_failure("prune", &out);
+            failures += 1;
+        }
+        if let Some(&seg) = pushed.first() {
+            let (name, bytes) = wal_segment(seg);
+            let dest = env.path("fetched");
+            let _ = std::fs::remove_file(&dest);
+            let out = env.run(&format!(
+                "{via} bk-wal --stanza f fetch --retry-secs 0 {name} '{}'",
+                dest.display()
+            ));
+            assert_ne!(
+                out.status.code(),
+                Some(1),
+                "a fault made fetch say {name} is not archived"
+            );
+            if out.status.success() {
+                assert_eq!(
+                    std::fs::read(&dest).unwrap(),
+                    bytes,
+                    "fetch through faults: wrong bytes"
+                );
+                fetches_ok += 1;
+            } else {
+                clean_failure("fetch", &out);
+                failures += 1;
+            }
+        }
+    }
+    let counts = proxy.counts.lock().unwrap().clone();
+    drop(proxy);
+    eprintln!(
+        "fault proxy: {counts:?}; pushes ok {}, prunes ok {prunes_ok}, fetches ok {fetches_ok}, clean failures {failures}",
+        pushed.len()
+    );
+    assert!(
+        prunes_ok >= 1 && fetches_ok >= 1 && !pushed.is_empty(),
+        "{counts:?}"
+    );
+    // Without faults: the prune finishes, everything verifies, the policy's
+    // three snapshots restore exactly, every pushed segment comes back.
+    env.ok("bk-prune --keep-last 3 --grace 0 --max-unused 0%");
+    env.ok("bk-prune --keep-last 3 --grace 0 --max-unused 0%");
+    let verify = env.run("bk-verify --read-data");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 3);
+    for snap in &snaps {
+        let id = snap["id"].as_str().unwrap();
+        let out = env.path(&format!("restore-{id}"));
+        env.ok(&format!("bk-get {id} --into '{}'", out.display()));
+        assert_restored(&sources[id], &out, 6, id);
+    }
+    for seg in pushed {
+        let (name, bytes) = wal_segment(seg);
+        let dest = env.path(&format!("final-{name}"));
+        env.ok(&format!(
+            "bk-wal --stanza f fetch {name} '{}'",
+            dest.display()
+        ));
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    }
+}
+
 /// Uploads go with `UNSIGNED-PAYLOAD`, so only their checksum header
 /// protects the body in transit: a server that verifies it must refuse a
 /// damaged upload, bk must send it again, and what is stored must be

@@ -226,3 +226,20 @@ pub fn put_bytes(repo: &bk::repo::Repository, name: &str, data: &[u8]) -> String
     let out = bk::put::put_stream(repo, name, data, &Default::default()).unwrap();
     out.snapshot.id.to_hex()
 }
+
+/// A WAL segment of 1 MiB that bk-wal push accepts: a PostgreSQL 15 long page
+/// header naming segment `segno` of timeline 1 (cluster 0x5EED), then noise.
+pub fn wal_segment(segno: u64) -> (String, Vec<u8>) {
+    let size = 1u32 << 20;
+    let mut b = noise(size as usize, 77_000 + segno);
+    b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    b[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+    b[4..8].copy_from_slice(&1u32.to_le_bytes());
+    b[8..16].copy_from_slice(&(segno * u64::from(size)).to_le_bytes());
+    b[16..24].fill(0);
+    b[24..32].copy_from_slice(&0x5EEDu64.to_le_bytes());
+    b[32..36].copy_from_slice(&size.to_le_bytes());
+    b[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    let per = 0x1_0000_0000u64 / u64::from(size);
+    (format!("00000001{:08X}{:08X}", segno / per, segno % per), b)
+}
