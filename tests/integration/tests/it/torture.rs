@@ -728,3 +728,81 @@ fn a_stale_prune_lock_is_taken_over_with_a_warning_and_a_live_one_is_a_conflict(
     );
     assert_verifies(&env, false, "a stale prune lock taken over");
 }
+
+/// Issue 32, item 4, for WAL: a bk-wal push stopped (SIGSTOP) half-way for
+/// longer than any lock lives, while prunes and an expiry run, either
+/// finishes with its segment whole and fetchable or fails cleanly.
+#[test]
+fn a_wal_push_suspended_while_prune_and_expiry_run_stores_its_segment_whole_or_nothing() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::Duration;
+    let env = Env::new();
+    let scale = "300";
+    let dir = env.path("pg_wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, first_bytes) = wal_segment(1);
+    std::fs::write(dir.join(&first), &first_bytes).unwrap();
+    env.ok(&format!(
+        "bk-wal --stanza s push '{}'",
+        dir.join(&first).display()
+    ));
+    let (name, bytes) = wal_segment(2);
+    std::fs::write(dir.join(&name), &bytes).unwrap();
+    let push = env
+        .tool("bk-wal")
+        .args(["--stanza", "s", "push"])
+        .arg(dir.join(&name))
+        .env("BK_TEST_LOCK_SCALE", scale)
+        .env("BK_TEST_FAULT", "put:wal:1:before:stall")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = Pid::from_raw(push.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    for cmd in [
+        "bk-prune --keep-last 1 --grace 0",
+        "bk-prune --keep-last 1 --grace 0",
+        "bk-wal --stanza s expire --keep-last 1 --grace 0s",
+    ] {
+        let out = env
+            .sh(cmd)
+            .env("BK_TEST_LOCK_SCALE", scale)
+            .output()
+            .unwrap();
+        // No base backup yet: expiry has nothing to do, or says so.
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+            "{cmd}: {}",
+            text(&out)
+        );
+    }
+    kill(pid, Signal::SIGCONT).unwrap();
+    let out = push.wait_with_output().unwrap();
+    let dest = env.path("fetched");
+    let fetch = env.run(&format!(
+        "bk-wal --stanza s fetch --retry-secs 0 {name} '{}'",
+        dest.display()
+    ));
+    if out.status.success() {
+        assert!(fetch.status.success(), "{}", text(&fetch));
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    } else {
+        assert_eq!(
+            fetch.status.code(),
+            Some(1),
+            "a failed push left something: {}",
+            text(&fetch)
+        );
+    }
+    let dest = env.path("first");
+    env.ok(&format!(
+        "bk-wal --stanza s fetch {first} '{}'",
+        dest.display()
+    ));
+    assert_eq!(std::fs::read(&dest).unwrap(), first_bytes);
+    assert_verifies(&env, true, "a suspended WAL push");
+}
