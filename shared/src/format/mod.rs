@@ -3,6 +3,7 @@
 
 pub mod chunker;
 pub mod crypto;
+pub mod duration;
 pub mod id;
 pub mod index;
 pub mod pack;

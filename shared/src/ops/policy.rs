@@ -47,15 +47,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use time::{Date, Month, OffsetDateTime, UtcOffset};
 
-const DURATION_HINT: &str = "use numbers with units y, m, w, d, h (e.g. 36h, 7d, 1y2m)";
+const DURATION_HINT: &str = "use numbers with units h, d, w, mo, y (e.g. 36h, 7d, 1y2mo)";
 
-/// A `--keep-within` duration: `1y2m3d4h` and the like.
+/// A `--keep-within` duration: `1y2mo3d4h` and the like.
 ///
 /// Years and months are calendar units (a month back from 31 March is the
 /// end of February), weeks, days and hours are exact (7 × 24 h, 24 h, 1 h).
 /// The cutoff is computed as: newest snapshot time (in the policy's offset)
 /// minus years and months, with the day of month clamped to the target
-/// month's length (2026-03-31 − 1m = 2026-02-28, 2024-02-29 − 1y =
+/// month's length (2026-03-31 − 1mo = 2026-02-28, 2024-02-29 − 1y =
 /// 2023-02-28), then minus weeks, days and hours. Clamping differs from Go's
 /// `AddDate` used by restic (which rolls 2026-02-31 over to 2026-03-03): it
 /// puts the cutoff earlier, so it keeps more, never less.
@@ -94,7 +94,7 @@ impl KeepWithin {
     }
 }
 
-/// The normalized form: units in the order y, m, w, d, h, zeros left out
+/// The normalized form: units in the order y, mo, w, d, h, zeros left out
 /// (`2m1y` and `1y02m0d` both print as `1y2m`).
 impl fmt::Display for KeepWithin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -102,11 +102,11 @@ impl fmt::Display for KeepWithin {
             return f.write_str("0h");
         }
         for (n, unit) in [
-            (self.years, 'y'),
-            (self.months, 'm'),
-            (self.weeks, 'w'),
-            (self.days, 'd'),
-            (self.hours, 'h'),
+            (self.years, "y"),
+            (self.months, "mo"),
+            (self.weeks, "w"),
+            (self.days, "d"),
+            (self.hours, "h"),
         ] {
             if n != 0 {
                 write!(f, "{n}{unit}")?;
@@ -123,73 +123,35 @@ impl std::str::FromStr for KeepWithin {
     }
 }
 
-/// One `<digits><unit>` term of a duration.
-fn duration_term(i: &str) -> nom::IResult<&str, (&str, char)> {
-    nom::sequence::pair(
-        nom::character::complete::digit1,
-        nom::character::complete::one_of("ymwdh"),
-    )(i)
-}
-
-/// Parses a `--keep-within` duration: one or more `<number><unit>` terms,
-/// units `y` (years), `m` (months), `w`, `d`, `h`, each at most once, in any
-/// order; surrounding whitespace is ignored. Refused: empty input, a number
-/// without a unit, unknown or upper-case units, signs, fractions, a repeated
-/// unit (`1d2d` is more likely a typo than a sum), numbers above
-/// 4294967295, and durations that are zero in total (they would keep
-/// nothing, not even the newest snapshot).
+/// Parses a `--keep-within` duration in the grammar every duration flag
+/// shares (`format::duration`), with the units that count back by the
+/// calendar: `h`, `d`, `w`, `mo` (months), `y`, each at most once, in any
+/// order; surrounding whitespace is ignored. Refused besides what the
+/// grammar refuses (a bare `m` among it: restic's reading of `1m` as a month
+/// is said in the error): seconds and minutes (retention counts whole
+/// hours), numbers above 4294967295, and durations that are zero in total
+/// (they would keep nothing, not even the newest snapshot).
 pub fn parse_within(s: &str) -> Result<KeepWithin> {
+    use crate::format::duration::{terms, Unit};
     let bad =
         |detail: String| Error::Usage(format!("invalid duration {s:?}: {detail}; {DURATION_HINT}"));
-    let text = s.trim();
-    if text.is_empty() {
-        return Err(bad("it is empty".into()));
-    }
-    // Where the grammar stopped: many1 consumes whole terms only, so a
-    // failure is at the start of a term (no number) or right after its digits
-    // (no or an unknown unit).
-    let stuck_at = |rest: &str| -> String {
-        let done = &text[..text.len() - rest.len()];
-        match rest.chars().next() {
-            None => {
-                let digits = done.trim_end_matches(|d: char| d.is_ascii_digit());
-                format!("the number {} has no unit", &done[digits.len()..])
-            }
-            Some(c) if done.ends_with(|d: char| d.is_ascii_digit()) => {
-                format!("unknown unit {:?}", c.to_string())
-            }
-            Some(_) => format!("expected a number at {rest:?}"),
-        }
-    };
-    let terms = match nom::multi::many1(duration_term)(text) {
-        Ok(("", terms)) => terms,
-        Ok((rest, _)) => {
-            // many1 stopped early: re-run one term to learn where it fails.
-            let at = match duration_term(rest) {
-                Err(nom::Err::Error(e) | nom::Err::Failure(e)) => e.input,
-                _ => rest,
-            };
-            return Err(bad(stuck_at(at)));
-        }
-        Err(nom::Err::Error(e) | nom::Err::Failure(e)) => return Err(bad(stuck_at(e.input))),
-        Err(nom::Err::Incomplete(_)) => return Err(bad("it is incomplete".into())),
-    };
     let mut w = KeepWithin::default();
-    let mut seen = String::new();
-    for (digits, unit) in terms {
+    for (digits, unit) in terms(s).map_err(&bad)? {
         let n: u32 = digits
             .parse()
             .map_err(|_| bad(format!("{digits} is too large (at most {})", u32::MAX)))?;
-        if seen.contains(unit) {
-            return Err(bad(format!("unit {:?} appears twice", unit.to_string())));
-        }
-        seen.push(unit);
         match unit {
-            'y' => w.years = n,
-            'm' => w.months = n,
-            'w' => w.weeks = n,
-            'd' => w.days = n,
-            _ => w.hours = n,
+            Unit::Years => w.years = n,
+            Unit::Months => w.months = n,
+            Unit::Weeks => w.weeks = n,
+            Unit::Days => w.days = n,
+            Unit::Hours => w.hours = n,
+            Unit::Millis | Unit::Secs | Unit::Mins => {
+                return Err(bad(format!(
+                    "retention counts whole hours, not {}",
+                    unit.symbol()
+                )))
+            }
         }
     }
     if w.is_zero() {
@@ -711,15 +673,15 @@ mod tests {
             ("36h", within(0, 0, 0, 0, 36), "36h"),
             ("7d", within(0, 0, 0, 7, 0), "7d"),
             ("2w", within(0, 0, 2, 0, 0), "2w"),
-            ("1m", within(0, 1, 0, 0, 0), "1m"),
+            ("1mo", within(0, 1, 0, 0, 0), "1mo"),
             ("1y", within(1, 0, 0, 0, 0), "1y"),
-            ("1y2m", within(1, 2, 0, 0, 0), "1y2m"),
-            ("1y2m3d4h", within(1, 2, 0, 3, 4), "1y2m3d4h"),
-            ("1y2m1w3d4h", within(1, 2, 1, 3, 4), "1y2m1w3d4h"),
-            ("2m1y", within(1, 2, 0, 0, 0), "1y2m"),
+            ("1y2mo", within(1, 2, 0, 0, 0), "1y2mo"),
+            ("1y2mo3d4h", within(1, 2, 0, 3, 4), "1y2mo3d4h"),
+            ("1y2mo1w3d4h", within(1, 2, 1, 3, 4), "1y2mo1w3d4h"),
+            ("2mo1y", within(1, 2, 0, 0, 0), "1y2mo"),
             ("4h3d", within(0, 0, 0, 3, 4), "3d4h"),
             ("007d", within(0, 0, 0, 7, 0), "7d"),
-            ("1y0m", within(1, 0, 0, 0, 0), "1y"),
+            ("1y0mo", within(1, 0, 0, 0, 0), "1y"),
             ("0d36h", within(0, 0, 0, 0, 36), "36h"),
             (" 7d\n", within(0, 0, 0, 7, 0), "7d"),
             ("4294967295h", within(0, 0, 0, 0, u32::MAX), "4294967295h"),
@@ -737,14 +699,16 @@ mod tests {
             ("", "it is empty"),
             ("   ", "it is empty"),
             ("7", "the number 7 has no unit"),
-            ("1y2m34", "the number 34 has no unit"),
+            ("1y2mo34", "the number 34 has no unit"),
+            ("1m", crate::format::duration::AMBIGUOUS_M),
+            ("30m", crate::format::duration::AMBIGUOUS_M),
             ("7x", "unknown unit \"x\""),
             ("7D", "unknown unit \"D\""),
-            ("7s", "unknown unit \"s\""),
+            ("7s", "retention counts whole hours, not s"),
             ("7 d", "unknown unit \" \""),
             ("1.5d", "unknown unit \".\""),
             ("1d7x", "unknown unit \"x\""),
-            ("7dd", "expected a number at \"d\""),
+            ("7dd", "unknown unit \"dd\""),
             ("d", "expected a number at \"d\""),
             ("d7", "expected a number at \"d7\""),
             ("-7d", "expected a number at \"-7d\""),
@@ -754,7 +718,7 @@ mod tests {
             ("1d2d", "unit \"d\" appears twice"),
             ("1y2y", "unit \"y\" appears twice"),
             ("0d", "it is zero, which would keep nothing"),
-            ("0y0m0w0d0h", "it is zero, which would keep nothing"),
+            ("0y0mo0w0d0h", "it is zero, which would keep nothing"),
             (
                 "4294967296h",
                 "4294967296 is too large (at most 4294967295)",
@@ -767,13 +731,13 @@ mod tests {
             let msg = usage_message(parse_within(text));
             assert_eq!(
                 msg,
-                format!("invalid duration {text:?}: {detail}; use numbers with units y, m, w, d, h (e.g. 36h, 7d, 1y2m)"),
+                format!("invalid duration {text:?}: {detail}; use numbers with units h, d, w, mo, y (e.g. 36h, 7d, 1y2mo)"),
             );
         }
         // The shape the operator sees, in full, for the common typo.
         assert_eq!(
             usage_message(parse_within("7x")),
-            "invalid duration \"7x\": unknown unit \"x\"; use numbers with units y, m, w, d, h (e.g. 36h, 7d, 1y2m)"
+            "invalid duration \"7x\": unknown unit \"x\"; use numbers with units h, d, w, mo, y (e.g. 36h, 7d, 1y2mo)"
         );
     }
 
@@ -1034,7 +998,7 @@ mod tests {
         let d = run(
             &snaps,
             &Policy {
-                within: Some(parse_within("1m").unwrap()),
+                within: Some(parse_within("1mo").unwrap()),
                 ..Policy::default()
             },
         );
@@ -1055,7 +1019,7 @@ mod tests {
             kept_ids(&run(
                 snaps,
                 &Policy {
-                    within: Some(parse_within("1m").unwrap()),
+                    within: Some(parse_within("1mo").unwrap()),
                     ..Policy::default()
                 },
             ))
@@ -1087,7 +1051,7 @@ mod tests {
         let d = run(
             &snaps,
             &Policy {
-                within: Some(parse_within("1m1d").unwrap()),
+                within: Some(parse_within("1mo1d").unwrap()),
                 ..Policy::default()
             },
         );
@@ -1106,15 +1070,15 @@ mod tests {
         let d = run(
             &snaps,
             &Policy {
-                within: Some(parse_within("1y2m1w3d4h").unwrap()),
+                within: Some(parse_within("1y2mo1w3d4h").unwrap()),
                 ..Policy::default()
             },
         );
         assert_eq!(
             kept(&d),
             [
-                (3, vec!["within 1y2m1w3d4h"]),
-                (2, vec!["within 1y2m1w3d4h"])
+                (3, vec!["within 1y2mo1w3d4h"]),
+                (2, vec!["within 1y2mo1w3d4h"])
             ]
         );
         // A duration longer than the calendar keeps everything.
@@ -1142,7 +1106,7 @@ mod tests {
             kept_ids(&run(
                 &snaps,
                 &Policy {
-                    within: Some(parse_within("1m").unwrap()),
+                    within: Some(parse_within("1mo").unwrap()),
                     utc_offset_secs: offset,
                     ..Policy::default()
                 },

@@ -153,28 +153,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, out: &mut impl Write) -> Re
     Ok(summary)
 }
 
-/// `0`, `90s`, `30m`, `1h`, `2d`.
+/// `--grace`: `0`, `90s`, `30min`, `1h30min`, `2d` (`format::duration`).
 pub fn parse_grace(s: &str) -> Result<Duration> {
-    let bad = || {
-        Error::Usage(format!(
-            "invalid --grace {s:?}: use a number with unit s, m, h or d (e.g. 1h, 30m, 0)"
-        ))
-    };
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(bad()),
-    };
-    Ok(Duration::from_secs(n.checked_mul(mult).ok_or_else(bad)?))
+    crate::format::duration::parse_duration("--grace", s)
 }
 
 #[cfg(test)]
@@ -187,7 +168,8 @@ mod tests {
         assert_eq!(parse_grace("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_grace("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_grace("2d").unwrap(), Duration::from_secs(172800));
-        for bad in ["", "h", "1", "1w", "-1h", "1.5h"] {
+        assert_eq!(parse_grace("1h30min").unwrap(), Duration::from_secs(5400));
+        for bad in ["", "h", "1", "30m", "1mo", "-1h", "1.5h"] {
             assert!(parse_grace(bad).is_err(), "{bad}");
         }
     }

@@ -49,7 +49,7 @@ pub enum Command {
         )]
         snapshot_interval: String,
         /// A PASSIVE checkpoint at most this long after a commit
-        #[arg(long, default_value = "1m", value_name = "DURATION")]
+        #[arg(long, default_value = "1min", value_name = "DURATION")]
         checkpoint_interval: String,
         /// … or once the log holds this many frames
         #[arg(long, default_value_t = 1000, value_name = "N")]

@@ -23,27 +23,9 @@ fn emit(record: Record) -> Result<()> {
 }
 
 /// `1s`, `500ms`, `1h`, `7d`.
+/// Every duration flag reads the one grammar of `bk::format::duration`.
 fn parse_duration(flag: &str, s: &str) -> Result<Duration> {
-    let bad = || {
-        Error::Usage(format!(
-            "{flag} {s:?}: use a number with a unit ms, s, m, h or d (e.g. 1s, 1h, 168h)"
-        ))
-    };
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let millis = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    Ok(Duration::from_millis(
-        n.checked_mul(millis).ok_or_else(bad)?,
-    ))
+    bk::format::duration::parse_duration(flag, s)
 }
 
 /// A database's name in the repository: `--name`, else its file name.

@@ -41,3 +41,34 @@ fn every_tool_has_help_refuses_unknown_flags_and_reports_a_missing_repository() 
         assert!(err.contains("hint:"), "{tool}: {err}");
     }
 }
+
+/// Issue 33, item 6: one duration grammar for every flag of every tool.
+/// `30m` (minutes to some, months to restic's --keep-within) is refused
+/// everywhere with a hint naming both readings; `1h30min`, `90s`, `7d` and
+/// `1y2mo` (retention) are read the same way everywhere.
+#[test]
+fn every_duration_flag_reads_one_grammar_and_refuses_a_bare_m() {
+    let env = Env::new();
+    let db = env.path("app.db");
+    std::fs::write(&db, b"").unwrap();
+    for cmd in [
+        "bk-prune --keep-last 1 --grace 30m --dry-run".to_string(),
+        "bk-prune --keep-within 30m --dry-run".to_string(),
+        "bk-wal --stanza s expire --keep-last 1 --grace 30m --dry-run".to_string(),
+        format!("bk-sqlite replicate '{}' --sync-interval 30m", db.display()),
+        "bk-sqlite prune --keep-within 30m --dry-run".to_string(),
+    ] {
+        let err = env.fails(&cmd, 2);
+        assert!(
+            err.contains("\"m\" is ambiguous") && err.contains("min") && err.contains("mo"),
+            "{cmd}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{cmd}: {err}");
+    }
+    env.ok("bk-prune --keep-last 1 --grace 1h30min --dry-run");
+    env.ok("bk-prune --keep-within 1y2mo --dry-run");
+    let err = env.fails("bk-prune --keep-within 90min --dry-run", 2);
+    assert!(err.contains("retention counts whole hours"), "{err}");
+    let err = env.fails("bk-prune --keep-last 1 --grace 1mo --dry-run", 2);
+    assert!(err.contains("no fixed length"), "{err}");
+}

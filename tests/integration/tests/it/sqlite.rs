@@ -207,7 +207,19 @@ fn restore(env: &Env, name: &str, at: Option<SystemTime>) -> PathBuf {
 /// Restores at `samples` times spread over the log; each must equal a
 /// logged state committed at or before T and no older than T - `slack`.
 fn check_restores_by_time(env: &Env, name: &str, log: &[Logged], samples: usize, slack: Duration) {
-    let first = log.first().unwrap().after;
+    check_restores_from(env, name, log, log.first().unwrap().after, samples, slack);
+}
+
+/// [`check_restores_by_time`] at times from `first` on (where the replica
+/// begins), against every logged state.
+fn check_restores_from(
+    env: &Env,
+    name: &str,
+    log: &[Logged],
+    first: SystemTime,
+    samples: usize,
+    slack: Duration,
+) {
     let last = log.last().unwrap().after;
     let span = last.duration_since(first).unwrap();
     for k in 1..=samples {
@@ -385,16 +397,17 @@ fn sqlite_replicator_killed_at_each_durable_step_resumes_without_a_gap() {
         .min()
         .unwrap();
     let from = SystemTime::UNIX_EPOCH + Duration::from_nanos(from as u64);
-    let replicated: Vec<Logged> = log.into_iter().filter(|l| l.after >= from).collect();
+    let replicated = log.iter().filter(|l| l.after >= from).count();
     assert!(
-        replicated.len() > 50,
-        "the replica starts too late: {} states after it",
-        replicated.len()
+        replicated > 50,
+        "the replica starts too late: {replicated} states after it"
     );
     // Each of the nine restarts unlocks the repository (scrypt, in a debug
-    // build, beside the rest of the suite): a state may be a few seconds
-    // behind around a restart, never a state that was not committed.
-    check_restores_by_time(&env, "app.db", &replicated, 8, Duration::from_secs(10));
+    // build, beside the rest of the suite), and a replicator killed before
+    // its first sync ships nothing: a restore may be a few seconds behind
+    // (the state the initial snapshot took, committed before `from`, is a
+    // right answer until the next sync), never a state never committed.
+    check_restores_from(&env, "app.db", &log, from, 8, Duration::from_secs(10));
     env.ok("bk-verify");
 }
 
