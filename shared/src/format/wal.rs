@@ -53,6 +53,13 @@ fn segment_parts(input: &str) -> IResult<&str, (u32, u32, u32)> {
     tuple((hex8, hex8, hex8))(input)
 }
 
+/// The smallest segment size PostgreSQL allows (`initdb --wal-segsize=1`).
+/// A name is classified with it before the segment's header (or the
+/// stanza's binding) gives the real size: it allows the widest names (up
+/// to 0xFFF segments per log file; at 16 MiB only 0xFF), so no valid name
+/// of any cluster is refused. The segment number it yields is not used.
+pub const SMALLEST_SEGMENT_SIZE: u32 = 1 << 20;
+
 impl WalFile {
     /// Parses a file name as PostgreSQL writes it (upper-case hex);
     /// `seg_size` turns the name's two halves into one segment number.

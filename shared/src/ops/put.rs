@@ -301,17 +301,9 @@ fn packer<'r>(
                     supersedes: vec![],
                     packs: std::mem::take(&mut unindexed),
                 };
-                let check = lock.ensure_held()?;
-                let id = repo.write_index(&file)?;
-                if let Err(e) = lock.confirm(check) {
-                    if let Err(d) = repo
-                        .backend()
-                        .delete(crate::layout::ObjectKind::Index, &id.to_hex())
-                    {
-                        log::warn!("could not withdraw index object {id}: {d}");
-                    }
-                    return Err(e);
-                }
+                write_under_lock(repo, lock, crate::layout::ObjectKind::Index, || {
+                    repo.write_index(&file)
+                })?;
             }
             Ok(())
         };
@@ -599,19 +591,9 @@ fn put_with(
     let snapshot = build_snapshot(opts, &state, listing)?;
     // A prune may already have judged a lock this old stale and deleted
     // packs this snapshot refers to: committing now could lose data.
-    let check = lock.ensure_held()?;
-    let id = repo.save_snapshot(&snapshot)?;
-    if let Err(e) = lock.confirm(check) {
-        // Never reported, so nobody relies on it; a prune that listed it
-        // meanwhile kept its data, which the next prune collects.
-        if let Err(d) = repo
-            .backend()
-            .delete(crate::layout::ObjectKind::Snapshot, &id.to_hex())
-        {
-            log::warn!("could not withdraw snapshot {id}: {d}");
-        }
-        return Err(e);
-    }
+    let id = write_under_lock(repo, &lock, crate::layout::ObjectKind::Snapshot, || {
+        repo.save_snapshot(&snapshot)
+    })?;
     drop(lock);
     let mut record = snapshot_record(&id, &snapshot);
     record.new_bytes = Some(counters.new_bytes.load(Ordering::Relaxed));
@@ -623,6 +605,30 @@ fn put_with(
         snapshot: record,
         problems: state.errors > 0,
     })
+}
+
+/// Writes the object `write` writes (an index object or the snapshot)
+/// only under a lock that is still held, and withdraws it again if the
+/// write took longer than the lock's margin (the process was stopped or
+/// the store stalled in between: a prune may have judged the lock stale and
+/// deleted what the object names). A withdrawn object was never reported,
+/// so nobody relies on it; a prune that listed it meanwhile kept its data,
+/// which the next prune collects.
+fn write_under_lock(
+    repo: &Repository,
+    lock: &LockGuard,
+    kind: crate::layout::ObjectKind,
+    write: impl FnOnce() -> Result<ObjectId>,
+) -> Result<ObjectId> {
+    let check = lock.ensure_held()?;
+    let id = write()?;
+    if let Err(e) = lock.confirm(check) {
+        if let Err(d) = repo.backend().delete(kind, &id.to_hex()) {
+            log::warn!("could not withdraw {} {id}: {d}", kind.path(&id.to_hex()));
+        }
+        return Err(e);
+    }
+    Ok(id)
 }
 
 /// The backup pipeline: `produce` feeds the consumer, which chunks files

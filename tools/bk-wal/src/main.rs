@@ -179,7 +179,8 @@ fn from_prefetcher(
     spool: &std::path::Path,
     count: usize,
 ) -> bool {
-    let is_segment = !prefetch::following(file, 16 << 20, 1).is_empty();
+    let is_segment =
+        !prefetch::following(file, bk::format::wal::SMALLEST_SEGMENT_SIZE, 1).is_empty();
     if !is_segment {
         return false; // history files and the like: asked once each
     }

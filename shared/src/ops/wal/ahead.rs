@@ -284,7 +284,7 @@ pub fn ready_files(wal_dir: &Path) -> Vec<String> {
         let Some(name) = file.strip_suffix(".ready") else {
             continue;
         };
-        match WalFile::parse(name, 16 << 20) {
+        match WalFile::parse(name, crate::format::wal::SMALLEST_SEGMENT_SIZE) {
             Some(WalFile::History { .. }) => history.insert(name.to_string()),
             Some(_) => rest.insert(name.to_string()),
             None => false,

@@ -17,7 +17,11 @@
 
 use crate::error::{Error, Result, Subject};
 use crate::format::time::Timestamp;
-use crate::format::wal::{check_segment, check_stanza_name, SegmentProblem, StanzaRecord, WalFile};
+// Names are classified with the smallest segment size (see there); the
+// header's own size decides the segment number (`check_segment`).
+use crate::format::wal::{
+    check_segment, check_stanza_name, SegmentProblem, StanzaRecord, WalFile, SMALLEST_SEGMENT_SIZE,
+};
 use crate::layout::ObjectKind;
 use crate::store::repo::Repository;
 use std::io::Write;
@@ -26,9 +30,6 @@ use std::time::{Duration, Instant};
 
 const WAL_AAD: &[u8] = b"bk wal v1\0";
 const STANZA_AAD: &[u8] = b"bk wal stanza v1\0";
-/// Segment size assumed to classify a name before its header is read (the
-/// header's own size decides the segment number; see `check_segment`).
-const DEFAULT_SEGMENT_SIZE: u32 = 16 << 20;
 
 /// The object holding `file` of `stanza`.
 pub fn object_name(stanza: &str, file: &str) -> String {
@@ -163,7 +164,7 @@ impl<'r> Archiver<'r> {
     /// 4 KiB, a fifth of a push helper's time.
     pub fn push_with(&self, name: &str, bytes: &[u8], scratch: &mut Vec<u8>) -> Result<Pushed> {
         let (repo, stanza) = (self.repo, self.stanza.as_str());
-        let file = WalFile::parse(name, DEFAULT_SEGMENT_SIZE).ok_or_else(|| {
+        let file = WalFile::parse(name, SMALLEST_SEGMENT_SIZE).ok_or_else(|| {
             Error::Usage(format!(
                 "{name:?} is not a WAL file name (a segment, .partial, .history or .backup file)"
             ))
@@ -300,7 +301,7 @@ fn read_object(repo: &Repository, object: &str) -> Result<Option<Vec<u8>>> {
 /// exists and the repository says the file does not. The content is
 /// checked again (a segment against its name and the stanza's cluster).
 pub fn fetch(repo: &Repository, stanza: &str, name: &str) -> Result<Option<Vec<u8>>> {
-    let file = WalFile::parse(name, DEFAULT_SEGMENT_SIZE)
+    let file = WalFile::parse(name, SMALLEST_SEGMENT_SIZE)
         .ok_or_else(|| Error::Usage(format!("{name:?} is not a WAL file name")))?;
     let bound = load_stanza(repo, stanza)?.ok_or_else(|| {
         Error::Usage(format!(

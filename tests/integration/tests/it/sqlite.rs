@@ -305,18 +305,26 @@ fn sqlite_replicator_killed_with_sigkill_and_restarted_loses_nothing() {
         rep.kill().unwrap();
         rep.wait().unwrap();
     }
-    let rep = replicator(&env, &db, extra);
+    let log = finish_replicated(&env, &db, writer, extra);
+    // Each restart either resumed or began a lineage; either way every
+    // restore is one of the states the writer committed.
+    check_restores_by_time(&env, "app.db", &log, 5, Duration::from_secs(3));
+}
+
+/// The end of a replication test: a replicator runs while the writer
+/// stops, a SIGTERM makes it ship the rest, and the latest restore must be
+/// the database exactly. Returns the writer's log.
+fn finish_replicated(env: &Env, db: &Path, writer: Writer, extra: &str) -> Vec<Logged> {
+    let rep = replicator(env, db, extra);
     std::thread::sleep(Duration::from_millis(800));
     let log = writer.finish();
     std::thread::sleep(Duration::from_millis(400));
     let (code, err) = terminate(rep);
     assert_eq!(code, 0, "{err}");
-    let latest = restore(&env, "app.db", None);
+    let latest = restore(env, "app.db", None);
     assert!(integrity_ok(&latest));
-    assert_eq!(content_of(&latest), content_of(&db));
-    // Each restart either resumed or began a lineage; either way every
-    // restore is one of the states the writer committed.
-    check_restores_by_time(&env, "app.db", &log, 5, Duration::from_secs(3));
+    assert_eq!(content_of(&latest), content_of(db));
+    log
 }
 
 /// Issue 32's crash points for SQLite sync: the replicator kills itself
@@ -375,15 +383,7 @@ fn sqlite_replicator_killed_at_each_durable_step_resumes_without_a_gap() {
         "only {killed} of {} crash points were reached",
         points.len()
     );
-    let rep = replicator(&env, &db, extra);
-    std::thread::sleep(Duration::from_millis(800));
-    let log = writer.finish();
-    std::thread::sleep(Duration::from_millis(400));
-    let (code, err) = terminate(rep);
-    assert_eq!(code, 0, "{err}");
-    let latest = restore(&env, "app.db", None);
-    assert!(integrity_ok(&latest));
-    assert_eq!(content_of(&latest), content_of(&db));
+    let log = finish_replicated(&env, &db, writer, extra);
     // From the first state the replica holds (the first crash points came
     // before the initial snapshot) to the end, with no gap.
     let from = json_lines(&env.ok("bk-sqlite ls app.db"))

@@ -11,6 +11,19 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Output;
 
+/// A repository with 1 MiB packs and a tree `src` of `files` noise files
+/// of `size` bytes (seeds from `seed`).
+fn repo_and_tree(files: u64, size: usize, seed: u64) -> (Env, std::path::PathBuf) {
+    let env = Env::bare();
+    env.ok("bk-repo init --pack-size-mib 1");
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..files {
+        std::fs::write(src.join(format!("f{i:02}")), noise(size, seed + i)).unwrap();
+    }
+    (env, src)
+}
+
 fn long_mode() -> bool {
     std::env::var_os("BK_TORTURE_LONG").is_some()
 }
@@ -342,13 +355,7 @@ fn regression_a_writer_resumed_after_its_lock_went_stale_commits_nothing_that_is
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     use std::time::{Duration, Instant};
-    let env = Env::bare();
-    env.ok("bk-repo init --pack-size-mib 1");
-    let src = env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..24 {
-        std::fs::write(src.join(format!("f{i:02}")), noise(1 << 20, 70 + i)).unwrap();
-    }
+    let (env, src) = repo_and_tree(24, 1 << 20, 70);
     // Lock timing / 300: refresh 1 s, lost after 4 s, stale after 6 s.
     let scale = "300";
     let put = env
@@ -426,18 +433,11 @@ fn a_signal_half_way_through_any_tool_leaves_no_lock_no_snapshot_and_no_temporar
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     use std::time::{Duration, Instant};
-    let env = Env::bare();
-    env.ok("bk-repo init --pack-size-mib 1");
-    let src = env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..8 {
-        std::fs::write(src.join(format!("f{i}")), noise(1 << 20, 300 + i)).unwrap();
-    }
+    let (env, src) = repo_and_tree(8, 1 << 20, 300);
     let first = json_line(&env.ok(&format!("bk-put --from '{}'", src.display())));
     let snap = first["id"].as_str().unwrap().to_string();
-    // The S3 test server keeps a second snapshot's extra copy of nothing:
-    // the prune below has one snapshot to forget.
-    std::fs::write(src.join("f0"), noise(1 << 20, 999)).unwrap();
+    // A second snapshot: the prune below has one to forget.
+    std::fs::write(src.join("f00"), noise(1 << 20, 999)).unwrap();
     env.ok(&format!("bk-put --from '{}'", src.display()));
     let into = env.path("into");
     let fresh = env.path("fresh");

@@ -1025,3 +1025,32 @@ fn wal_secrets_in_the_environment_never_reach_a_child_process_environment_or_arg
     }
     assert!(seen > 0, "no prefetcher process was seen");
 }
+
+/// Regression (found by the soak, which pushes 1 MiB segments): names
+/// were classified as if every cluster had 16 MiB segments, so a cluster
+/// initialised with `--wal-segsize=1` could not archive its 257th segment
+/// (`…00000100`, "not a WAL file name") and archiving stopped there.
+#[test]
+fn regression_a_cluster_with_1_mib_segments_archives_past_segment_0xff() {
+    let env = Env::new();
+    let dir = env.path("pg_wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    for segno in [255u64, 256, 4095, 4096] {
+        let (name, bytes) = crate::common::wal_segment(segno);
+        std::fs::write(dir.join(&name), &bytes).unwrap();
+        let out = run_wal(&env, &format!("push {}", dir.join(&name).display()));
+        assert!(
+            out.status.success(),
+            "{name}: {:?}",
+            status_and_stderr(&out)
+        );
+        let dest = env.path(&format!("got-{name}"));
+        let out = run_wal(&env, &format!("fetch {name} {}", dest.display()));
+        assert!(
+            out.status.success(),
+            "{name}: {:?}",
+            status_and_stderr(&out)
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes, "{name}");
+    }
+}
