@@ -29,7 +29,7 @@ pub struct Cli {
     /// Keep the newest snapshot of each of the last N years that have one
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_yearly: Option<i64>,
-    /// Keep every snapshot within DURATION of the group's newest (36h, 7d, 2w, 1y2m)
+    /// Keep every snapshot within DURATION of the group's newest (36h, 7d, 2w, 1y2mo; a bare m is refused: mo or min)
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
     /// Keep every snapshot carrying this tag (repeatable)
