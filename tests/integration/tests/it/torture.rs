@@ -537,6 +537,21 @@ fn a_signal_half_way_through_any_tool_leaves_no_lock_no_snapshot_and_no_temporar
     assert_verifies(&env, true, "the signals");
 }
 
+/// Adds a new identity key to `env`'s repository, written to `path`;
+/// returns its secret line (`AGE-SECRET-KEY-…`).
+fn add_identity(env: &Env, path: &Path) -> String {
+    env.ok(&format!(
+        "bk-repo key add --generate-identity '{}'",
+        path.display()
+    ));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_string()
+}
+
 /// Issue 32, item 8: a canary passphrase, identity key and S3 secret never
 /// show in any tool's output, on success or failure (wrong key,
 /// unreachable endpoint, access denied).
@@ -547,29 +562,10 @@ fn canary_secrets_never_appear_in_any_output_on_success_or_failure() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), noise(100 << 10, 5)).unwrap();
     let identity = env.path("identity");
-    env.ok(&format!(
-        "bk-repo key add --generate-identity '{}'",
-        identity.display()
-    ));
-    let identity_secret = std::fs::read_to_string(&identity)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-        .unwrap()
-        .to_string();
+    let identity_secret = add_identity(&env, &identity);
     // A key that is not one of this repository's: another repository's.
     let stranger = env.path("stranger");
-    let other = Env::new();
-    other.ok(&format!(
-        "bk-repo key add --generate-identity '{}'",
-        stranger.display()
-    ));
-    let stranger_secret = std::fs::read_to_string(&stranger)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-        .unwrap()
-        .to_string();
+    let stranger_secret = add_identity(&Env::new(), &stranger);
     let wrong_pass = "CANARY-WRONG-PASSPHRASE-9c41";
     let s3_canary = "CANARY-S3-SECRET-7e0b22";
     let canaries = [

@@ -235,17 +235,7 @@ fn wal_push_killed_at_any_point_leaves_nothing_unverifiable_and_the_retry_succee
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = child.wait();
-        check_fetch_is_all_or_nothing(&env, &name, &bytes);
-        let out = run_wal(&env, &format!("push {}", path.display()));
-        assert!(
-            out.status.success(),
-            "retry {i}: {:?}",
-            status_and_stderr(&out)
-        );
-        let fetched = env.path(&format!("fetched{i}"));
-        let out = run_wal(&env, &format!("fetch {name} {}", fetched.display()));
-        assert!(out.status.success(), "{:?}", status_and_stderr(&out));
-        assert_eq!(std::fs::read(&fetched).unwrap(), bytes);
+        retry_after_a_failed_push(&env, &path, &name, &bytes, &format!("kill {i}"));
     }
     // Issue 32's crash points: the push stops itself at each storage step
     // (reading the stanza's binding, storing the segment, on either side),
@@ -274,20 +264,26 @@ fn wal_push_killed_at_any_point_leaves_nothing_unverifiable_and_the_retry_succee
             "push with {spec} succeeded: {:?}",
             status_and_stderr(&out)
         );
-        check_fetch_is_all_or_nothing(&env, &name, &bytes);
-        let out = run_wal(&env, &format!("push {}", path.display()));
-        assert!(
-            out.status.success(),
-            "retry after {spec}: {:?}",
-            status_and_stderr(&out)
-        );
-        let fetched = env.path(&format!("fetched-point{i}"));
-        let out = run_wal(&env, &format!("fetch {name} {}", fetched.display()));
-        assert!(out.status.success(), "{:?}", status_and_stderr(&out));
-        assert_eq!(std::fs::read(&fetched).unwrap(), bytes);
+        retry_after_a_failed_push(&env, &path, &name, &bytes, spec);
     }
     let out = env.run("bk-verify");
     assert!(out.status.success(), "{:?}", status_and_stderr(&out));
+}
+
+/// After a push that was killed or failed (`what`): the name holds nothing
+/// or the whole file, the retry succeeds, and the file fetches back.
+fn retry_after_a_failed_push(env: &Env, path: &Path, name: &str, bytes: &[u8], what: &str) {
+    check_fetch_is_all_or_nothing(env, name, bytes);
+    let out = run_wal(env, &format!("push {}", path.display()));
+    assert!(
+        out.status.success(),
+        "retry after {what}: {:?}",
+        status_and_stderr(&out)
+    );
+    let fetched = env.path(&format!("fetched-{name}"));
+    let out = run_wal(env, &format!("fetch {name} {}", fetched.display()));
+    assert!(out.status.success(), "{:?}", status_and_stderr(&out));
+    assert_eq!(std::fs::read(&fetched).unwrap(), bytes);
 }
 
 /// After a killed push, the name holds either nothing or the whole file.
