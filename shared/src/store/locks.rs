@@ -45,12 +45,18 @@ const LOCK_AAD: &[u8] = b"bk lock v1";
 /// of half an hour. Release builds always use the real durations.
 fn scaled(d: Duration) -> Duration {
     #[cfg(debug_assertions)]
-    if let Some(n) = std::env::var("BK_TEST_LOCK_SCALE")
-        .ok()
-        .and_then(|s| s.parse::<u32>().ok())
-        .filter(|n| *n > 0)
     {
-        return d / n;
+        // Read once: staleness is judged for every lock of every listing.
+        static SCALE: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+        let scale = SCALE.get_or_init(|| {
+            std::env::var("BK_TEST_LOCK_SCALE")
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+                .filter(|n| *n > 0)
+        });
+        if let Some(n) = scale {
+            return d / *n;
+        }
     }
     d
 }

@@ -1,12 +1,12 @@
 mod cli;
 
+use bk::format::duration::parse_duration;
 use bk::ops::sqlite::{expire, info, live::LiveDb, replica, replicate, restore};
 use bk::sys::AllocatorProfile;
 use bk::wire::{self, Record, Timestamp};
 use bk::{Error, ExitCode, Result};
 use cli::Command;
 use std::path::Path;
-use std::time::Duration;
 
 fn main() {
     let cli: cli::Cli = bk::cli::parse();
@@ -20,12 +20,6 @@ fn main() {
 
 fn emit(record: Record) -> Result<()> {
     wire::write_record(&mut std::io::stdout().lock(), &record).map_err(bk::error::stdout_error)
-}
-
-/// `1s`, `500ms`, `1h`, `7d`.
-/// Every duration flag reads the one grammar of `bk::format::duration`.
-fn parse_duration(flag: &str, s: &str) -> Result<Duration> {
-    bk::format::duration::parse_duration(flag, s)
 }
 
 /// A database's name in the repository: `--name`, else its file name.

@@ -681,14 +681,16 @@ fn a_stale_prune_lock_is_taken_over_with_a_warning_and_a_live_one_is_a_conflict(
         .spawn()
         .unwrap();
     let pid = Pid::from_raw(holder.id() as i32);
+    let prune = || {
+        env.tool("bk-prune")
+            .args(["--keep-last", "1"])
+            .env("BK_TEST_LOCK_SCALE", scale)
+            .output()
+            .unwrap()
+    };
     std::thread::sleep(Duration::from_millis(500));
     // Live: a conflict naming the holder.
-    let out = env
-        .tool("bk-prune")
-        .args(["--keep-last", "1"])
-        .env("BK_TEST_LOCK_SCALE", scale)
-        .output()
-        .unwrap();
+    let out = prune();
     assert_eq!(out.status.code(), Some(11), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -700,12 +702,7 @@ fn a_stale_prune_lock_is_taken_over_with_a_warning_and_a_live_one_is_a_conflict(
     assert_eq!(objects(&env, "locks"), 1);
     kill(pid, Signal::SIGSTOP).unwrap();
     std::thread::sleep(Duration::from_secs(8));
-    let out = env
-        .tool("bk-prune")
-        .args(["--keep-last", "1"])
-        .env("BK_TEST_LOCK_SCALE", scale)
-        .output()
-        .unwrap();
+    let out = prune();
     assert!(out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

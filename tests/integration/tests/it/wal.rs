@@ -270,6 +270,18 @@ fn wal_push_killed_at_any_point_leaves_nothing_unverifiable_and_the_retry_succee
     assert!(out.status.success(), "{:?}", status_and_stderr(&out));
 }
 
+/// Fetches `name` and requires exactly `bytes`.
+fn assert_fetches_back(env: &Env, name: &str, bytes: &[u8]) {
+    let dest = env.path(&format!("got-{name}"));
+    let out = run_wal(env, &format!("fetch {name} {}", dest.display()));
+    assert!(
+        out.status.success(),
+        "{name}: {:?}",
+        status_and_stderr(&out)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes, "{name}");
+}
+
 /// After a push that was killed or failed (`what`): the name holds nothing
 /// or the whole file, the retry succeeds, and the file fetches back.
 fn retry_after_a_failed_push(env: &Env, path: &Path, name: &str, bytes: &[u8], what: &str) {
@@ -280,10 +292,7 @@ fn retry_after_a_failed_push(env: &Env, path: &Path, name: &str, bytes: &[u8], w
         "retry after {what}: {:?}",
         status_and_stderr(&out)
     );
-    let fetched = env.path(&format!("fetched-{name}"));
-    let out = run_wal(env, &format!("fetch {name} {}", fetched.display()));
-    assert!(out.status.success(), "{:?}", status_and_stderr(&out));
-    assert_eq!(std::fs::read(&fetched).unwrap(), bytes);
+    assert_fetches_back(env, name, bytes);
 }
 
 /// After a killed push, the name holds either nothing or the whole file.
@@ -713,18 +722,7 @@ fn wal_push_helper_archives_the_backlog_and_forgets_its_notes_once_done() {
     pg.sql("SELECT pg_reload_conf()");
     pg.wait_archived(names.last().unwrap());
     for name in &names {
-        let dest = env.path(&format!("got-{name}"));
-        let out = run_wal(&env, &format!("fetch {name} {}", dest.display()));
-        assert!(
-            out.status.success(),
-            "{name}: {:?}",
-            status_and_stderr(&out)
-        );
-        assert_eq!(
-            std::fs::read(&dest).unwrap(),
-            segment_copy(&pg, name),
-            "{name}"
-        );
+        assert_fetches_back(&env, name, &segment_copy(&pg, name));
     }
     // The helper pushed them (its notes are in the spool), and forgets
     // each note once PostgreSQL has marked its file .done.
@@ -1040,13 +1038,6 @@ fn regression_a_cluster_with_1_mib_segments_archives_past_segment_0xff() {
             "{name}: {:?}",
             status_and_stderr(&out)
         );
-        let dest = env.path(&format!("got-{name}"));
-        let out = run_wal(&env, &format!("fetch {name} {}", dest.display()));
-        assert!(
-            out.status.success(),
-            "{name}: {:?}",
-            status_and_stderr(&out)
-        );
-        assert_eq!(std::fs::read(&dest).unwrap(), bytes, "{name}");
+        assert_fetches_back(&env, &name, &bytes);
     }
 }
