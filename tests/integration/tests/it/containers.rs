@@ -527,19 +527,27 @@ fn sqlite_sidecar_replicates_until_sigterm_and_restores_once() {
         .stdout(std::fs::File::create(&events).unwrap())
         .stderr(Stdio::piped());
     let child = c.spawn().unwrap();
+    let wait_for = |event: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&events).unwrap_or_default();
+            // (a line may be half-written yet)
+            let mut seen = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+            if seen.any(|e| e["event"] == event) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no {event} event: {text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("start");
     for i in 0..50 {
         conn.execute("INSERT INTO t (v) VALUES (?1)", [format!("row {i}")])
             .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(&events).unwrap_or_default();
-        if json_lines(&text).iter().any(|e| e["event"] == "sync") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no sync event: {text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("sync");
     for i in 50..60 {
         conn.execute("INSERT INTO t (v) VALUES (?1)", [format!("row {i}")])
             .unwrap();
