@@ -6,6 +6,7 @@
 mod common;
 
 mod cli;
+mod containers;
 mod incremental;
 mod prune;
 mod repo;
