@@ -45,7 +45,12 @@ pub fn parse<T: clap::Parser>() -> T {
 
 /// Reads a passphrase file: the first line, without its line ending.
 pub fn read_password_file(path: &std::path::Path) -> Result<Zeroizing<String>> {
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?);
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        Error::usage_hint(
+            format!("cannot read the password file {}: {e}", path.display()),
+            "--password-file or BK_PASSWORD_FILE names it; its first line is the passphrase",
+        )
+    })?);
     let first = text.lines().next().unwrap_or("");
     if first.is_empty() {
         return Err(Error::Usage(format!(
@@ -70,7 +75,7 @@ pub fn prompt_passphrase(prompt: &str, confirm: bool) -> Result<Zeroizing<String
     }
     if confirm {
         let again = Zeroizing::new(
-            rpassword::prompt_password("bk: repeat passphrase: ")
+            rpassword::prompt_password(format!("{}: repeat passphrase: ", tool_name()))
                 .map_err(|e| Error::io("/dev/tty", e))?,
         );
         if *again != *p {
@@ -186,7 +191,7 @@ impl RepoArgs {
             }
         }
         let p = prompt_passphrase(
-            &format!("bk: passphrase for {}: ", self.location()?),
+            &format!("{}: passphrase for {}: ", tool_name(), self.location()?),
             confirm,
         )?;
         Ok(Secret::passphrase(p.to_string()))
@@ -196,6 +201,18 @@ impl RepoArgs {
         let backend = crate::store::backend::open(self.location()?)?;
         Repository::open(backend, &self.secret(false)?)
     }
+}
+
+/// Refuses to read `what` from stdin when stdin is a terminal: a tool that
+/// waits there silently looks hung. `hint` says what to pipe in instead.
+pub fn refuse_terminal_stdin(what: &str, hint: &str) -> Result<()> {
+    if std::io::stdin().is_terminal() {
+        return Err(Error::usage_hint(
+            format!("expected {what} on stdin, which is a terminal"),
+            hint.to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses `KEY=VALUE` tags (a later value for the same key wins).
@@ -245,8 +262,9 @@ pub fn run_mapped(
 ) -> ! {
     crate::sys::tune_allocator(profile);
     crate::sys::install_signal_handlers();
+    let _ = TOOL.set(tool.to_string());
     if log::set_logger(&STDERR_LOG).is_ok() {
-        log::set_max_level(log::LevelFilter::Warn);
+        log::set_max_level(log::LevelFilter::Info);
     }
     let code = match take_handed_over_secrets().and_then(|()| body()) {
         Ok(code) => code,
@@ -262,26 +280,36 @@ pub fn run_mapped(
     std::process::exit(code)
 }
 
-/// Prints the library's warnings and per-item errors (the `log` facade) on
-/// stderr as `warning: …` and `error: …`, the lines the tools have always
-/// printed; records from other crates are left out.
+/// The running tool's name, for the prefix of every line it prints on
+/// stderr.
+static TOOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The running tool's name (`bk` outside [`run`]).
+pub fn tool_name() -> &'static str {
+    TOOL.get().map(String::as_str).unwrap_or("bk")
+}
+
+/// Prints the library's per-item errors, warnings and notes (the `log`
+/// facade) on stderr as `TOOL: error: …`, `TOOL: warning: …` and
+/// `TOOL: …` (what a tool chose for the user, such as the snapshot `latest`
+/// named); records from other crates are left out.
 struct StderrLog;
 
 static STDERR_LOG: StderrLog = StderrLog;
 
 impl log::Log for StderrLog {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Warn && (m.target() == "bk" || m.target().starts_with("bk::"))
+        m.level() <= log::Level::Info && (m.target() == "bk" || m.target().starts_with("bk::"))
     }
 
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
-            let word = if r.level() == log::Level::Error {
-                "error"
-            } else {
-                "warning"
-            };
-            eprintln!("{word}: {}", r.args());
+            let tool = tool_name();
+            match r.level() {
+                log::Level::Error => eprintln!("{tool}: error: {}", r.args()),
+                log::Level::Warn => eprintln!("{tool}: warning: {}", r.args()),
+                _ => eprintln!("{tool}: {}", r.args()),
+            }
         }
     }
 

@@ -104,6 +104,9 @@ pub enum Error {
     /// The command line or an input the user gave is invalid.
     #[error("{0}")]
     Usage(String),
+    /// A usage error that knows what to type instead.
+    #[error("{message}")]
+    UsageHint { message: String, hint: String },
     #[error("no bk repository at {location}")]
     NoRepository { location: String },
     #[error("a repository already exists at {location}")]
@@ -155,9 +158,10 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Usage(_) | Error::Stream { .. } | Error::RepositoryExists { .. } => {
-                ExitCode::Usage
-            }
+            Error::Usage(_)
+            | Error::UsageHint { .. }
+            | Error::Stream { .. }
+            | Error::RepositoryExists { .. } => ExitCode::Usage,
             Error::NoRepository { .. } => ExitCode::NoRepository,
             Error::WrongKey { .. } => ExitCode::WrongKey,
             Error::Locked { .. } => ExitCode::Locked,
@@ -177,6 +181,8 @@ impl Error {
     /// or object involved when the error knows it.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
+            Error::UsageHint { hint, .. } => hint.clone(),
+            Error::RepositoryExists { .. } => "nothing was changed; choose another -r/--repo (an existing repository is opened, never re-initialized)".into(),
             Error::NoRepository { .. } => "check -r/--repo or BK_REPO, or create one with `bk-repo init`".into(),
             Error::WrongKey { kind: "identity", .. } => "check --identity-file / BK_IDENTITY_FILE (`bk-repo keys` lists the repository's keys)".into(),
             Error::WrongKey { .. } => "check --password-file / BK_PASSWORD_FILE / BK_PASSWORD or --identity-file / BK_IDENTITY_FILE".into(),
@@ -191,6 +197,14 @@ impl Error {
             Error::Internal { .. } => "this is a bug in bk; please report it with the command that failed".into(),
             _ => return None,
         })
+    }
+
+    /// A usage error with the hint that says what to do instead.
+    pub fn usage_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::UsageHint {
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     pub fn is_broken_pipe(&self) -> bool {
@@ -247,6 +261,11 @@ impl Error {
     /// True when a storage object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
+    /// A local path ran through a regular file (ENOTDIR).
+    pub fn is_not_a_directory(&self) -> bool {
+        matches!(self, Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::NotADirectory)
     }
 
     /// A put of a claimed name found it taken (link(2) locally, the check

@@ -27,6 +27,12 @@ macro_rules! id_type {
                 hex::encode(self.0)
             }
 
+            /// The first 8 hex digits, as human output shows an id (and
+            /// every tool accepts a unique prefix back).
+            pub fn short(&self) -> String {
+                hex::encode(&self.0[..4])
+            }
+
             pub fn from_hex(s: &str) -> Option<Self> {
                 let mut out = [0u8; 32];
                 hex::decode_to_slice(s, &mut out).ok()?;

@@ -4,6 +4,7 @@
 pub mod chunker;
 pub mod crypto;
 pub mod duration;
+pub mod human;
 pub mod id;
 pub mod index;
 pub mod pack;

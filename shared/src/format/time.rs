@@ -33,6 +33,16 @@ impl Timestamp {
         .unwrap_or_default()
     }
 
+    /// To the second, for people: `2026-12-03 10:00:00 UTC`.
+    pub fn to_human(&self) -> String {
+        time::OffsetDateTime::from_unix_timestamp(self.secs)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+            .format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            ))
+            .unwrap_or_default()
+    }
+
     /// Accepts any RFC 3339 time (any offset, any fraction length).
     pub fn parse(s: &str) -> Option<Self> {
         let t =

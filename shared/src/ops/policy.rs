@@ -559,12 +559,23 @@ fn group_reasons(
                 continue;
             }
             let bucket = rule.bucket(nr, local);
-            if *last != Some(bucket) {
+            // As restic 0.17 and later: a rule with buckets still to fill
+            // when the history runs out also keeps the group's oldest
+            // snapshot (`--keep-monthly 12` over three months keeps the
+            // first month's start), so a young repository keeps the
+            // longest history its counts allow.
+            let oldest = nr + 1 == members.len();
+            if *last != Some(bucket) || oldest {
+                let new_bucket = *last != Some(bucket);
                 *last = Some(bucket);
                 if let Some(n) = left {
                     *n -= 1;
                 }
-                reasons.push(rule.name().to_string());
+                reasons.push(if new_bucket {
+                    rule.name().to_string()
+                } else {
+                    format!("oldest {}", rule.name())
+                });
             }
         }
         if let Some((w, cutoff)) = cutoff {
@@ -877,7 +888,46 @@ mod tests {
                 ..Policy::default()
             },
         );
-        assert_eq!(kept_ids(&d), [3, 2]);
+        // W01 (3), W53 (2), and 1, the oldest, while counts are left.
+        assert_eq!(kept_ids(&d), [3, 2, 1]);
+    }
+
+    #[test]
+    fn restic_0_17_keeps_the_oldest_while_a_rule_has_counts_left() {
+        // Three months of daily backups: --keep-monthly 12 keeps each
+        // month's newest and, with 9 counts unused, the very first backup.
+        let snaps = series(&[
+            "2026-01-01T03:00:00Z", // 1: the oldest
+            "2026-01-20T03:00:00Z", // 2
+            "2026-02-14T03:00:00Z", // 3
+            "2026-03-02T03:00:00Z", // 4
+            "2026-03-30T03:00:00Z", // 5
+        ]);
+        let d = run(
+            &snaps,
+            &Policy {
+                monthly: Some(12),
+                ..Policy::default()
+            },
+        );
+        assert_eq!(
+            kept(&d),
+            [
+                (5, vec!["monthly"]),
+                (3, vec!["monthly"]),
+                (2, vec!["monthly"]),
+                (1, vec!["oldest monthly"]),
+            ]
+        );
+        // Counts used up before the history ends: the oldest goes.
+        let d = run(
+            &snaps,
+            &Policy {
+                monthly: Some(3),
+                ..Policy::default()
+            },
+        );
+        assert_eq!(kept_ids(&d), [5, 3, 2]);
     }
 
     #[test]
@@ -890,6 +940,8 @@ mod tests {
             "2026-04-30T00:00:00Z", // 5
         ]);
         // Months: April (5), February (3), January (2); March has none.
+        // With counts left when the history ends, the oldest (1) is kept
+        // too (restic 0.17's rule).
         let monthly = |n| {
             kept_ids(&run(
                 &snaps,
@@ -900,8 +952,9 @@ mod tests {
             ))
         };
         assert_eq!(monthly(2), [5, 3]);
-        assert_eq!(monthly(-1), [5, 3, 2]);
-        assert_eq!(monthly(10), [5, 3, 2]);
+        assert_eq!(monthly(3), [5, 3, 2]);
+        assert_eq!(monthly(-1), [5, 3, 2, 1]);
+        assert_eq!(monthly(10), [5, 3, 2, 1]);
 
         let snaps = series(&[
             "2023-06-01T00:00:00Z", // 1
@@ -942,14 +995,15 @@ mod tests {
                 },
             ))
         };
-        // UTC: the 11th (3) and the 10th (2).
-        assert_eq!(daily(0), [3, 2]);
-        // UTC+2: 00:30, 01:30, 02:30 on the 11th: one day.
-        assert_eq!(daily(7200), [3]);
-        // UTC-1: 21:30, 22:30, 23:30 on the 10th: one day.
-        assert_eq!(daily(-3600), [3]);
+        // UTC: the 11th (3) and the 10th (2), and the oldest (1) since
+        // counts are left.
+        assert_eq!(daily(0), [3, 2, 1]);
+        // UTC+2: 00:30, 01:30, 02:30 on the 11th: one day, and the oldest.
+        assert_eq!(daily(7200), [3, 1]);
+        // UTC-1: 21:30, 22:30, 23:30 on the 10th: one day, and the oldest.
+        assert_eq!(daily(-3600), [3, 1]);
         // UTC+1:30 (a non-hour offset): 00:00, 01:00, 02:00 on the 11th.
-        assert_eq!(daily(5400), [3]);
+        assert_eq!(daily(5400), [3, 1]);
     }
 
     #[test]

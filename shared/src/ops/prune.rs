@@ -154,6 +154,26 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, out: &mut impl Write) -> Re
 }
 
 /// `--grace`: `0`, `90s`, `30min`, `1h30min`, `2d` (`format::duration`).
+/// One line for people when a run marked packs but freed less than it
+/// marked: the grace period keeps them for writers that may still refer to
+/// them, so a first prune frees nothing and says when the space comes back.
+pub fn space_note(summary: &PruneSummary, gc: &GcOptions) -> Option<String> {
+    use crate::format::human;
+    if summary.dry_run || summary.packs_marked == 0 || gc.grace.is_zero() {
+        return None;
+    }
+    Some(format!(
+        "{} in {} pack(s) marked for deletion, freed {} now; the marked space comes back \
+         when a prune runs {} or more from now (--grace {}); `--grace 0` frees it at once, \
+         safe only while no backup is writing",
+        human::bytes(summary.bytes_marked),
+        summary.packs_marked,
+        human::bytes(summary.bytes_freed),
+        human::duration(gc.grace),
+        human::duration(gc.grace),
+    ))
+}
+
 pub fn parse_grace(s: &str) -> Result<Duration> {
     crate::format::duration::parse_duration("--grace", s)
 }

@@ -974,7 +974,10 @@ impl Consumer<'_> {
                 } else {
                     self.finish_file()?;
                 }
-                log::warn!("{}: {}", er.path, er.message);
+                // In process, the walker has warned already.
+                if self.line > 0 {
+                    log::warn!("{}: {}", er.path, er.message);
+                }
                 self.st.errors += 1;
                 self.push_listing(&Record::Error(ErrorRecord {
                     v: wire::VERSION,

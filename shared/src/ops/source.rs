@@ -388,8 +388,17 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
 /// The header a stream of the tree at `root` starts with (its source is
 /// the absolute path), so a caller can learn the default identity first.
 pub fn tree_header(root: &Path, opts: &ChunkOptions) -> Result<Header> {
-    let abs = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
+    let abs = source_path(root)?;
     Ok(header(abs.to_string_lossy().into_owned(), None, opts))
+}
+
+/// The one spelling of a tree's root that identities and parents are
+/// keyed by: absolute, without `.` components or a trailing slash, so
+/// `/data/`, `/data/.` and `/data` are one source. `..` is kept: with
+/// symlinks it cannot be resolved without reading the filesystem.
+pub fn source_path(root: &Path) -> Result<std::path::PathBuf> {
+    let abs = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
+    Ok(abs.components().collect())
 }
 
 fn header(source: String, name: Option<String>, opts: &ChunkOptions) -> Header {
@@ -446,7 +455,7 @@ pub fn walk_tree_ending<S: StreamSink + ?Sized>(
     // A root given as a symlink to a directory is walked as that directory
     // (walkdir always follows its root), so it is one, not a single file.
     let root_md = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
-    let abs = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
+    let abs = source_path(root)?;
     let mut em = new_emitter(sink, opts);
     em.record(Record::Header(tree_header(root, opts)?))?;
     let single_name: Option<Vec<u8>> = (!root_md.is_dir()).then(|| {
@@ -606,5 +615,23 @@ pub(crate) fn listing_path(root: &Path, path: &Path) -> Vec<u8> {
         b".".to_vec()
     } else {
         r.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn a_trailing_slash_or_dot_names_the_same_source() {
+        let one = super::source_path(Path::new("/data")).unwrap();
+        for other in ["/data/", "/data/.", "/./data//", "/data/./"] {
+            assert_eq!(
+                super::source_path(Path::new(other)).unwrap(),
+                one,
+                "{other}"
+            );
+        }
+        assert_eq!(super::source_path(Path::new("/")).unwrap(), Path::new("/"));
     }
 }

@@ -50,7 +50,12 @@ impl Secret {
     /// Reads an age identity file (lines `AGE-SECRET-KEY-1…`, `#` comments).
     /// Errors never echo the file's content.
     pub fn from_identity_file(path: &Path) -> Result<Self> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?);
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            Error::usage_hint(
+                format!("cannot read the identity file {}: {e}", path.display()),
+                "--identity-file or BK_IDENTITY_FILE names it (an age key, from `age-keygen` or `bk-repo key add --generate-identity FILE`)",
+            )
+        })?);
         let mut ids = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();

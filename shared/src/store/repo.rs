@@ -227,7 +227,8 @@ impl Repository {
     pub fn open(backend: Arc<dyn Backend>, secret: &Secret) -> Result<Repository> {
         let raw = match backend.get(ObjectKind::Config, "config") {
             Ok(r) => r,
-            Err(e) if e.is_not_found() => {
+            // A local path that is a file, or runs through one.
+            Err(e) if e.is_not_found() || e.is_not_a_directory() => {
                 return Err(Error::NoRepository {
                     location: backend.location(),
                 });
@@ -635,14 +636,18 @@ impl Repository {
 
     /// Like [`Repository::find_snapshot`]; `latest` also honours `tags`
     /// (all must match), and an explicit id must match the filters too.
+    /// `latest` without an identity is refused when the snapshots it would
+    /// choose from belong to several identities: in a repository shared by
+    /// many applications it would name whichever backed up last.
     pub fn find_snapshot_tagged(
         &self,
         spec: &str,
         identity: Option<&str>,
         tags: &BTreeMap<String, String>,
     ) -> Result<(ObjectId, Snapshot)> {
+        let identity = identity.map(crate::format::wire::normalize_identity);
         let wanted = |s: &Snapshot| {
-            identity.is_none_or(|i| s.identity == i)
+            identity.as_deref().is_none_or(|i| s.identity == i)
                 && tags.iter().all(|(k, v)| s.tags.get(k) == Some(v))
         };
         if spec != "latest" {
@@ -654,17 +659,64 @@ impl Repository {
             }
             return Ok(found);
         }
-        self.snapshots()?
+        let candidates: Vec<_> = self
+            .snapshots()?
             .into_iter()
-            .rev()
-            .find(|(_, s)| wanted(s))
-            .ok_or_else(|| {
-                Error::Usage(match identity {
-                    Some(i) => format!("no matching snapshot of identity {i}"),
-                    None if !tags.is_empty() => "no snapshot has the given tags".into(),
-                    None => "the repository has no snapshots".into(),
-                })
+            .filter(|(_, s)| wanted(s))
+            .collect();
+        if identity.is_none() {
+            let identities: std::collections::BTreeSet<&str> = candidates
+                .iter()
+                .map(|(_, s)| s.identity.as_str())
+                .collect();
+            if identities.len() > 1 {
+                let shown: Vec<&str> = identities.iter().take(5).copied().collect();
+                let more = identities.len().saturating_sub(shown.len());
+                return Err(Error::usage_hint(
+                    format!(
+                        "\"latest\" is ambiguous: the repository holds snapshots of {} identities",
+                        identities.len()
+                    ),
+                    format!(
+                        "add --identity {}{} (`bk-ls` lists them), or name a snapshot id",
+                        shown.join(" or --identity "),
+                        if more > 0 {
+                            format!(" or one of {more} more")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+            }
+        }
+        candidates.into_iter().next_back().ok_or_else(|| {
+            Error::Usage(match identity {
+                Some(i) => format!("no matching snapshot of identity {i}"),
+                None if !tags.is_empty() => "no snapshot has the given tags".into(),
+                None => "the repository has no snapshots".into(),
             })
+        })
+    }
+
+    /// [`Repository::find_snapshot_tagged`] for a snapshot the user named:
+    /// when `spec` is `latest` or a prefix, says on stderr (a log note)
+    /// which snapshot it chose, so a restore never silently takes another.
+    pub fn choose_snapshot(
+        &self,
+        spec: &str,
+        identity: Option<&str>,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(ObjectId, Snapshot)> {
+        let (id, snap) = self.find_snapshot_tagged(spec, identity, tags)?;
+        if spec.len() != 64 {
+            log::info!(
+                "{spec} is snapshot {} of {} from {}",
+                id.short(),
+                snap.identity,
+                snap.time.to_human()
+            );
+        }
+        Ok((id, snap))
     }
 
     fn find_snapshot_by_id(&self, spec: &str) -> Result<(ObjectId, Snapshot)> {
@@ -716,8 +768,10 @@ impl Repository {
 
     /// Removes the one key file whose name starts with `prefix`; returns
     /// its name. The repository's last key is never removed: nothing could
-    /// open the repository again.
-    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+    /// open the repository again. The key this process opened the repository with is
+    /// removed only with `even_mine` (whoever runs the command would lock
+    /// themselves out if they hold no other key).
+    pub fn remove_key(&self, prefix: &str, even_mine: bool) -> Result<String> {
         let keys = self.key_files()?;
         let matches: Vec<&String> = keys
             .iter()
@@ -736,6 +790,14 @@ impl Repository {
         if keys.len() == 1 {
             return Err(Error::Usage(
                 "refusing to remove the repository's last key: nothing could open it again".into(),
+            ));
+        }
+        if name == self.key_name && !even_mine {
+            return Err(Error::usage_hint(
+                format!(
+                    "refusing to remove key {name}: it is the key this command was unlocked with"
+                ),
+                "unlock with another key to remove it, or add --force if you hold another key",
             ));
         }
         self.backend.delete(ObjectKind::Key, &name)?;
@@ -811,15 +873,20 @@ mod tests {
             .add_key(&NewKey::Recipient(other.to_public()), Some("spare".into()))
             .unwrap();
         assert_eq!(repo.key_files().unwrap().len(), 2);
-        let ambiguous = repo.remove_key("").unwrap_err();
+        let ambiguous = repo.remove_key("", false).unwrap_err();
         assert!(ambiguous.to_string().contains("ambiguous"), "{ambiguous}");
         assert!(repo
-            .remove_key("zz-no-such")
+            .remove_key("zz-no-such", false)
             .unwrap_err()
             .to_string()
             .contains("no key"));
-        assert_eq!(repo.remove_key(repo.key_name()).unwrap(), repo.key_name());
-        let last = repo.remove_key(&added).unwrap_err();
+        let mine = repo.remove_key(repo.key_name(), false).unwrap_err();
+        assert!(mine.to_string().contains("unlocked with"), "{mine}");
+        assert_eq!(
+            repo.remove_key(repo.key_name(), true).unwrap(),
+            repo.key_name()
+        );
+        let last = repo.remove_key(&added, true).unwrap_err();
         assert_eq!(last.exit_code(), crate::ExitCode::Usage);
         assert!(last.to_string().contains("last key"), "{last}");
         let left: Vec<String> = repo

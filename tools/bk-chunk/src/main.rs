@@ -42,6 +42,10 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         let name = cli.name.as_deref().ok_or_else(|| {
             Error::Usage("reading stdin needs --name NAME (the file name to store)".into())
         })?;
+        bk::cli::refuse_terminal_stdin(
+            "the bytes to chunk (PATH is -)",
+            "pipe them in: `pg_dump db | bk-chunk - --name db.sql`",
+        )?;
         source::chunk_stream(name, std::io::stdin().lock(), &opts, &mut out)?
     } else {
         if cli.name.is_some() {

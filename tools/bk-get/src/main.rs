@@ -12,27 +12,30 @@ fn main() {
 }
 
 fn run(cli: cli::Cli) -> Result<ExitCode> {
-    let filters: Vec<Vec<u8>> = cli
-        .paths
-        .iter()
-        .map(|p| p.trim_start_matches("./").as_bytes().to_vec())
-        .collect();
     let Some(into) = cli.into.clone() else {
         return to_stdout(&cli);
     };
     let repo = cli.repo.open()?;
-    let index = repo.load_index()?;
-    let opts = RestoreOptions {
+    let mut opts = RestoreOptions {
         into,
-        filters,
+        filters: Vec::new(),
         threads: cli.threads,
     };
     let summary = if cli.snapshot == "-" {
+        bk::cli::refuse_terminal_stdin(
+            "listing entries (SNAPSHOT is -)",
+            "`bk-ls SNAPSHOT PATH | bk-get - --into DIR` restores the listed entries",
+        )?;
+        opts.filters = filters(&cli.paths, "-")?;
+        let index = repo.load_index()?;
         let mut reader = RecordReader::new(BufReader::new(std::io::stdin().lock()));
         let records = std::iter::from_fn(move || reader.next_record().transpose());
-        restore::restore(&repo, &index, entries(records), &opts)?
+        let listed = bk::listing::of_this_repository(&index, entries(records))?;
+        restore::restore(&repo, &index, listed, &opts)?
     } else {
-        let (_, snap) = repo.find_snapshot(&cli.snapshot, cli.identity.as_deref())?;
+        let (_, snap) = choose(&repo, &cli)?;
+        opts.filters = filters(&cli.paths, &snap.source)?;
+        let index = repo.load_index()?;
         restore::restore(
             &repo,
             &index,
@@ -56,10 +59,29 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     })
 }
 
+fn choose(
+    repo: &bk::repo::Repository,
+    cli: &cli::Cli,
+) -> Result<(bk::id::ObjectId, bk::repo::Snapshot)> {
+    repo.choose_snapshot(&cli.snapshot, cli.identity.as_deref(), &Default::default())
+}
+
+fn filters(paths: &[String], source: &str) -> Result<Vec<Vec<u8>>> {
+    paths
+        .iter()
+        .map(|p| bk::listing::listing_filter(p, source))
+        .collect()
+}
+
 fn to_stdout(cli: &cli::Cli) -> Result<ExitCode> {
     let [path] = cli.paths.as_slice() else {
-        return Err(Error::Usage(
-            "without --into, give exactly one file PATH to write to stdout".into(),
+        return Err(Error::usage_hint(
+            if cli.paths.is_empty() {
+                "nothing to restore to: no --into DIR and no file PATH".to_string()
+            } else {
+                format!("without --into, give exactly one file PATH (got {})", cli.paths.len())
+            },
+            "`bk-get SNAPSHOT --into DIR [PATH…]` restores into DIR; `bk-get SNAPSHOT FILE` writes one file to stdout",
         ));
     };
     if cli.snapshot == "-" {
@@ -68,12 +90,32 @@ fn to_stdout(cli: &cli::Cli) -> Result<ExitCode> {
         ));
     }
     let repo = cli.repo.open()?;
-    let (_, snap) = repo.find_snapshot(&cli.snapshot, cli.identity.as_deref())?;
+    let (_, snap) = choose(&repo, cli)?;
     let index = repo.load_index()?;
-    let want = path.trim_start_matches("./").as_bytes();
+    let into_hint = || {
+        format!(
+            "to restore into a directory: bk-get {} --into {path}",
+            cli.snapshot
+        )
+    };
+    // `bk-get latest /restore`, as cp would be typed: the user meant --into.
+    let local_dir = std::path::Path::new(path).is_dir() || path.ends_with('/');
+    let want = match bk::listing::listing_filter(path, &snap.source) {
+        Ok(want) => want,
+        Err(e) if local_dir => return Err(Error::usage_hint(e.to_string(), into_hint())),
+        Err(e) => return Err(e),
+    };
     for e in entries(ListingRecords::new(&repo, &index, &snap.listing)) {
         let e = e?;
         if e.path_bytes()? == want {
+            if e.kind == Kind::Dir {
+                return Err(Error::usage_hint(
+                    format!(
+                        "{path} is a directory in the snapshot, and only a file can go to stdout"
+                    ),
+                    format!("bk-get {} --into DIR {path} restores it", cli.snapshot),
+                ));
+            }
             if e.kind != Kind::File {
                 return Err(Error::Usage(format!("{path} is not a regular file")));
             }
@@ -82,8 +124,15 @@ fn to_stdout(cli: &cli::Cli) -> Result<ExitCode> {
             return Ok(ExitCode::Success);
         }
     }
-    Err(Error::Usage(format!(
-        "no file {path:?} in snapshot {}",
-        cli.snapshot
-    )))
+    let message = format!("no file {path:?} in snapshot {}", cli.snapshot);
+    if local_dir {
+        return Err(Error::usage_hint(message, into_hint()));
+    }
+    Err(Error::usage_hint(
+        message,
+        format!(
+            "`bk-ls {} | jq -r 'select(.type==\"entry\").path'` lists its paths",
+            cli.snapshot
+        ),
+    ))
 }

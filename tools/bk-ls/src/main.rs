@@ -13,6 +13,7 @@ fn main() {
 
 fn run(cli: cli::Cli) -> Result<ExitCode> {
     let tags = bk::cli::parse_tags(&cli.tags)?;
+    let identity = cli.identity.as_deref().map(wire::normalize_identity);
     let repo = cli.repo.open()?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     let io = bk::error::stdout_error;
@@ -20,7 +21,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         None => {
             for (id, s) in repo.snapshots()? {
                 bk::sys::check_interrupted()?;
-                if cli.identity.as_ref().is_some_and(|i| *i != s.identity) {
+                if identity.as_ref().is_some_and(|i| *i != s.identity) {
                     continue;
                 }
                 if !tags.iter().all(|(k, v)| s.tags.get(k) == Some(v)) {
@@ -31,13 +32,13 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
             }
         }
         Some(spec) => {
-            let (_, snap) = repo.find_snapshot_tagged(spec, cli.identity.as_deref(), &tags)?;
-            let index = repo.load_index()?;
-            let filters: Vec<Vec<u8>> = cli
+            let (_, snap) = repo.choose_snapshot(spec, cli.identity.as_deref(), &tags)?;
+            let filters = cli
                 .paths
                 .iter()
-                .map(|p| p.trim_start_matches("./").as_bytes().to_vec())
-                .collect();
+                .map(|p| bk::listing::listing_filter(p, &snap.source))
+                .collect::<Result<Vec<_>>>()?;
+            let index = repo.load_index()?;
             let mut trailer = Trailer {
                 v: wire::VERSION,
                 ..Default::default()

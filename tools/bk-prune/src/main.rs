@@ -35,7 +35,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         policy,
         group_by: GroupBy::parse(&cli.group_by)?,
         selection: Selection {
-            identity: cli.identity.clone(),
+            identity: cli.identity.as_deref().map(bk::wire::normalize_identity),
             tags: pairs(&cli.tags)?,
         },
         allow_empty_group: cli.allow_empty_group,
@@ -53,11 +53,22 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     };
     let mut out = BufWriter::new(std::io::stdout().lock());
     if cli.plan {
+        bk::cli::refuse_terminal_stdin(
+            "snapshot records (--plan)",
+            "`bk-ls | bk-prune --plan --keep-daily 7` prints the plan for the listed snapshots",
+        )?;
         let stdin = BufReader::new(std::io::stdin().lock());
         prune::plan(stdin, &mut out, &opts)?;
     } else {
         let repo = cli.repo.open()?;
-        prune::prune(&repo, &opts, &mut out)?;
+        let summary = prune::prune(&repo, &opts, &mut out)?;
+        if let Some(note) = opts
+            .gc
+            .as_ref()
+            .and_then(|g| prune::space_note(&summary, g))
+        {
+            eprintln!("bk-prune: {note}");
+        }
     }
     out.flush().map_err(bk::error::stdout_error)?;
     Ok(ExitCode::Success)

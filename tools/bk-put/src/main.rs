@@ -27,7 +27,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         }
     }
     let opts = PutOptions {
-        identity: cli.identity.clone(),
+        identity: cli.identity.as_deref().map(bk::wire::normalize_identity),
         tags: bk::cli::parse_tags(&cli.tags)?,
         time,
         threads: cli.threads,
@@ -45,6 +45,17 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     }
     if cli.parent.is_some() && from_stdin {
         return Err(Error::Usage("--parent applies only with --from DIR".into()));
+    }
+    match (&cli.from, from_stdin) {
+        (None, _) => bk::cli::refuse_terminal_stdin(
+            "a chunk stream",
+            "`bk-chunk DIR | bk-put` or `bk-put --from DIR` backs up a directory",
+        )?,
+        (Some(_), true) => bk::cli::refuse_terminal_stdin(
+            "the bytes to back up (--from -)",
+            "pipe them in: `pg_dump db | bk-put --from - --name db.sql`",
+        )?,
+        _ => {}
     }
     let repo = cli.repo.open()?;
     bk::sys::widen_pipe(&std::io::stdin());

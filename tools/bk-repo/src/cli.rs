@@ -79,7 +79,11 @@ pub enum KeyCommand {
     },
     /// Remove a key by id (or unique prefix); the last key cannot be removed
     Remove {
+        /// The key's id or a unique prefix (`bk-repo key list`)
         #[arg(value_name = "KEY")]
         key: String,
+        /// Also remove the key this command is unlocked with
+        #[arg(long)]
+        force: bool,
     },
 }

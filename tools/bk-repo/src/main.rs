@@ -33,7 +33,15 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
                 ..InitOptions::default()
             };
             let repo = Repository::init(bk::backend::open(location)?, &secret, opts)?;
-            emit(Record::Repository(repo.record()))?;
+            let record = repo.record();
+            eprintln!(
+                "bk-repo: created repository {} at {}\n\
+                 bk-repo: keep its key safe: the data cannot be recovered if every key \
+                 (passphrase or identity file) is lost; `bk-repo key add` adds another",
+                short_id(&record.id),
+                record.location
+            );
+            emit(Record::Repository(record))?;
         }
         Command::Key { command } => return key(&cli.repo, command),
         Command::Locks => {
@@ -45,8 +53,13 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         }
         Command::Unlock { all } => {
             let repo = cli.repo.open()?;
-            for removed in remove_stale_locks(&**repo.backend(), repo.keys(), all)? {
-                emit(Record::Unlocked(removed))?;
+            let removed = remove_stale_locks(&**repo.backend(), repo.keys(), all)?;
+            if removed.is_empty() {
+                eprintln!("bk-repo: no lock removed (`bk-repo locks` lists the live ones)");
+            }
+            for lock in removed {
+                eprintln!("bk-repo: removed {}", describe_lock(&lock));
+                emit(Record::Unlocked(lock))?;
             }
         }
         Command::Benchmark {
@@ -121,8 +134,8 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
                 ..KeyRecord::default()
             }))?;
         }
-        KeyCommand::Remove { key } => {
-            let name = repo.remove_key(&key)?;
+        KeyCommand::Remove { key, force } => {
+            let name = repo.remove_key(&key, force)?;
             emit(Record::Key(KeyRecord {
                 id: name,
                 removed: true,
@@ -131,6 +144,32 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::Success)
+}
+
+/// The first 8 hex digits, as every human line shows an id.
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+/// `lock 0123abcd (exclusive, bk-prune pid 42 on host, stale)`.
+fn describe_lock(l: &bk::wire::LockRecord) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = &l.mode {
+        parts.push(format!("{m:?}").to_lowercase());
+    }
+    match (&l.tool, l.pid, &l.host) {
+        (Some(t), Some(p), Some(h)) => parts.push(format!("{t} pid {p} on {h}")),
+        (Some(t), _, _) => parts.push(t.clone()),
+        _ => {}
+    }
+    parts.push(if l.unreadable {
+        "unreadable".into()
+    } else if l.stale {
+        "stale".into()
+    } else {
+        "live".into()
+    });
+    format!("lock {} ({})", short_id(&l.id), parts.join(", "))
 }
 
 fn age_text(s: &bk::keys::SecretText) -> &str {

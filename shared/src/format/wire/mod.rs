@@ -248,6 +248,22 @@ pub struct Trailer {
     pub bytes: u64,
 }
 
+/// An identity (`user@host:/path`) in its one spelling: the path without
+/// a trailing slash or `.` components, as bk-put derives it from a tree's
+/// root, so a typed `--identity user@host:/data/` names the same snapshots.
+pub fn normalize_identity(identity: &str) -> String {
+    match identity.split_once(":/") {
+        Some((who, path)) => {
+            let parts: Vec<&str> = path
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            format!("{who}:/{}", parts.join("/"))
+        }
+        None => identity.to_string(),
+    }
+}
+
 /// A committed snapshot, as printed by bk-put and bk-ls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
@@ -719,6 +735,19 @@ pub fn write_data<W: Write>(w: &mut W, id: &ChunkId, data: &[u8]) -> std::io::Re
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn identities_have_one_spelling() {
+        for (typed, want) in [
+            ("u@h:/data/", "u@h:/data"),
+            ("u@h:/data/./x//", "u@h:/data/x"),
+            ("u@h:/", "u@h:/"),
+            ("u@h:/data", "u@h:/data"),
+            ("u@h:db.sql", "u@h:db.sql"),
+        ] {
+            assert_eq!(normalize_identity(typed), want, "{typed}");
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -131,6 +131,28 @@ struct Verifier<'a> {
     meta_threads: usize,
 }
 
+/// The snapshot `--against DIR SPEC` compares with. `latest` is the newest
+/// snapshot of DIR's own identity when there is one (what bk-put --from DIR
+/// would make its parent), so a drill in a repository shared by many
+/// applications compares like with like; otherwise the usual resolution.
+fn against_snapshot(
+    repo: &Repository,
+    dir: &std::path::Path,
+    spec: &str,
+) -> Result<(ObjectId, Snapshot)> {
+    let none = std::collections::BTreeMap::new();
+    if spec == "latest" {
+        let chunk_opts = crate::ops::source::ChunkOptions::for_repo(repo);
+        let own =
+            crate::ops::put::default_identity(&crate::ops::source::tree_header(dir, &chunk_opts)?);
+        match repo.choose_snapshot(spec, Some(&own), &none) {
+            Err(Error::Usage(_)) => {}
+            found => return found,
+        }
+    }
+    repo.choose_snapshot(spec, None, &none)
+}
+
 /// Runs the checks `opts` asks for and writes one JSON line per finding,
 /// then a `verify_summary` line, to `out`.
 pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> Result<Outcome> {
@@ -143,7 +165,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
     // Resolve the snapshot to compare first: a usage error should not wait
     // for the other checks.
     let against = match &opts.against {
-        Some((dir, spec)) => Some((dir.clone(), repo.find_snapshot(spec, None)?)),
+        Some((dir, spec)) => Some((dir.clone(), against_snapshot(repo, dir, spec)?)),
         None => None,
     };
     let mut summary = VerifySummary {

@@ -236,7 +236,7 @@ fn choose_backup(
     timeline: u32,
 ) -> Result<BaseBackup> {
     if let Some(spec) = &opts.backup {
-        let (id, _) = repo.find_snapshot(spec, None)?;
+        let (id, _) = repo.choose_snapshot(spec, None, &Default::default())?;
         return backups.iter().find(|b| b.id == id).cloned().ok_or_else(|| {
             Error::Usage(format!(
                 "snapshot {spec} is not a base backup of stanza {}",

@@ -6,7 +6,7 @@ use rand::RngCore;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +22,8 @@ pub struct LocalBackend {
     root: PathBuf,
     /// Most recently used last; see [`OPEN_PACKS`].
     open_packs: Mutex<VecDeque<(String, Arc<File>)>>,
+    /// The modes new files and directories get ([`LocalBackend::modes`]).
+    modes: std::sync::OnceLock<(u32, u32)>,
 }
 
 impl LocalBackend {
@@ -29,7 +31,38 @@ impl LocalBackend {
         LocalBackend {
             root: root.into(),
             open_packs: Mutex::new(VecDeque::with_capacity(OPEN_PACKS)),
+            modes: std::sync::OnceLock::new(),
         }
+    }
+
+    /// (file mode, directory mode) for what this process creates: private
+    /// (0600 and 0700) unless the owner shared the repository by making its
+    /// `config` group- or world-readable (as restic does), when new files
+    /// are readable and new directories usable by the same class of
+    /// users — a PostgreSQL server's user archiving into root's repository
+    /// must read the objects root wrote.
+    fn modes(&self) -> (u32, u32) {
+        *self.modes.get_or_init(|| {
+            use std::os::unix::fs::PermissionsExt;
+            let shared = fs::metadata(self.root.join("config"))
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0o600);
+            let (mut file, mut dir) = (0o600, 0o700);
+            if shared & 0o040 != 0 {
+                (file, dir) = (file | 0o040, dir | 0o070);
+            }
+            if shared & 0o004 != 0 {
+                (file, dir) = (file | 0o004, dir | 0o007);
+            }
+            (file, dir)
+        })
+    }
+
+    fn make_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(self.modes().1)
+            .create(dir)
     }
 
     fn open_packs(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Arc<File>)>> {
@@ -92,7 +125,7 @@ impl LocalBackend {
             // Repositories made before gc/ or wal/ existed lack the directory.
             let dir = final_path.parent().unwrap_or(&self.root);
             if !dir.exists() {
-                let _ = fs::create_dir_all(dir);
+                let _ = self.make_dir_all(dir);
             }
         }
         let linked = fs::hard_link(tmp, &final_path);
@@ -190,6 +223,12 @@ impl Backend for LocalBackend {
                 location: self.location(),
             });
         }
+        if self.root.exists() && !self.root.is_dir() {
+            return Err(Error::usage_hint(
+                format!("{} exists and is not a directory", self.root.display()),
+                "a local repository is a directory: give -r/--repo a new or empty directory's path",
+            ));
+        }
         if let Ok(mut rd) = fs::read_dir(&self.root) {
             if rd.next().is_some() {
                 return Err(Error::Usage(format!(
@@ -198,7 +237,9 @@ impl Backend for LocalBackend {
                 )));
             }
         }
-        let mk = |p: PathBuf| fs::create_dir_all(&p).map_err(|e| Error::io(p, e));
+        // Private: object names and sizes say something about the data,
+        // so other users of the machine get nothing to list.
+        let mk = |p: PathBuf| self.make_dir_all(&p).map_err(|e| Error::io(p, e));
         mk(self.root.clone())?;
         for d in ["keys", "index", "snapshots", "locks", "gc", "wal", "tmp"] {
             mk(self.root.join(d))?;
@@ -212,7 +253,11 @@ impl Backend for LocalBackend {
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         let tmp = self.tmp_path(name);
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(self.modes().0)
+                .open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
             Ok(())
@@ -229,6 +274,7 @@ impl Backend for LocalBackend {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(self.modes().0)
             .open(&tmp)
             .map_err(|e| Error::storage(tmp.display(), e))?;
         Ok(Box::new(LocalStaged {

@@ -7,6 +7,7 @@ mod common;
 
 mod cli;
 mod containers;
+mod expectations;
 mod incremental;
 mod prune;
 mod repo;

@@ -308,8 +308,8 @@ fn stdin_stream_round_trip() {
 }
 
 /// The library reports warnings through the log facade and the tools
-/// print them on stderr as `warning: …`, as they did when the library
-/// printed them itself; the snapshot is still committed.
+/// print them on stderr as `TOOL: warning: …`, prefixed like their errors;
+/// the snapshot is still committed.
 #[test]
 fn library_warnings_reach_stderr_through_the_tools() {
     let env = Env::new();
@@ -320,7 +320,7 @@ fn library_warnings_reach_stderr_through_the_tools() {
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.starts_with("warning: the stream was chunked with the \"default\" chunker"),
+        stderr.starts_with("bk-put: warning: the stream was chunked with the \"default\" chunker"),
         "{stderr}"
     );
     assert_eq!(env.snapshots().len(), 1);

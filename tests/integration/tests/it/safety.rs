@@ -193,6 +193,9 @@ fn unreadable_file_becomes_an_error_record_and_partial_exit() {
         for p in [env.dir.path(), &src] {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
+        // bk-chunk reads the repository's chunker key: let the other user
+        // into the (private) repository.
+        env.ok(&format!("chmod -R go+rX '{}'", env.repo.display()));
         "setpriv --reuid=65534 --regid=65534 --clear-groups "
     } else {
         ""

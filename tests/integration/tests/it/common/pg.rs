@@ -349,8 +349,15 @@ pub fn bk_wal_wrapper(env: &Env) -> PathBuf {
     hand_over(&identity);
     hand_over(&path);
     if super::s3_mode().is_none() {
-        // The server's user writes WAL objects into the repository.
+        // The server's user writes WAL objects into the repository, and
+        // reads what bk-wal backup (this user) writes: a world-readable
+        // config shares the objects written from now on (bk-repository(5)).
         hand_over(&env.repo);
+        std::fs::set_permissions(
+            env.repo.join("config"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
     }
     path
 }

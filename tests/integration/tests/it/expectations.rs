@@ -1,0 +1,349 @@
+//! What a user coming from restic or Borg expects of the everyday
+//! commands (issue 33): one identity per source however it is spelled,
+//! no `latest` that picks another application's data, absolute paths,
+//! errors that say what is wrong, no silent wait on a terminal, restic
+//! 0.17's retention rule, and a private repository.
+
+use crate::common::{json_line, json_lines, s3_mode, Env};
+use std::os::unix::fs::PermissionsExt;
+
+/// A small tree: `a.txt` and `sub/b.txt`.
+fn tree(env: &Env, name: &str) -> std::path::PathBuf {
+    let dir = env.path(name);
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("a.txt"), format!("{name} a\n")).unwrap();
+    std::fs::write(dir.join("sub/b.txt"), format!("{name} b\n")).unwrap();
+    dir
+}
+
+#[test]
+fn a_trailing_slash_or_dot_keeps_one_identity_and_finds_the_parent() {
+    let env = Env::new();
+    let src = tree(&env, "data");
+    let first = json_line(&env.ok(&format!("bk-put --from '{}/'", src.display())));
+    for spelling in [
+        format!("{}", src.display()),
+        format!("{}/./", src.display()),
+    ] {
+        let again = json_line(&env.ok(&format!("bk-put --from '{spelling}'")));
+        assert_eq!(again["identity"], first["identity"], "{spelling}");
+        // The parent was found: neither file was read again.
+        assert_eq!(again["unmodified_files"], 2, "{spelling}: {again}");
+    }
+    assert!(
+        !first["identity"].as_str().unwrap().ends_with('/'),
+        "{}",
+        first["identity"]
+    );
+    // A typed --identity with a trailing slash names the same snapshots.
+    let id = first["identity"].as_str().unwrap();
+    let listed = json_lines(&env.ok(&format!("bk-ls --identity '{id}/'")));
+    assert_eq!(listed.len(), 3);
+}
+
+#[test]
+fn latest_is_refused_in_a_shared_repository_unless_an_identity_says_whose() {
+    let env = Env::new();
+    let app1 = tree(&env, "app1");
+    let app2 = tree(&env, "app2");
+    let s1 = json_line(&env.ok(&format!("bk-put --from '{}'", app1.display())));
+    let s2 = json_line(&env.ok(&format!("bk-put --from '{}'", app2.display())));
+    let into = env.path("restore");
+    let err = env.fails(&format!("bk-get latest --into '{}'", into.display()), 2);
+    assert!(err.contains("\"latest\" is ambiguous"), "{err}");
+    assert!(err.contains(s1["identity"].as_str().unwrap()), "{err}");
+    assert!(err.contains(s2["identity"].as_str().unwrap()), "{err}");
+    assert!(!into.exists(), "nothing may be restored");
+    env.fails("bk-ls latest", 2);
+
+    // With the identity, the tool says on stderr which snapshot it took.
+    let id1 = s1["identity"].as_str().unwrap();
+    let out = env.run(&format!(
+        "bk-get latest --identity '{id1}' --into '{}'",
+        into.display()
+    ));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let short = &s1["id"].as_str().unwrap()[..8];
+    assert!(
+        stderr.contains(&format!("latest is snapshot {short} of {id1}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(into.join("a.txt")).unwrap(),
+        b"app1 a\n",
+        "app1's data, not app2's (which backed up last)"
+    );
+    // An id prefix is resolved and named too.
+    let out = env.run(&format!("bk-ls {short} a.txt"));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{short} is snapshot {short}")));
+
+    // bk-verify --against DIR latest takes DIR's own identity.
+    env.ok(&format!("bk-verify --against '{}' latest", app1.display()));
+}
+
+#[test]
+fn an_absolute_path_under_the_source_is_accepted_and_a_directory_needs_into() {
+    let env = Env::new();
+    let src = tree(&env, "srv");
+    env.ok(&format!("bk-put --from '{}'", src.display()));
+    let abs = src.join("sub/b.txt");
+    assert_eq!(
+        env.ok(&format!("bk-get latest '{}'", abs.display())),
+        "srv b\n"
+    );
+    let listed = json_lines(&env.ok(&format!("bk-ls latest '{}'", src.join("sub").display())));
+    let paths: Vec<&str> = listed.iter().filter_map(|r| r["path"].as_str()).collect();
+    assert_eq!(paths, ["sub", "sub/b.txt"]);
+
+    let err = env.fails("bk-get latest /etc/hostname", 2);
+    assert!(err.contains("is not under the snapshot's source"), "{err}");
+    assert!(err.contains("hint:") && err.contains("type a/b"), "{err}");
+
+    // `bk-get latest DIR`, as cp would be typed: say to use --into.
+    let dest = env.path("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let err = env.fails(&format!("bk-get latest '{}'", dest.display()), 2);
+    assert!(err.contains(&format!("--into {}", dest.display())), "{err}");
+    let err = env.fails("bk-get latest sub", 2);
+    assert!(
+        err.contains("is a directory in the snapshot") && err.contains("--into DIR sub"),
+        "{err}"
+    );
+}
+
+#[test]
+fn misleading_errors_name_what_is_wrong_with_the_right_code() {
+    let env = Env::bare();
+    let file = env.path("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    if s3_mode().is_none() {
+        // A repository path that is a regular file: 10, not a raw errno.
+        let err = env.fails(&format!("bk-ls -r '{}'", file.display()), 10);
+        assert!(err.contains("no bk repository at"), "{err}");
+        // init on it: a usage error that says why.
+        let err = env.fails(&format!("bk-repo init -r '{}'", file.display()), 2);
+        assert!(err.contains("exists and is not a directory"), "{err}");
+        assert!(!err.contains("os error"), "{err}");
+    }
+    env.ok("bk-repo init");
+    let err = env.fails("bk-repo init", 2);
+    assert!(
+        err.contains("already exists") && err.contains("hint:"),
+        "{err}"
+    );
+
+    // A missing password file is named as the password file.
+    let err = env.fails("BK_PASSWORD_FILE=/nonexistent/pw bk-ls", 2);
+    assert!(
+        err.contains("cannot read the password file /nonexistent/pw"),
+        "{err}"
+    );
+    assert!(err.contains("BK_PASSWORD_FILE"), "{err}");
+
+    // A listing from another repository is not "damaged data".
+    let other = Env::new();
+    let src = tree(&other, "elsewhere");
+    other.ok(&format!("bk-put --from '{}'", src.display()));
+    let listing = other.path("listing.jsonl");
+    std::fs::write(&listing, other.ok("bk-ls latest")).unwrap();
+    let into = env.path("r");
+    let err = env.fails(
+        &format!(
+            "bk-get - --into '{}' < '{}'",
+            into.display(),
+            listing.display()
+        ),
+        2,
+    );
+    assert!(err.contains("comes from another repository"), "{err}");
+    assert!(!err.contains("integrity"), "{err}");
+    assert!(!into.exists(), "nothing may be written");
+
+    // An unreadable file: one warning, with the tool's prefix. Root reads
+    // everything, so a root run drops to nobody with the repository (and
+    // the passphrase) opened up to it.
+    let src = tree(&env, "mixed");
+    let secret = src.join("secret");
+    std::fs::write(&secret, b"s").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let as_nobody = if nix::unistd::geteuid().is_root() {
+        for p in [env.dir.path(), &src, &env.pw] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        env.ok(&format!("chmod -R a+rwX '{}'", env.repo.display()));
+        "setpriv --reuid=65534 --regid=65534 --clear-groups "
+    } else {
+        ""
+    };
+    let err = env.fails(&format!("{as_nobody}bk-put --from '{}'", src.display()), 3);
+    assert_eq!(err.matches("secret").count(), 1, "{err}");
+    assert!(err.starts_with("bk-put: warning: secret:"), "{err}");
+}
+
+#[test]
+fn a_terminal_on_stdin_is_refused_instead_of_waited_on() {
+    let env = Env::new();
+    // script(1) gives the command a pseudo-terminal as stdin.
+    for (cmd, what) in [
+        ("bk-put", "a chunk stream"),
+        ("bk-prune --plan --keep-last 1", "snapshot records"),
+        ("bk-get - --into r", "listing entries"),
+        ("bk-put --from - --name x", "the bytes to back up"),
+    ] {
+        let out = env
+            .sh(&format!(
+                "timeout 20 script -qec '{cmd}' /dev/null < /dev/null; echo \"exit=$?\""
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("expected {what}")), "{cmd}: {text}");
+        assert!(
+            text.contains("on stdin, which is a terminal"),
+            "{cmd}: {text}"
+        );
+        assert!(text.contains("hint:"), "{cmd}: {text}");
+        assert!(text.contains("exit=2"), "{cmd}: {text}");
+    }
+}
+
+#[test]
+fn retention_keeps_the_oldest_while_counts_are_left_as_restic_0_17_does() {
+    let env = Env::new();
+    // Three months of nightly snapshot records, through --plan.
+    let mut records = String::new();
+    for (n, day) in [
+        "2026-01-01",
+        "2026-01-20",
+        "2026-02-14",
+        "2026-03-02",
+        "2026-03-30",
+    ]
+    .iter()
+    .enumerate()
+    {
+        records.push_str(&format!(
+            "{{\"type\":\"snapshot\",\"v\":1,\"id\":\"{:064x}\",\"time\":\"{day}T03:00:00Z\",\
+             \"identity\":\"u@h:/data\",\"tags\":{{}},\"source\":\"/data\",\"files\":1,\"dirs\":1,\
+             \"entries\":2,\"bytes\":1,\"errors\":0}}\n",
+            n + 1
+        ));
+    }
+    let input = env.path("snaps.jsonl");
+    std::fs::write(&input, records).unwrap();
+    let decisions = json_lines(&env.ok(&format!(
+        "bk-prune --plan --keep-monthly 12 < '{}'",
+        input.display()
+    )));
+    let kept: Vec<(String, Vec<String>)> = decisions
+        .iter()
+        .filter(|d| d["keep"] == true)
+        .map(|d| {
+            (
+                d["time"].as_str().unwrap()[..10].to_string(),
+                serde_json::from_value(d["reasons"].clone()).unwrap(),
+            )
+        })
+        .collect();
+    let want = |t: &str, r: &str| (t.to_string(), vec![r.to_string()]);
+    assert_eq!(
+        kept,
+        [
+            want("2026-03-30", "monthly"),
+            want("2026-02-14", "monthly"),
+            want("2026-01-20", "monthly"),
+            want("2026-01-01", "oldest monthly"),
+        ]
+    );
+}
+
+#[test]
+fn human_feedback_after_init_unlock_prune_and_key_removal() {
+    let env = Env::bare();
+    let out = env.run("bk-repo init");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bk-repo: created repository"), "{stderr}");
+    assert!(
+        stderr.contains("cannot be recovered if every key"),
+        "{stderr}"
+    );
+    json_line(&String::from_utf8_lossy(&out.stdout));
+
+    // The first prune with the default grace frees nothing: it says when.
+    let src = tree(&env, "p");
+    env.ok(&format!("bk-put --from '{}'", src.display()));
+    std::fs::write(src.join("a.txt"), b"changed\n").unwrap();
+    env.ok(&format!("bk-put --from '{}'", src.display()));
+    let out = env.run("bk-prune --keep-last 1 --max-unused 0%");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("marked for deletion") && stderr.contains("--grace 1h"),
+        "{stderr}"
+    );
+
+    // unlock says what it did.
+    let err = String::from_utf8(env.run("bk-repo unlock").stderr).unwrap();
+    assert!(err.contains("bk-repo: no lock removed"), "{err}");
+
+    // Removing the key this command is unlocked with needs --force.
+    let mine = json_lines(&env.ok("bk-repo key list"))
+        .into_iter()
+        .find(|k| k["current"] == true)
+        .expect("the current key is marked");
+    let second = env.path("pw2");
+    std::fs::write(&second, "another passphrase\n").unwrap();
+    env.ok(&format!(
+        "bk-repo key add --new-password-file '{}'",
+        second.display()
+    ));
+    let id = mine["id"].as_str().unwrap();
+    let err = env.fails(&format!("bk-repo key remove {id}"), 2);
+    assert!(
+        err.contains("unlocked with") && err.contains("--force"),
+        "{err}"
+    );
+    env.ok(&format!(
+        "BK_PASSWORD_FILE='{}' bk-repo key remove {id}",
+        second.display()
+    ));
+}
+
+#[test]
+fn a_local_repository_is_private_unless_its_config_is_shared() {
+    if s3_mode().is_some() {
+        return; // modes are a local storage matter
+    }
+    let env = Env::new();
+    let src = tree(&env, "priv");
+    env.ok(&format!("bk-put --from '{}'", src.display()));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&env.repo), 0o700);
+    for dir in ["data", "data/00", "keys", "snapshots", "index", "locks"] {
+        assert_eq!(mode(&env.repo.join(dir)), 0o700, "{dir}");
+    }
+    let mut files = crate::common::walk_files(&env.repo);
+    assert!(files.len() > 4);
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    // Shared on purpose (restic's rule): a group-readable config makes
+    // what is written from then on group-readable.
+    std::fs::set_permissions(
+        env.repo.join("config"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::fs::write(src.join("new.txt"), b"new\n").unwrap();
+    let snap = json_line(&env.ok(&format!("bk-put --from '{}'", src.display())));
+    let id = snap["id"].as_str().unwrap();
+    assert_eq!(mode(&env.repo.join("snapshots").join(id)), 0o640);
+    files = crate::common::walk_files(&env.repo.join("keys"));
+    assert!(
+        files.iter().all(|f| mode(f) == 0o600),
+        "earlier files are left as they were"
+    );
+}
