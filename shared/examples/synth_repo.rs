@@ -125,6 +125,7 @@ fn main() {
             bytes: files * 60,
             errors: 0,
             parent: None,
+            excluded: 0,
             created: time,
             program: "synth_repo".into(),
             host: Some("host".into()),

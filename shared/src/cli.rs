@@ -32,6 +32,90 @@ pub struct RepoArgs {
     pub identity_file: Option<PathBuf>,
 }
 
+/// Which paths of the sources a backup takes (bk-chunk, bk-put --from)
+/// and a drill compares (bk-verify --against): see ops::exclude.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ExcludeArgs {
+    /// Leave out paths matching PATTERN (gitignore syntax: `*.tmp` at any
+    /// depth, `/cache` at the root, `dir/` only directories, `!` keeps;
+    /// repeatable)
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Like --exclude, ignoring case
+    #[arg(long, value_name = "PATTERN")]
+    pub iexclude: Vec<String>,
+    /// Read --exclude patterns from FILE, one per line (# comments)
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Read --iexclude patterns from FILE
+    #[arg(long, value_name = "FILE")]
+    pub iexclude_file: Vec<PathBuf>,
+    /// Leave out the contents of directories holding a file NAME (whose
+    /// content starts with HEADER, if given); repeatable
+    #[arg(long, value_name = "NAME[:HEADER]")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out the contents of directories tagged with a valid
+    /// CACHEDIR.TAG
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Leave out files larger than SIZE (e.g. 500M, 2G)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub exclude_larger_than: Option<u64>,
+    /// Stay on the file system of each source: mount points below it are
+    /// kept as empty directories (/proc, /sys, other disks)
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+}
+
+fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
+    crate::format::human::parse_size(s)
+        .ok_or_else(|| format!("{s:?} is not a size such as 4096, 500M or 2G"))
+}
+
+impl ExcludeArgs {
+    pub fn options(&self) -> crate::ops::exclude::ExcludeOptions {
+        crate::ops::exclude::ExcludeOptions {
+            exclude: self.exclude.clone(),
+            iexclude: self.iexclude.clone(),
+            exclude_files: self.exclude_file.clone(),
+            iexclude_files: self.iexclude_file.clone(),
+            exclude_if_present: self.exclude_if_present.clone(),
+            exclude_caches: self.exclude_caches,
+            exclude_larger_than: self.exclude_larger_than,
+            one_file_system: self.one_file_system,
+        }
+    }
+}
+
+/// Where a backup's paths come from besides the command line.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FilesFromArgs {
+    /// Also back up the paths listed in FILE (one per line, # comments; -
+    /// for stdin); repeatable
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Like --files-from, each line taken exactly as written
+    #[arg(long, value_name = "FILE")]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// The --files-from lists are separated by NUL bytes (find -print0)
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+}
+
+impl FilesFromArgs {
+    /// `given` followed by the listed paths.
+    pub fn paths(&self, given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let mut out = given.to_vec();
+        for f in &self.files_from {
+            out.extend(crate::ops::exclude::read_files_from(f, false, self.null)?);
+        }
+        for f in &self.files_from_verbatim {
+            out.extend(crate::ops::exclude::read_files_from(f, true, self.null)?);
+        }
+        Ok(out)
+    }
+}
+
 /// Parses the command line. Empty `BK_*` variables count as unset (a
 /// CronJob template often sets `BK_PASSWORD_FILE=` to nothing).
 pub fn parse<T: clap::Parser>() -> T {

@@ -245,6 +245,7 @@ fn structure_verify_of_1000_snapshots_and_1m_chunks() {
                 bytes: (FILES as u64) * (5 << 20),
                 errors: 0,
                 parent: None,
+                excluded: 0,
                 created: time,
                 program: "scale test".into(),
                 host: None,

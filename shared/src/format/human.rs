@@ -19,6 +19,25 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// Reads a size as people write it: `4096`, `500M`, `2G`, `2GiB`, `1.5k`
+/// (binary units, case-insensitive, an optional `B` or `iB`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let upper = s.trim().to_ascii_uppercase();
+    let num = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (digits, mult) = match num.chars().last() {
+        Some('K') => (&num[..num.len() - 1], 1u64 << 10),
+        Some('M') => (&num[..num.len() - 1], 1 << 20),
+        Some('G') => (&num[..num.len() - 1], 1 << 30),
+        Some('T') => (&num[..num.len() - 1], 1 << 40),
+        _ => (num, 1),
+    };
+    let v: f64 = digits.trim().parse().ok()?;
+    (v >= 0.0 && v.is_finite()).then_some((v * mult as f64) as u64)
+}
+
 /// The largest two units of `d`, in the flags' own grammar (`1h30min`,
 /// `2d`, `45s`), so a note can be pasted back as a flag value.
 pub fn duration(d: Duration) -> String {

@@ -1,7 +1,9 @@
-//! What the tools do, built on the store: backup (`put`, from `source`),
+//! What the tools do, built on the store: backup (`put`, from `source`,
+//! which `exclude` selects),
 //! `restore`, `verify` (with its `metrics`), retention (`policy`, `prune`)
 //! and garbage collection (`gc`), the building-block `speed` check and repository `stats`.
 
+pub mod exclude;
 pub mod gc;
 pub mod metrics;
 pub mod policy;

@@ -621,6 +621,7 @@ mod tests {
             stored_bytes: None,
             new_chunks: None,
             unmodified_files: None,
+            excluded: 0,
             duration_s: None,
         }
     }

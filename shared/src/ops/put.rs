@@ -423,6 +423,7 @@ struct StreamState {
     sizes: HashMap<ChunkId, u32>,
     reused: Vec<ChunkId>,
     unmodified_files: u64,
+    excluded: u64,
     trailer_seen: bool,
 }
 
@@ -463,6 +464,32 @@ pub fn put_tree(
     opts: &PutOptions,
 ) -> Result<PutOutcome> {
     put_tree_with(repo, root, parent, opts, |_| {}, || Ok(Vec::new()))
+}
+
+/// Backs up one or more sources (`bk-put --from A [--from B…]`) as one
+/// snapshot, taking what `rules` select: several sources are walked from
+/// their deepest common directory, and the default identity names them
+/// all.
+pub fn put_sources(
+    repo: &Repository,
+    paths: &[std::path::PathBuf],
+    rules: &source::ExcludeOptions,
+    parent: &ParentChoice,
+    opts: &PutOptions,
+) -> Result<PutOutcome> {
+    let mut probe = ChunkOptions::for_repo(repo);
+    let root = probe.select(paths, rules)?;
+    put_tree_with(
+        repo,
+        &root,
+        parent,
+        opts,
+        |chunk_opts| {
+            chunk_opts.sources = probe.sources.take();
+            chunk_opts.exclude = probe.exclude.take();
+        },
+        || Ok(Vec::new()),
+    )
 }
 
 /// [`put_tree`] with the walk's options adjusted by `adjust` (a filter)
@@ -754,6 +781,7 @@ fn build_snapshot(
         host: None,
         user: None,
         parent: None,
+        paths: Vec::new(),
     });
     let identity = match &opts.identity {
         Some(i) => i.clone(),
@@ -778,6 +806,7 @@ fn build_snapshot(
         bytes: state.bytes,
         errors: state.errors,
         parent: header.parent.clone(),
+        excluded: state.excluded,
         created: Timestamp::now(),
         program: format!("bk {}", env!("CARGO_PKG_VERSION")),
         host: crate::sys::hostname(),
@@ -798,6 +827,7 @@ pub fn default_identity(h: &Header) -> String {
         .unwrap_or_else(|| "localhost".into());
     let path = match (&h.name, h.source.as_str()) {
         (Some(n), "-") => n.clone(),
+        _ if !h.paths.is_empty() => h.paths.join(","),
         _ => h.source.clone(),
     };
     format!("{user}@{host}:{path}")
@@ -987,11 +1017,17 @@ impl Consumer<'_> {
             Record::Trailer(t) => {
                 self.finish_file()?;
                 if t.entries != self.st.entries || t.errors != self.st.errors {
+                    // The counts are how a lost line is told from a kept
+                    // one, so a stream filtered on its way (jq) is refused
+                    // like a damaged one.
                     return Err(self.bad(format!(
-                        "trailer says {} entries and {} errors, the stream had {} and {}",
+                        "trailer says {} entries and {} errors, the stream had {} and {} \
+                         (lines were lost or filtered out: to leave paths out, give bk-chunk \
+                         --exclude rules instead of filtering its stream)",
                         t.entries, t.errors, self.st.entries, self.st.errors
                     )));
                 }
+                self.st.excluded = t.excluded;
                 self.st.trailer_seen = true;
             }
             // Other tools' records (snapshots, prune, verify, bk-repo) in

@@ -14,6 +14,7 @@ use crate::format::id::ChunkId;
 use crate::format::wire::{
     self, Entry, ErrorRecord, Header, Kind, Record, RecordReader, Timestamp, Trailer,
 };
+pub use crate::ops::exclude::{ExcludeOptions, ExcludeRules, Place, Sources, Verdict};
 use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
 use std::io::{BufRead, Read, Write};
@@ -100,6 +101,11 @@ pub struct ChunkOptions {
     /// and files that change while read are stored as read, silently —
     /// WAL replay makes them consistent.
     pub live_source: bool,
+    /// Several sources in one snapshot (the walk's root is their deepest
+    /// common directory); `None`: everything under the root.
+    pub sources: Option<Sources>,
+    /// The exclusion rules (`--exclude` and friends).
+    pub exclude: Option<ExcludeRules>,
 }
 
 /// Decides, for a path relative to the tree's root (`/`-separated) and
@@ -129,7 +135,25 @@ impl ChunkOptions {
             parent_name: None,
             filter: None,
             live_source: false,
+            sources: None,
+            exclude: None,
         }
+    }
+
+    /// Takes `paths` (one or more sources) with `rules`, and returns the
+    /// root to walk: the source, or the sources' deepest common directory.
+    pub fn select(
+        &mut self,
+        paths: &[std::path::PathBuf],
+        rules: &ExcludeOptions,
+    ) -> Result<std::path::PathBuf> {
+        let sources = Sources::new(paths)?;
+        let root = sources.root.clone();
+        if !rules.is_empty() {
+            self.exclude = Some(ExcludeRules::new(rules, &root)?);
+        }
+        self.sources = (!sources.is_single()).then_some(sources);
+        Ok(root)
     }
 }
 
@@ -147,6 +171,8 @@ pub struct ChunkSummary {
     pub bytes_read: u64,
     pub files_reused: u64,
     pub chunks_sent: u64,
+    /// Paths the exclusion rules left out.
+    pub excluded: u64,
 }
 
 /// Where a chunk stream goes: serialized for a bk-put in another process
@@ -379,6 +405,7 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
             entries: self.summary.entries,
             errors: self.summary.errors,
             bytes: self.summary.bytes,
+            excluded: self.summary.excluded,
         };
         self.record(Record::Trailer(t))?;
         self.out.flush()
@@ -389,7 +416,15 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
 /// the absolute path), so a caller can learn the default identity first.
 pub fn tree_header(root: &Path, opts: &ChunkOptions) -> Result<Header> {
     let abs = source_path(root)?;
-    Ok(header(abs.to_string_lossy().into_owned(), None, opts))
+    let mut h = header(abs.to_string_lossy().into_owned(), None, opts);
+    if let Some(s) = &opts.sources {
+        h.paths = s
+            .absolute
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+    }
+    Ok(h)
 }
 
 /// The one spelling of a tree's root that identities and parents are
@@ -410,6 +445,7 @@ fn header(source: String, name: Option<String>, opts: &ChunkOptions) -> Header {
         host: crate::sys::hostname(),
         user: crate::sys::username(),
         parent: opts.parent_name.clone(),
+        paths: Vec::new(),
     }
 }
 
@@ -525,6 +561,28 @@ pub fn walk_tree_ending<S: StreamSink + ?Sized>(
                 continue;
             }
         };
+        match selected(opts, &rel, item.path(), &md) {
+            Verdict::Take => {}
+            Verdict::DirOnly => {
+                if md.is_dir() {
+                    walker.skip_current_dir();
+                }
+            }
+            Verdict::Exclude => {
+                if md.is_dir() {
+                    walker.skip_current_dir();
+                }
+                // Paths outside every source were never selected.
+                if opts
+                    .sources
+                    .as_ref()
+                    .is_none_or(|s| s.place(&rel) == Place::Inside)
+                {
+                    em.summary.excluded += 1;
+                }
+                continue;
+            }
+        }
         let mut entry = entry_from_metadata(&rel, &md);
         match entry.kind {
             Kind::File => em.file(item.path(), entry, &rel)?,
@@ -543,6 +601,19 @@ pub fn walk_tree_ending<S: StreamSink + ?Sized>(
     }
     em.trailer()?;
     Ok(em.summary)
+}
+
+/// What the sources and the exclusion rules take of a walked path.
+fn selected(opts: &ChunkOptions, rel: &[u8], full: &Path, md: &Metadata) -> Verdict {
+    match opts.sources.as_ref().map(|s| s.place(rel)) {
+        Some(Place::Outside) => return Verdict::Exclude,
+        Some(Place::Leading) => return Verdict::Take,
+        Some(Place::Inside) | None => {}
+    }
+    match &opts.exclude {
+        Some(rules) => rules.verdict(rel, full, md),
+        None => Verdict::Take,
+    }
 }
 
 fn is_vanished(e: &walkdir::Error) -> bool {

@@ -95,6 +95,9 @@ pub struct Snapshot {
     pub errors: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// Paths the exclusion rules left out.
+    #[serde(default, skip_serializing_if = "crate::format::wire::is_zero")]
+    pub excluded: u64,
     pub created: Timestamp,
     pub program: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -849,6 +852,7 @@ pub fn snapshot_record(id: &ObjectId, s: &Snapshot) -> crate::format::wire::Snap
         stored_bytes: None,
         new_chunks: None,
         unmodified_files: None,
+        excluded: s.excluded,
         duration_s: None,
     }
 }

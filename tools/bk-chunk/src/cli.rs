@@ -9,9 +9,10 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(name = "bk-chunk", version)]
 pub struct Cli {
-    /// Directory or file to read, or - for stdin
+    /// Directories or files to read (several go into one stream, rooted at
+    /// their deepest common directory), or - for stdin
     #[arg(value_name = "PATH")]
-    pub path: PathBuf,
+    pub paths: Vec<PathBuf>,
     /// Name of the file when reading stdin (e.g. db.sql)
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -19,6 +20,10 @@ pub struct Cli {
     /// ctime and inode are unchanged reuse its chunk ids without being read
     #[arg(long, value_name = "FILE")]
     pub parent: Option<PathBuf>,
+    #[command(flatten)]
+    pub exclude: bk::cli::ExcludeArgs,
+    #[command(flatten)]
+    pub files_from: bk::cli::FilesFromArgs,
     #[command(flatten)]
     pub repo: bk::cli::RepoArgs,
 }

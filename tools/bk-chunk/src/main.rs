@@ -27,18 +27,22 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         }
         None => None,
     };
-    let opts = ChunkOptions {
+    let mut opts = ChunkOptions {
         chunker,
         chunker_name,
         parent,
         parent_name: cli.parent.as_ref().map(|p| p.display().to_string()),
         filter: None,
         live_source: false,
+        sources: None,
+        exclude: None,
     };
+    let paths = cli.files_from.paths(&cli.paths)?;
+    let from_stdin = paths.len() == 1 && paths[0].as_os_str() == "-";
     bk::sys::widen_pipe(&std::io::stdout());
     let stdout = std::io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 20, stdout);
-    let summary = if cli.path.as_os_str() == "-" {
+    let summary = if from_stdin {
         let name = cli.name.as_deref().ok_or_else(|| {
             Error::Usage("reading stdin needs --name NAME (the file name to store)".into())
         })?;
@@ -53,7 +57,19 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
                 "--name applies only when PATH is - (stdin)".into(),
             ));
         }
-        source::chunk_tree(&cli.path, &opts, &mut out)?
+        if paths.is_empty() {
+            return Err(Error::usage_hint(
+                "no PATH to read",
+                "give a directory (`bk-chunk /data | bk-put`), --files-from FILE, or - for stdin",
+            ));
+        }
+        if paths.iter().any(|p| p.as_os_str() == "-") {
+            return Err(Error::Usage(
+                "- (stdin) cannot be combined with other paths".into(),
+            ));
+        }
+        let root = opts.select(&paths, &cli.exclude.options())?;
+        source::chunk_tree(&root, &opts, &mut out)?
     };
     Ok(if summary.errors > 0 {
         ExitCode::Partial

@@ -13,9 +13,10 @@ use std::path::PathBuf;
 pub struct Cli {
     /// Back up this directory or file (or - for stdin's bytes, with
     /// --name) directly, as `bk-chunk PATH | bk-put` would, but without the
-    /// stream between two processes
+    /// stream between two processes; repeatable: several sources make one
+    /// snapshot
     #[arg(long, value_name = "PATH")]
-    pub from: Option<PathBuf>,
+    pub from: Vec<PathBuf>,
     /// Name of the file when --from is - (e.g. db.sql)
     #[arg(long, value_name = "NAME", requires = "from")]
     pub name: Option<String>,
@@ -36,6 +37,10 @@ pub struct Cli {
     /// Worker threads (default: one per CPU)
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
+    #[command(flatten)]
+    pub exclude: bk::cli::ExcludeArgs,
+    #[command(flatten)]
+    pub files_from: bk::cli::FilesFromArgs,
     #[command(flatten)]
     pub repo: bk::cli::RepoArgs,
 }

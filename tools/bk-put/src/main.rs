@@ -34,7 +34,13 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         late_tags: None,
         fixed_chunks: None,
     };
-    let from_stdin = cli.from.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    let from = cli.files_from.paths(&cli.from)?;
+    let from_stdin = from.iter().any(|p| p.as_os_str() == "-");
+    if from_stdin && from.len() > 1 {
+        return Err(Error::Usage(
+            "--from - (stdin) cannot be combined with other sources".into(),
+        ));
+    }
     if from_stdin && cli.name.is_none() {
         return Err(Error::Usage(
             "--from - needs --name NAME (the file name to store)".into(),
@@ -43,15 +49,22 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     if cli.name.is_some() && !from_stdin {
         return Err(Error::Usage("--name applies only with --from -".into()));
     }
-    if cli.parent.is_some() && from_stdin {
+    if cli.parent.is_some() && (from_stdin || from.is_empty()) {
         return Err(Error::Usage("--parent applies only with --from DIR".into()));
     }
-    match (&cli.from, from_stdin) {
-        (None, _) => bk::cli::refuse_terminal_stdin(
+    let rules = cli.exclude.options();
+    if !rules.is_empty() && (from_stdin || from.is_empty()) {
+        return Err(Error::usage_hint(
+            "exclusion rules apply to a tree (--from DIR)",
+            "give them to bk-chunk in a pipeline: `bk-chunk --exclude '*.tmp' DIR | bk-put`",
+        ));
+    }
+    match (from.is_empty(), from_stdin) {
+        (true, _) => bk::cli::refuse_terminal_stdin(
             "a chunk stream",
             "`bk-chunk DIR | bk-put` or `bk-put --from DIR` backs up a directory",
         )?,
-        (Some(_), true) => bk::cli::refuse_terminal_stdin(
+        (false, true) => bk::cli::refuse_terminal_stdin(
             "the bytes to back up (--from -)",
             "pipe them in: `pg_dump db | bk-put --from - --name db.sql`",
         )?,
@@ -59,17 +72,17 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     }
     let repo = cli.repo.open()?;
     bk::sys::widen_pipe(&std::io::stdin());
-    let outcome = match (&cli.from, &cli.name) {
-        (Some(_), Some(name)) => put::put_stream(&repo, name, std::io::stdin().lock(), &opts)?,
-        (Some(path), None) => {
+    let outcome = match (from.is_empty(), &cli.name) {
+        (false, Some(name)) => put::put_stream(&repo, name, std::io::stdin().lock(), &opts)?,
+        (false, None) => {
             let parent = match cli.parent.as_deref() {
                 None => ParentChoice::Latest,
                 Some("none") => ParentChoice::None,
                 Some(spec) => ParentChoice::Snapshot(spec.to_string()),
             };
-            put::put_tree(&repo, path, &parent, &opts)?
+            put::put_sources(&repo, &from, &rules, &parent, &opts)?
         }
-        (None, _) => {
+        (true, _) => {
             let stdin = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
             put::put(&repo, stdin, &opts)?
         }

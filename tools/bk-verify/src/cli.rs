@@ -30,6 +30,10 @@ pub struct Cli {
     /// Take no lock (for read-only access to the storage)
     #[arg(long)]
     pub no_lock: bool,
+    /// With --against: the exclusion rules the backup used, so what they
+    /// leave out is not reported
+    #[command(flatten, next_help_heading = "Exclusion rules (with --against)")]
+    pub exclude: bk::cli::ExcludeArgs,
     #[command(flatten)]
     pub repo: bk::cli::RepoArgs,
 }

@@ -21,6 +21,7 @@ fn main() {
                 .as_ref()
                 .map(|a| (a[0].clone().into(), a[1].clone())),
             threads: cli.threads,
+            exclude: cli.exclude.options(),
         };
         let mut out = BufWriter::new(std::io::stdout().lock());
         run_tool(

@@ -225,6 +225,10 @@ pub struct Header {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// With several sources in one snapshot: each, absolute (`source` is
+    /// then the deepest directory holding them all, the listing's root).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
 }
 
 /// A source object that could not be read; bk-put keeps it in the snapshot.
@@ -246,6 +250,9 @@ pub struct Trailer {
     pub errors: u64,
     #[serde(default)]
     pub bytes: u64,
+    /// Paths the exclusion rules left out (not counted in `entries`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub excluded: u64,
 }
 
 /// An identity (`user@host:/path`) in its one spelling: the path without
@@ -292,6 +299,9 @@ pub struct SnapshotRecord {
     /// parent snapshot, or another name of a hard link): not read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmodified_files: Option<u64>,
+    /// Paths the exclusion rules left out of the snapshot.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub excluded: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
 }
@@ -410,7 +420,8 @@ pub struct Finding {
     pub more_paths: u64,
 }
 
-fn is_zero(n: &u64) -> bool {
+/// For `skip_serializing_if`: counts that are zero are left out.
+pub(crate) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
@@ -786,12 +797,14 @@ mod tests {
                 entries: 3,
                 errors: 0,
                 bytes: 9,
+                excluded: 0,
             }),
         )
         .unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),
-            "{\"type\":\"trailer\",\"v\":1,\"entries\":3,\"errors\":0,\"bytes\":9}\n"
+            "{\"type\":\"trailer\",\"v\":1,\"entries\":3,\"errors\":0,\"bytes\":9}\n",
+            "a count of 0 excluded is left out: older readers see the same line"
         );
         let e = serde_json::to_value(entry(b"a/b")).unwrap();
         assert_eq!(e["mtime"], "2023-11-14T22:13:20.123456789Z");
@@ -821,7 +834,8 @@ mod tests {
                 chunker: "default".into(),
                 host: None,
                 user: None,
-                parent: None,
+                parent: Some("ab".into()),
+                paths: vec!["/src/a".into(), "/src/b".into()],
             }),
         ];
         for r in &recs {

@@ -10,6 +10,7 @@ impl Verifier<'_> {
         sid: &ObjectId,
         snap: &Snapshot,
         reader: &ChunkReader,
+        rules: &crate::ops::exclude::ExcludeOptions,
     ) -> Result<(u64, u64)> {
         let cmp = Against {
             report: &self.report,
@@ -50,6 +51,17 @@ impl Verifier<'_> {
                 .map(|n| n.as_bytes().to_vec())
                 .unwrap_or_else(|| b"file".to_vec())
         });
+        let rules = if rules.is_empty() {
+            None
+        } else {
+            Some(crate::ops::exclude::ExcludeRules::new(
+                rules,
+                &crate::ops::source::source_path(dir)?,
+            )?)
+        };
+        // Paths the rules leave out, on both sides: what lies below them in
+        // the snapshot is not reported missing.
+        let mut left_out: Vec<Vec<u8>> = Vec::new();
         let mut compared = 0u64;
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -69,10 +81,11 @@ impl Verifier<'_> {
             }
             drop(rx);
             let walked = (|| -> Result<()> {
-                let walker = walkdir::WalkDir::new(dir)
+                let mut walker = walkdir::WalkDir::new(dir)
                     .follow_links(false)
-                    .sort_by(|a, b| a.file_name().cmp(b.file_name()));
-                for item in walker {
+                    .sort_by(|a, b| a.file_name().cmp(b.file_name()))
+                    .into_iter();
+                while let Some(item) = walker.next() {
                     crate::sys::check_interrupted()?;
                     let item = match item {
                         Ok(i) => i,
@@ -100,6 +113,24 @@ impl Verifier<'_> {
                             continue;
                         }
                     };
+                    if let (Some(r), None) = (&rules, &single) {
+                        use crate::ops::exclude::Verdict;
+                        match r.verdict(&rel, item.path(), &md) {
+                            Verdict::Take => {}
+                            Verdict::Exclude => {
+                                expected.remove(&rel);
+                                if md.is_dir() {
+                                    walker.skip_current_dir();
+                                    left_out.push(rel);
+                                }
+                                continue;
+                            }
+                            Verdict::DirOnly => {
+                                walker.skip_current_dir();
+                                left_out.push(rel.clone());
+                            }
+                        }
+                    }
                     compared += 1;
                     let Some(want) = expected.remove(&rel) else {
                         cmp.diff(
@@ -137,7 +168,15 @@ impl Verifier<'_> {
             walked?;
             worker_result
         })?;
-        let mut missing: Vec<Entry> = expected.into_values().collect();
+        let mut missing: Vec<Entry> = expected
+            .into_iter()
+            .filter(|(p, _)| {
+                !left_out
+                    .iter()
+                    .any(|d| p.len() > d.len() && p.starts_with(d) && p[d.len()] == b'/')
+            })
+            .map(|(_, e)| e)
+            .collect();
         missing.sort_by(|a, b| a.path.cmp(&b.path));
         for e in missing {
             compared += 1;

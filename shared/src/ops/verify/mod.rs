@@ -75,6 +75,9 @@ pub struct VerifyOptions {
     pub read_data: Option<PackSelection>,
     /// Compare this snapshot (`latest`, an id or prefix) with a directory.
     pub against: Option<(PathBuf, String)>,
+    /// The exclusion rules the backup used, applied to `against`'s
+    /// directory (and to the snapshot) so excluded paths are not reported.
+    pub exclude: crate::ops::exclude::ExcludeOptions,
     /// Threads downloading and checking packs (0: twice the CPUs, 2 to 8).
     pub threads: usize,
 }
@@ -230,7 +233,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
     drop(index_objects);
 
     if let Some((dir, (id, snap))) = &against {
-        let (entries, bytes) = v.against(dir, id, snap, &reader)?;
+        let (entries, bytes) = v.against(dir, id, snap, &reader, &opts.exclude)?;
         summary.entries_compared = Some(entries);
         summary.bytes_compared = Some(bytes);
     }

@@ -46,23 +46,10 @@ impl std::str::FromStr for PackSelection {
             }
             return Ok(PackSelection::Percent(p));
         }
-        let upper = s.to_ascii_uppercase();
-        let num = upper
-            .strip_suffix("IB")
-            .or_else(|| upper.strip_suffix('B'))
-            .unwrap_or(&upper);
-        let (digits, mult) = match num.chars().last() {
-            Some('K') => (&num[..num.len() - 1], 1u64 << 10),
-            Some('M') => (&num[..num.len() - 1], 1 << 20),
-            Some('G') => (&num[..num.len() - 1], 1 << 30),
-            Some('T') => (&num[..num.len() - 1], 1 << 40),
-            _ => (num, 1),
-        };
-        let v: f64 = digits.trim().parse().map_err(|_| bad())?;
-        if !(v > 0.0 && v.is_finite()) {
-            return Err(bad());
+        match crate::format::human::parse_size(s) {
+            Some(n) if n > 0 => Ok(PackSelection::Bytes(n)),
+            _ => Err(bad()),
         }
-        Ok(PackSelection::Bytes((v * mult as f64) as u64))
     }
 }
 

@@ -347,3 +347,225 @@ fn a_local_repository_is_private_unless_its_config_is_shared() {
         "earlier files are left as they were"
     );
 }
+
+/// A tree with something for every exclusion rule.
+fn tree_to_exclude(env: &Env) -> std::path::PathBuf {
+    let src = env.path("ex");
+    for d in [
+        "node_modules/pkg",
+        "cache",
+        "tagged",
+        "src/build",
+        "Logs",
+        "abs/skip",
+    ] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    let files: &[(&str, &[u8])] = &[
+        ("a.tmp", b"t"),
+        ("keep.tmp", b"kept by !"),
+        ("node_modules/pkg/index.js", b"js"),
+        (
+            "cache/CACHEDIR.TAG",
+            b"Signature: 8a477f597d28d172789f06886806bc55\n",
+        ),
+        ("cache/blob", b"cached"),
+        ("tagged/.nobackup", b""),
+        ("tagged/inside", b"i"),
+        ("src/main.rs", b"fn main() {}"),
+        ("src/build/out.o", b"o"),
+        ("Logs/app.LOG", b"log"),
+        ("abs/skip/x", b"x"),
+        ("abs/keep", b"k"),
+    ];
+    for (p, c) in files {
+        std::fs::write(src.join(p), c).unwrap();
+    }
+    std::fs::write(src.join("big.bin"), vec![7u8; 3000]).unwrap();
+    src
+}
+
+fn entry_paths(listing: &str) -> Vec<String> {
+    json_lines(listing)
+        .iter()
+        .filter(|r| r["type"] == "entry")
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn exclusion_rules_leave_out_what_restic_would_in_put_chunk_and_verify() {
+    let env = Env::new();
+    let src = tree_to_exclude(&env);
+    let patterns = env.path("patterns");
+    std::fs::write(&patterns, "# build output\nsrc/build/\n").unwrap();
+    let rules = format!(
+        "--exclude '*.tmp' --exclude '!keep.tmp' --exclude node_modules/ \
+         --exclude '{}/abs/skip' --exclude-file '{}' --iexclude '*.log' \
+         --exclude-caches --exclude-if-present .nobackup --exclude-larger-than 2K",
+        src.display(),
+        patterns.display()
+    );
+    let snap = json_line(&env.ok(&format!("bk-put --from '{}' {rules}", src.display())));
+    let listed = entry_paths(&env.ok("bk-ls latest"));
+    assert_eq!(
+        listed,
+        [
+            ".",
+            "Logs",
+            "abs",
+            "abs/keep",
+            "cache",
+            "keep.tmp",
+            "src",
+            "src/main.rs",
+            "tagged"
+        ],
+        "tagged directories are kept empty, as restic keeps them"
+    );
+    // a.tmp, node_modules, abs/skip, src/build, Logs/app.LOG, big.bin.
+    assert_eq!(snap["excluded"], 6, "{snap}");
+
+    // The pipeline with the same rules stores the same listing.
+    let piped = json_line(&env.ok(&format!(
+        "bk-chunk '{}' {rules} | bk-put --identity u@h:/piped",
+        src.display()
+    )));
+    assert_eq!(piped["excluded"], 6);
+    assert_eq!(
+        entry_paths(&env.ok("bk-ls latest --identity u@h:/piped")),
+        listed
+    );
+
+    // A drill with the same rules finds nothing missing; without them it
+    // reports the excluded files as extra.
+    let id = snap["identity"].as_str().unwrap();
+    env.ok(&format!(
+        "bk-verify --against '{}' latest {rules}",
+        src.display()
+    ));
+    let out = env.run(&format!("bk-verify --against '{}' latest", src.display()));
+    assert_eq!(out.status.code(), Some(13), "{id}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("extra"));
+
+    // A stream filtered with jq is refused, and says what to do instead.
+    let err = env.fails(
+        &format!(
+            "bk-chunk '{}' | jq -c 'select(.path != \"a.tmp\")' | bk-put --identity u@h:/jq",
+            src.display()
+        ),
+        2,
+    );
+    assert!(err.contains("--exclude rules instead"), "{err}");
+    // Rules where they cannot apply are refused.
+    let err = env.fails("printf x | bk-put --from - --name x --exclude '*.tmp'", 2);
+    assert!(err.contains("exclusion rules apply to a tree"), "{err}");
+}
+
+#[test]
+fn several_sources_and_files_from_make_one_snapshot() {
+    let env = Env::new();
+    let a = tree(&env, "etc/app");
+    let b = tree(&env, "home/me");
+    tree(&env, "home/other");
+    let snap = json_line(&env.ok(&format!(
+        "bk-put --from '{}' --from '{}/'",
+        a.display(),
+        b.display()
+    )));
+    let identity = snap["identity"].as_str().unwrap();
+    assert!(
+        identity.ends_with(&format!(":{},{}", a.display(), b.display())),
+        "{identity}"
+    );
+    let listed = entry_paths(&env.ok(&format!("bk-ls latest --identity '{identity}'")));
+    assert_eq!(
+        listed,
+        [
+            ".",
+            "etc",
+            "etc/app",
+            "etc/app/a.txt",
+            "etc/app/sub",
+            "etc/app/sub/b.txt",
+            "home",
+            "home/me",
+            "home/me/a.txt",
+            "home/me/sub",
+            "home/me/sub/b.txt"
+        ],
+        "home/other is not a source"
+    );
+    // Again, unchanged: the same identity, so nothing is read.
+    let again = json_line(&env.ok(&format!(
+        "bk-put --from '{}' --from '{}'",
+        a.display(),
+        b.display()
+    )));
+    assert_eq!(again["identity"], snap["identity"]);
+    assert_eq!(again["unmodified_files"], 4);
+
+    // --files-from with NUL separators, through bk-chunk.
+    let list = env.path("list0");
+    std::fs::write(
+        &list,
+        format!(
+            "{}\0{}\0",
+            a.join("a.txt").display(),
+            b.join("sub").display()
+        ),
+    )
+    .unwrap();
+    let out = env.ok(&format!("bk-chunk --files-from '{}' -0", list.display()));
+    assert_eq!(
+        entry_paths(&out),
+        [
+            ".",
+            "etc",
+            "etc/app",
+            "etc/app/a.txt",
+            "home",
+            "home/me",
+            "home/me/sub",
+            "home/me/sub/b.txt"
+        ]
+    );
+    // A restore puts both back under the common directory.
+    let into = env.path("restored");
+    env.ok(&format!(
+        "bk-get latest --identity '{identity}' --into '{}'",
+        into.display()
+    ));
+    assert_eq!(
+        std::fs::read(into.join("home/me/sub/b.txt")).unwrap(),
+        b"home/me b\n"
+    );
+}
+
+#[test]
+fn one_file_system_keeps_a_mount_point_empty() {
+    let env = Env::new();
+    let src = tree(&env, "fs");
+    let mnt = src.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("one_file_system_keeps_a_mount_point_empty: cannot mount a tmpfs here; skipped");
+        return;
+    }
+    std::fs::write(mnt.join("other-fs"), b"x").unwrap();
+    let run = || -> (Vec<String>, Vec<String>) {
+        let one = env.ok(&format!("bk-chunk -x '{}'", src.display()));
+        let all = env.ok(&format!("bk-chunk '{}'", src.display()));
+        (entry_paths(&one), entry_paths(&all))
+    };
+    let (one, all) = run();
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert!(one.contains(&"mnt".to_string()), "{one:?}");
+    assert!(!one.contains(&"mnt/other-fs".to_string()), "{one:?}");
+    assert!(all.contains(&"mnt/other-fs".to_string()), "{all:?}");
+}
