@@ -75,6 +75,37 @@ pub fn read_at_most(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::
     Ok(done)
 }
 
+/// The extended attributes of `path` itself (a symlink's own, not its
+/// target's), sorted by name. A filesystem without them has none;
+/// attributes this process may not read (`trusted.*` unless root) are not
+/// listed by the kernel.
+pub fn read_xattrs(path: &std::path::Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if xattrs_unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        // Removed between the list and the get: gone, not an error.
+        if let Some(value) = xattr::get(path, &name)? {
+            out.push((name.to_string_lossy().into_owned(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether an xattr call failed because the filesystem (or, for a
+/// namespace such as `security.*`, this process) cannot hold or set it,
+/// rather than because something is wrong with the file.
+pub fn xattrs_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTSUP) | Some(libc::EPERM) | Some(libc::EACCES)
+    )
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

@@ -91,6 +91,9 @@ impl Problems {
 struct Destination {
     root: PathBuf,
     known_dirs: RwLock<HashSet<Vec<u8>>>,
+    /// Extended attributes this process may not set here, or the
+    /// filesystem cannot hold: counted, and reported once at the end.
+    xattrs_not_set: std::sync::atomic::AtomicU64,
 }
 
 impl Destination {
@@ -98,7 +101,40 @@ impl Destination {
         Destination {
             root,
             known_dirs: RwLock::new(HashSet::new()),
+            xattrs_not_set: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Sets `e`'s extended attributes with `set` (by handle or path);
+    /// those not permitted or not supported here are counted, any other
+    /// failure is the entry's error.
+    fn apply_xattrs(
+        &self,
+        e: &Entry,
+        mut set: impl FnMut(&str, &[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        if e.xattrs.is_empty() {
+            return Ok(());
+        }
+        let values = e
+            .xattr_values()
+            .map_err(|err| std::io::Error::other(err.to_string()))?;
+        for (name, value) in values {
+            match set(name, &value) {
+                Ok(()) => {}
+                Err(err) if crate::sys::xattrs_unsupported(&err) => {
+                    self.xattrs_not_set
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(err) => {
+                    return Err(std::io::Error::new(
+                        err.kind(),
+                        format!("extended attribute {name}: {err}"),
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Resolves a checked relative directory path (empty: the root) inside
@@ -387,6 +423,10 @@ fn restore_file(reader: &ChunkReader, to: &Destination, rel: &[u8], e: &Entry) -
         if crate::sys::is_root() {
             let _ = std::os::unix::fs::fchown(&f, Some(e.uid), Some(e.gid));
         }
+        // After the owner (chown clears file capabilities), before the mode
+        // (a read-only mode would forbid setting user attributes).
+        to.apply_xattrs(e, |n, v| xattr::FileExt::set_xattr(&f, n, v))
+            .map_err(|err| Error::io(&tmp, err))?;
         f.set_permissions(fs::Permissions::from_mode(e.mode))
             .map_err(|err| Error::io(&tmp, err))?;
         filetime::set_file_handle_times(&f, Some(file_time(e.mtime)), Some(file_time(e.mtime)))
@@ -551,6 +591,13 @@ pub fn restore(
         ..RestoreSummary::default()
     };
     deferred.finish(&to, &mut problems, &mut summary);
+    let not_set = to.xattrs_not_set.into_inner();
+    if not_set > 0 {
+        log::warn!(
+            "{not_set} extended attribute(s) not restored: not permitted for this user \
+             (security.* and trusted.* need root) or not supported by the filesystem"
+        );
+    }
     summary.errors = problems.errors;
     summary.skipped = problems.skipped;
     summary.integrity_errors = problems.integrity;
@@ -680,6 +727,7 @@ impl Deferred {
             // opened afterwards.
             let r = p.and_then(|p| {
                 apply_owner(&p, &e);
+                to.apply_xattrs(&e, |n, v| xattr::set(&p, n, v))?;
                 filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime))?;
                 fs::set_permissions(&p, fs::Permissions::from_mode(e.mode))
             });
@@ -704,6 +752,8 @@ fn restore_symlink(to: &Destination, rel: &[u8], e: &Entry) -> std::result::Resu
         })
         .map_err(|err| format!("symlink: {err}"))?;
     apply_owner(&p, e);
+    to.apply_xattrs(e, |n, v| xattr::set(&p, n, v))
+        .map_err(|err| format!("symlink: {err}"))?;
     let _ = filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
     Ok(())
 }
@@ -714,6 +764,8 @@ fn restore_special(to: &Destination, rel: &[u8], e: &Entry) -> std::result::Resu
     let p = to.path(rel).map_err(|err| err.to_string())?;
     make_special(&p, e)?;
     apply_owner(&p, e);
+    to.apply_xattrs(e, |n, v| xattr::set(&p, n, v))
+        .map_err(|err| err.to_string())?;
     let _ = fs::set_permissions(&p, fs::Permissions::from_mode(e.mode));
     let _ = filetime::set_symlink_file_times(&p, file_time(e.mtime), file_time(e.mtime));
     Ok(())

@@ -584,6 +584,15 @@ pub fn walk_tree_ending<S: StreamSink + ?Sized>(
             }
         }
         let mut entry = entry_from_metadata(&rel, &md);
+        match crate::sys::read_xattrs(item.path()) {
+            Ok(attrs) => entry.set_xattrs(attrs),
+            Err(e) if opts.live_source && e.kind() == std::io::ErrorKind::NotFound => continue,
+            // The entry is still worth keeping: say what is missing.
+            Err(e) => log::warn!(
+                "{}: extended attributes not read: {e}",
+                String::from_utf8_lossy(&rel)
+            ),
+        }
         match entry.kind {
             Kind::File => em.file(item.path(), entry, &rel)?,
             Kind::Symlink => match std::fs::read_link(item.path()) {

@@ -83,6 +83,12 @@ pub struct Entry {
     pub target_b64: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdev: Option<u64>,
+    /// Extended attributes, name → value as base64: user attributes,
+    /// POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`)
+    /// and file capabilities (`security.capability`). Absent in listings
+    /// written before bk captured them, which restore without any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkId>,
 }
@@ -130,8 +136,28 @@ impl Entry {
             target: None,
             target_b64: None,
             rdev: None,
+            xattrs: BTreeMap::new(),
             chunks: Vec::new(),
         }
+    }
+
+    /// The extended attributes as (name, value bytes).
+    pub fn xattr_values(&self) -> Result<Vec<(&str, Vec<u8>)>> {
+        self.xattrs
+            .iter()
+            .map(|(name, v)| {
+                B64.decode(v)
+                    .map(|bytes| (name.as_str(), bytes))
+                    .map_err(|e| {
+                        Error::Usage(format!("{}: xattr {name}: invalid base64: {e}", self.path))
+                    })
+            })
+            .collect()
+    }
+
+    /// Stores extended attributes read from the filesystem.
+    pub fn set_xattrs(&mut self, attrs: impl IntoIterator<Item = (String, Vec<u8>)>) {
+        self.xattrs = attrs.into_iter().map(|(n, v)| (n, B64.encode(v))).collect();
     }
 
     /// A regular file of `size` bytes made of `chunks`, mode 0644.

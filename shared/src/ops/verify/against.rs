@@ -251,6 +251,40 @@ impl Against<'_> {
 
     /// Compares metadata; returns the entry when the file's content must
     /// be compared too.
+    /// Extended attributes (ACLs, capabilities) differ by name or value.
+    fn xattrs(&self, full: &Path, path: &str, want: &Entry) {
+        let mut have = Entry::new(want.kind, b"x", 0, want.mtime);
+        match crate::sys::read_xattrs(full) {
+            Ok(attrs) => have.set_xattrs(attrs),
+            Err(e) => {
+                self.diff(path, format!("extended attributes cannot be read: {e}"));
+                return;
+            }
+        }
+        if have.xattrs != want.xattrs {
+            let names = |e: &Entry| e.xattrs.keys().cloned().collect::<Vec<_>>().join(",");
+            let changed: Vec<&str> = want
+                .xattrs
+                .iter()
+                .filter(|(k, v)| have.xattrs.get(*k).is_some_and(|h| h != *v))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            self.diff(
+                path,
+                format!(
+                    "extended attributes: snapshot [{}], directory [{}]{}",
+                    names(want),
+                    names(&have),
+                    if changed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; values differ: {}", changed.join(","))
+                    }
+                ),
+            );
+        }
+    }
+
     pub(super) fn metadata(
         &self,
         full: &Path,
@@ -285,6 +319,7 @@ impl Against<'_> {
                 format!("mtime: snapshot {}, directory {}", want.mtime, have.mtime),
             );
         }
+        self.xattrs(full, path, want);
         match want.kind {
             Kind::Symlink => {
                 let target = std::fs::read_link(full).map(|t| t.as_os_str().as_bytes().to_vec());

@@ -569,3 +569,95 @@ fn one_file_system_keeps_a_mount_point_empty() {
     assert!(!one.contains(&"mnt/other-fs".to_string()), "{one:?}");
     assert!(all.contains(&"mnt/other-fs".to_string()), "{all:?}");
 }
+
+/// A POSIX access ACL in the kernel's xattr form (version 2): owner rw,
+/// user 4242 r, group r, mask r, other r.
+fn acl_user_4242() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 4, 4242),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn xattrs_acls_and_capabilities_are_backed_up_restored_and_compared() {
+    let env = Env::new();
+    let src = tree(&env, "meta");
+    let file = src.join("a.txt");
+    let dir = src.join("sub");
+    xattr::set(&file, "user.comment", b"hello\0binary").unwrap();
+    xattr::set(&dir, "user.project", b"bk").unwrap();
+    let acl = xattr::set(&file, "system.posix_acl_access", &acl_user_4242()).is_ok();
+    let root = nix::unistd::geteuid().is_root();
+    let cap = root
+        && std::process::Command::new("setcap")
+            .arg("cap_net_bind_service=+ep")
+            .arg(src.join("sub/b.txt"))
+            .status()
+            .is_ok_and(|s| s.success());
+    let read = |p: &std::path::Path, name: &str| xattr::get(p, name).unwrap();
+    let before_mode = std::fs::metadata(&file).unwrap().permissions().mode();
+
+    env.ok(&format!("bk-put --from '{}'", src.display()));
+    let listing = env.ok("bk-ls latest a.txt");
+    assert!(listing.contains("user.comment"), "{listing}");
+    env.ok(&format!("bk-verify --against '{}' latest", src.display()));
+
+    let into = env.path("restored");
+    env.ok(&format!("bk-get latest --into '{}'", into.display()));
+    assert_eq!(
+        read(&into.join("a.txt"), "user.comment").unwrap(),
+        b"hello\0binary"
+    );
+    assert_eq!(read(&into.join("sub"), "user.project").unwrap(), b"bk");
+    if acl {
+        assert_eq!(
+            read(&into.join("a.txt"), "system.posix_acl_access").unwrap(),
+            acl_user_4242()
+        );
+        assert_eq!(
+            std::fs::metadata(into.join("a.txt"))
+                .unwrap()
+                .permissions()
+                .mode(),
+            before_mode
+        );
+    }
+    if cap {
+        let caps = |p: &std::path::Path| read(p, "security.capability");
+        assert!(caps(&src.join("sub/b.txt")).is_some());
+        assert_eq!(caps(&into.join("sub/b.txt")), caps(&src.join("sub/b.txt")));
+    }
+    eprintln!("xattrs test: acl {acl}, capability {cap}");
+
+    // A changed attribute is a difference for a drill.
+    xattr::set(&file, "user.comment", b"changed").unwrap();
+    let out = env.run(&format!("bk-verify --against '{}' latest", src.display()));
+    assert_eq!(out.status.code(), Some(13));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("values differ: user.comment"), "{report}");
+
+    // A listing written before bk captured attributes still restores.
+    let old = env.path("old-listing.jsonl");
+    env.ok(&format!(
+        "bk-ls latest | jq -c 'del(.xattrs)' > '{}'",
+        old.display()
+    ));
+    let into_old = env.path("restored-old");
+    env.ok(&format!(
+        "bk-get - --into '{}' < '{}'",
+        into_old.display(),
+        old.display()
+    ));
+    assert_eq!(std::fs::read(into_old.join("a.txt")).unwrap(), b"meta a\n");
+    assert!(read(&into_old.join("a.txt"), "user.comment").is_none());
+}
