@@ -3,6 +3,7 @@
 //! `restore`, `verify` (with its `metrics`), retention (`policy`, `prune`)
 //! and garbage collection (`gc`), the building-block `speed` check and repository `stats`.
 
+pub mod copy;
 pub mod exclude;
 pub mod gc;
 pub mod metrics;

@@ -776,23 +776,21 @@ fn build_snapshot(
     let header = state.header.clone().unwrap_or(Header {
         v: wire::VERSION,
         source: "-".into(),
-        name: None,
-        chunker: String::new(),
-        host: None,
-        user: None,
-        parent: None,
-        paths: Vec::new(),
+        ..Header::default()
     });
-    let identity = match &opts.identity {
-        Some(i) => i.clone(),
-        None => default_identity(&header),
+    // A copy keeps the original's identity, time and tags unless the
+    // command line says otherwise.
+    let identity = match (&opts.identity, &header.identity) {
+        (Some(i), _) | (None, Some(i)) => i.clone(),
+        (None, None) => default_identity(&header),
     };
     Ok(Snapshot {
         v: 1,
-        time: opts.time.unwrap_or_else(Timestamp::now),
+        time: opts.time.or(header.time).unwrap_or_else(Timestamp::now),
         identity,
         tags: {
-            let mut tags = opts.tags.clone();
+            let mut tags = header.tags.clone();
+            tags.extend(opts.tags.clone());
             if let Some(late) = &opts.late_tags {
                 tags.extend(late.lock().unwrap_or_else(|p| p.into_inner()).clone());
             }
@@ -945,7 +943,11 @@ impl Consumer<'_> {
                 if self.st.header.is_some() || self.st.entries > 0 {
                     return Err(self.bad("a second header, or a header after entries".into()));
                 }
-                if h.chunker != self.repo_chunker && !h.chunker.starts_with(FIXED_CHUNKER_PREFIX) {
+                // A copy keeps its source's chunks, by design.
+                if h.chunker != self.repo_chunker
+                    && !h.chunker.starts_with(FIXED_CHUNKER_PREFIX)
+                    && h.identity.is_none()
+                {
                     log::warn!(
                         "the stream was chunked with the {:?} chunker, not this repository's; \
                          deduplication against earlier backups suffers (give bk-chunk -r or BK_REPO)",
@@ -982,6 +984,17 @@ impl Consumer<'_> {
                 self.push_listing(&Record::Entry(e))?;
             }
             Record::Data(d) => return self.data_owned(d.id, d.data),
+            Record::KnownChunk { id, size } => {
+                let Some(p) = self.pending.as_mut() else {
+                    return Err(self.bad("data record without a preceding file entry".into()));
+                };
+                // Checked against the index before the commit, like the
+                // chunk ids of unchanged files.
+                p.entry.chunks.push(id);
+                p.size += size as u64;
+                self.st.sizes.insert(id, size);
+                self.st.reused.push(id);
+            }
             Record::ChunkRef(id) => {
                 let Some(&len) = self.st.sizes.get(&id) else {
                     return Err(self.bad(format!(

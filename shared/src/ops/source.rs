@@ -445,7 +445,7 @@ fn header(source: String, name: Option<String>, opts: &ChunkOptions) -> Header {
         host: crate::sys::hostname(),
         user: crate::sys::username(),
         parent: opts.parent_name.clone(),
-        paths: Vec::new(),
+        ..Header::default()
     }
 }
 

@@ -21,6 +21,14 @@ pub struct Cli {
     /// With `latest`: the newest snapshot of this identity
     #[arg(long, value_name = "USER@HOST:/PATH")]
     pub identity: Option<String>,
+    /// Write the snapshot as a chunk stream on stdout, for another
+    /// repository's bk-put (a copy keeping its identity, time and tags)
+    #[arg(long, conflicts_with = "into")]
+    pub stream: bool,
+    /// With --stream: the chunk ids the destination holds (`bk-repo -r DEST
+    /// chunks`, or - for stdin); their data is not sent
+    #[arg(long, value_name = "FILE", requires = "stream")]
+    pub have: Option<PathBuf>,
     /// Parallel file writers (default: two per CPU)
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,

@@ -12,6 +12,9 @@ fn main() {
 }
 
 fn run(cli: cli::Cli) -> Result<ExitCode> {
+    if cli.stream {
+        return copy_stream(&cli);
+    }
     let Some(into) = cli.into.clone() else {
         return to_stdout(&cli);
     };
@@ -57,6 +60,37 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     } else {
         ExitCode::Success
     })
+}
+
+/// `bk-get SNAPSHOT --stream [--have FILE]`: the snapshot as a chunk
+/// stream for another repository (see bk::copy).
+fn copy_stream(cli: &cli::Cli) -> Result<ExitCode> {
+    if cli.snapshot == "-" || !cli.paths.is_empty() {
+        return Err(Error::Usage(
+            "--stream copies one whole snapshot: give SNAPSHOT and no PATH".into(),
+        ));
+    }
+    let have = match &cli.have {
+        None => Default::default(),
+        Some(p) if p.as_os_str() == "-" => bk::copy::read_have(std::io::stdin().lock())?,
+        Some(p) => {
+            let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+            bk::copy::read_have(BufReader::new(f))?
+        }
+    };
+    let repo = cli.repo.open()?;
+    let (_, snap) = choose(&repo, cli)?;
+    let index = repo.load_index()?;
+    let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let sent = bk::copy::snapshot_stream(&repo, &index, &snap, &have, &mut out)?;
+    eprintln!(
+        "bk-get: streamed {} entries: {} chunks sent ({}), {} the destination holds",
+        sent.entries,
+        sent.chunks_sent,
+        bk::format::human::bytes(sent.bytes_sent),
+        sent.chunks_known
+    );
+    Ok(ExitCode::Success)
 }
 
 fn choose(

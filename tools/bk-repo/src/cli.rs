@@ -40,6 +40,9 @@ pub enum Command {
     },
     /// Object counts and sizes, and the index's memory use per chunk
     Stats,
+    /// Print the id of every data chunk the repository holds, one per line
+    /// (what `bk-get --stream --have` reads, so a copy sends only the rest)
+    Chunks,
     /// Single-core speed of the chunker, SHA-256, zstd and AES-GCM on this
     /// machine (needs no repository): the ceiling for backup throughput
     Benchmark {

@@ -79,6 +79,11 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
             }
         }
         Command::Stats => emit(Record::Stats(bk::stats::stats(&cli.repo.open()?)?))?,
+        Command::Chunks => {
+            let repo = cli.repo.open()?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            bk::copy::chunk_ids(&repo, &mut out)?;
+        }
     }
     Ok(ExitCode::Success)
 }

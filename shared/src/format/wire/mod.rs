@@ -232,10 +232,14 @@ struct DataWire<'a> {
     id: ChunkId,
     #[serde(borrow, default)]
     data: Option<std::borrow::Cow<'a, str>>,
+    /// Only on a reference to a chunk the receiving repository holds
+    /// already (a copy): its plaintext length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    size: Option<u32>,
 }
 
 /// First record of a chunk stream: where it came from and how it was chunked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Header {
     #[serde(default = "v1")]
     pub v: u32,
@@ -255,6 +259,14 @@ pub struct Header {
     /// then the deepest directory holding them all, the listing's root).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// A copy of a snapshot (`bk-get SNAPSHOT --stream`): the original's
+    /// identity, time and tags, which the receiving bk-put keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A source object that could not be read; bk-put keeps it in the snapshot.
@@ -515,6 +527,9 @@ macro_rules! records {
             Data(Data),
             /// A chunk already sent earlier in this stream: `data` without bytes.
             ChunkRef(ChunkId),
+            /// A chunk the receiving repository already holds (a copy that
+            /// asked first): `data` without bytes, with its `size`.
+            KnownChunk { id: ChunkId, size: u32 },
             $($(#[$doc])* $variant($ty),)*
             Unknown,
         }
@@ -537,7 +552,7 @@ macro_rules! records {
             fn version(&self) -> u32 {
                 match self {
                     $(Record::$variant(r) => r.v,)*
-                    Record::Data(_) | Record::ChunkRef(_) | Record::Unknown => VERSION,
+                    Record::Data(_) | Record::ChunkRef(_) | Record::KnownChunk { .. } | Record::Unknown => VERSION,
                 }
             }
 
@@ -551,7 +566,7 @@ macro_rules! records {
             fn tagged(&self) -> Option<TaggedRef<'_>> {
                 match self {
                     $(Record::$variant(r) => Some(TaggedRef::$variant(r)),)*
-                    Record::Data(_) | Record::ChunkRef(_) | Record::Unknown => None,
+                    Record::Data(_) | Record::ChunkRef(_) | Record::KnownChunk { .. } | Record::Unknown => None,
                 }
             }
         }
@@ -645,9 +660,11 @@ fn data_record(line: &[u8], line_no: u64) -> Result<Record> {
             w.v
         )));
     }
-    match w.data {
-        None => Ok(Record::ChunkRef(w.id)),
-        Some(text) => {
+    match (w.data, w.size) {
+        (None, Some(size)) => Ok(Record::KnownChunk { id: w.id, size }),
+        (None, None) => Ok(Record::ChunkRef(w.id)),
+        (Some(_), Some(_)) => Err(bad("a data record with both data and size".into())),
+        (Some(text), None) => {
             let data = B64
                 .decode(text.as_bytes())
                 .map_err(|e| bad(format!("chunk data is not base64: {e}")))?;
@@ -733,6 +750,7 @@ pub fn write_record<W: Write>(w: &mut W, rec: &Record) -> std::io::Result<()> {
     match rec {
         Record::Data(d) => write_data(w, &d.id, &d.data),
         Record::ChunkRef(id) => write_chunk_ref(w, id),
+        Record::KnownChunk { id, size } => write_known_chunk(w, id, *size),
         r => match r.tagged() {
             Some(t) => write_json(w, &t),
             None => Ok(()),
@@ -749,6 +767,14 @@ pub fn write_json<W: Write, T: Serialize + ?Sized>(w: &mut W, value: &T) -> std:
 /// Writes a reference to a chunk whose data this stream already carried.
 pub fn write_chunk_ref<W: Write>(w: &mut W, id: &ChunkId) -> std::io::Result<()> {
     writeln!(w, "{{\"type\":\"data\",\"v\":1,\"id\":\"{id}\"}}")
+}
+
+/// Writes a reference to a chunk the receiving repository holds.
+pub fn write_known_chunk<W: Write>(w: &mut W, id: &ChunkId, size: u32) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "{{\"type\":\"data\",\"v\":1,\"id\":\"{id}\",\"size\":{size}}}"
+    )
 }
 
 /// Writes a data record, encoding base64 straight into the writer.
@@ -862,7 +888,14 @@ mod tests {
                 user: None,
                 parent: Some("ab".into()),
                 paths: vec!["/src/a".into(), "/src/b".into()],
+                identity: Some("u@h:/src".into()),
+                time: Some(Timestamp { secs: 5, nanos: 6 }),
+                tags: [("k".to_string(), "v".to_string())].into(),
             }),
+            Record::KnownChunk {
+                id: ChunkId::digest(b"y"),
+                size: 7,
+            },
         ];
         for r in &recs {
             assert_eq!(&round_trip(r), r);
