@@ -748,4 +748,19 @@ fn a_snapshot_copies_to_a_second_repository_keeping_time_identity_and_tags() {
         3,
         "nothing copied twice"
     );
+
+    // And back from the local copy into another environment repository
+    // (local -> S3 in the S3 pass).
+    let back = Env::new();
+    let out = back.ok(&format!(
+        "bk-repo chunks | bk-get {d} {} --stream --have - | bk-put",
+        copied["id"].as_str().unwrap()
+    ));
+    let returned = json_line(&out);
+    for field in ["identity", "time", "tags", "files", "bytes"] {
+        assert_eq!(returned[field], first[field], "{field}");
+    }
+    let into = back.path("back");
+    back.ok(&format!("bk-get latest --into '{}'", into.display()));
+    assert_eq!(std::fs::read(into.join("big")).unwrap(), vec![3u8; 3 << 20]);
 }
