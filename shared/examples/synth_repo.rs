@@ -126,6 +126,7 @@ fn main() {
             errors: 0,
             parent: None,
             excluded: 0,
+            xattrs: false,
             created: time,
             program: "synth_repo".into(),
             host: Some("host".into()),

@@ -246,6 +246,7 @@ fn structure_verify_of_1000_snapshots_and_1m_chunks() {
                 errors: 0,
                 parent: None,
                 excluded: 0,
+                xattrs: false,
                 created: time,
                 program: "scale test".into(),
                 host: None,

@@ -90,6 +90,7 @@ pub fn snapshot_stream(
         identity: Some(snap.identity.clone()),
         time: Some(snap.time),
         tags: snap.tags.clone(),
+        xattrs: snap.xattrs,
         ..Header::default()
     };
     wire::write_record(out, &Record::Header(header)).map_err(io)?;

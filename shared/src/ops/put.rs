@@ -531,6 +531,7 @@ pub fn put_tree_with(
                     // Files whose chunks a prune has marked are read again
                     // rather than referred to.
                     listing.retain_files(|chunks| chunks.iter().all(|c| index.contains(c)));
+                    listing.xattrs_known = snap.xattrs;
                     chunk_opts.parent = Some(listing);
                     chunk_opts.parent_name = Some(id.to_hex());
                 }
@@ -805,6 +806,7 @@ fn build_snapshot(
         errors: state.errors,
         parent: header.parent.clone(),
         excluded: state.excluded,
+        xattrs: header.xattrs,
         created: Timestamp::now(),
         program: format!("bk {}", env!("CARGO_PKG_VERSION")),
         host: crate::sys::hostname(),

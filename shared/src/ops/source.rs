@@ -30,12 +30,18 @@ struct ParentFile {
     ctime: Option<Timestamp>,
     ino: Option<u64>,
     chunks: Vec<ChunkId>,
+    /// Setting an attribute changes the ctime, so an unchanged file's
+    /// attributes are the parent's: no llistxattr for it.
+    xattrs: std::collections::BTreeMap<String, String>,
 }
 
 /// An earlier listing (as printed by `bk-ls SNAPSHOT`).
 #[derive(Debug, Default)]
 pub struct ParentListing {
     files: HashMap<Vec<u8>, ParentFile>,
+    /// The listing's entries carry their extended attributes (its snapshot
+    /// says so): an unchanged file's are taken from it instead of read.
+    pub xattrs_known: bool,
 }
 
 impl ParentListing {
@@ -60,12 +66,16 @@ impl ParentListing {
                             ctime: e.ctime,
                             ino: e.ino,
                             chunks: e.chunks,
+                            xattrs: e.xattrs,
                         },
                     );
                 }
             }
         }
-        Ok(ParentListing { files })
+        Ok(ParentListing {
+            files,
+            xattrs_known: false,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -81,10 +91,10 @@ impl ParentListing {
         self.files.is_empty()
     }
 
-    fn unchanged(&self, path: &[u8], e: &Entry) -> Option<&[ChunkId]> {
+    fn unchanged(&self, path: &[u8], e: &Entry) -> Option<&ParentFile> {
         let p = self.files.get(path)?;
         (p.size == e.size && p.mtime == e.mtime && p.ctime == e.ctime && p.ino == e.ino)
-            .then_some(&p.chunks[..])
+            .then_some(p)
     }
 }
 
@@ -332,15 +342,23 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
     }
 
     fn file(&mut self, full: &Path, mut entry: Entry, rel: &[u8]) -> Result<()> {
-        if let Some(chunks) = self
+        if let Some((same, xattrs_known)) = self
             .opts
             .parent
             .as_ref()
-            .and_then(|p| p.unchanged(rel, &entry))
+            .and_then(|p| Some((p.unchanged(rel, &entry)?, p.xattrs_known)))
         {
-            entry.chunks = chunks.to_vec();
+            entry.chunks = same.chunks.clone();
+            if xattrs_known {
+                entry.xattrs = same.xattrs.clone();
+            } else if !read_xattrs(full, &mut entry, rel, self.opts.live_source)? {
+                return Ok(());
+            }
             self.summary.files_reused += 1;
             return self.emit_entry(entry);
+        }
+        if !read_xattrs(full, &mut entry, rel, self.opts.live_source)? {
+            return Ok(());
         }
         let link_key = (entry.nlink.unwrap_or(1) > 1)
             .then(|| (entry.dev.unwrap_or(0), entry.ino.unwrap_or(0)));
@@ -417,6 +435,7 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
 pub fn tree_header(root: &Path, opts: &ChunkOptions) -> Result<Header> {
     let abs = source_path(root)?;
     let mut h = header(abs.to_string_lossy().into_owned(), None, opts);
+    h.xattrs = true;
     if let Some(s) = &opts.sources {
         h.paths = s
             .absolute
@@ -584,14 +603,11 @@ pub fn walk_tree_ending<S: StreamSink + ?Sized>(
             }
         }
         let mut entry = entry_from_metadata(&rel, &md);
-        match crate::sys::read_xattrs(item.path()) {
-            Ok(attrs) => entry.set_xattrs(attrs),
-            Err(e) if opts.live_source && e.kind() == std::io::ErrorKind::NotFound => continue,
-            // The entry is still worth keeping: say what is missing.
-            Err(e) => log::warn!(
-                "{}: extended attributes not read: {e}",
-                String::from_utf8_lossy(&rel)
-            ),
+        // A file's are read in Emitter::file, unless its parent has them.
+        if entry.kind != Kind::File
+            && !read_xattrs(item.path(), &mut entry, &rel, opts.live_source)?
+        {
+            continue;
         }
         match entry.kind {
             Kind::File => em.file(item.path(), entry, &rel)?,
@@ -623,6 +639,21 @@ fn selected(opts: &ChunkOptions, rel: &[u8], full: &Path, md: &Metadata) -> Verd
         Some(rules) => rules.verdict(rel, full, md),
         None => Verdict::Take,
     }
+}
+
+/// Reads `full`'s extended attributes into `entry`; false when the path
+/// vanished from a live source (leave it out). A failure is a warning:
+/// the entry is still worth keeping.
+fn read_xattrs(full: &Path, entry: &mut Entry, rel: &[u8], live_source: bool) -> Result<bool> {
+    match crate::sys::read_xattrs(full) {
+        Ok(attrs) => entry.set_xattrs(attrs),
+        Err(e) if live_source && e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => log::warn!(
+            "{}: extended attributes not read: {e}",
+            String::from_utf8_lossy(rel)
+        ),
+    }
+    Ok(true)
 }
 
 fn is_vanished(e: &walkdir::Error) -> bool {

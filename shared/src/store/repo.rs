@@ -98,6 +98,10 @@ pub struct Snapshot {
     /// Paths the exclusion rules left out.
     #[serde(default, skip_serializing_if = "crate::format::wire::is_zero")]
     pub excluded: u64,
+    /// Its entries carry their extended attributes (see `Header::xattrs`):
+    /// only then may a backup take an unchanged file's from it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub xattrs: bool,
     pub created: Timestamp,
     pub program: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

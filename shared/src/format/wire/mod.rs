@@ -267,6 +267,10 @@ pub struct Header {
     pub time: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// The entries carry their extended attributes (an entry without
+    /// `xattrs` has none); false from producers older than that.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub xattrs: bool,
 }
 
 /// A source object that could not be read; bk-put keeps it in the snapshot.

@@ -660,6 +660,22 @@ fn xattrs_acls_and_capabilities_are_backed_up_restored_and_compared() {
     ));
     assert_eq!(std::fs::read(into_old.join("a.txt")).unwrap(), b"meta a\n");
     assert!(read(&into_old.join("a.txt"), "user.comment").is_none());
+
+    // Unchanged files take their attributes from the parent only when the
+    // parent recorded them: after a backup by a producer that did not
+    // (its stream stripped of them here), the next one still reads them.
+    let fresh = Env::new();
+    fresh.ok(&format!(
+        "bk-chunk '{}' | jq -c 'del(.xattrs)' | bk-put",
+        src.display()
+    ));
+    assert!(!fresh.ok("bk-ls latest a.txt").contains("user.comment"));
+    for round in ["after an old parent", "after a parent with attributes"] {
+        let snap = json_line(&fresh.ok(&format!("bk-put --from '{}'", src.display())));
+        assert_eq!(snap["unmodified_files"], 2, "{round}");
+        let listed = fresh.ok("bk-ls latest a.txt");
+        assert!(listed.contains("user.comment"), "{round}: {listed}");
+    }
 }
 
 /// The copy pipeline of bk-get(1): the destination says which chunks it
