@@ -895,6 +895,7 @@ mod tests {
                 identity: Some("u@h:/src".into()),
                 time: Some(Timestamp { secs: 5, nanos: 6 }),
                 tags: [("k".to_string(), "v".to_string())].into(),
+                xattrs: true,
             }),
             Record::KnownChunk {
                 id: ChunkId::digest(b"y"),
