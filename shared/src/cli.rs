@@ -15,7 +15,8 @@ use zeroize::Zeroizing;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RepoArgs {
-    /// Repository: a directory path or file:// URL
+    /// Repository: a directory path, file:// URL or s3://BUCKET/PREFIX
+    /// (endpoint and credentials from the usual AWS_* variables)
     #[arg(
         short = 'r',
         long = "repo",
@@ -118,13 +119,52 @@ impl FilesFromArgs {
 
 /// Parses the command line. Empty `BK_*` variables count as unset (a
 /// CronJob template often sets `BK_PASSWORD_FILE=` to nothing).
+/// A command line that does not parse gets the tools' usual two lines,
+/// `TOOL: error: …` and `TOOL: hint: …`, and exit 2.
 pub fn parse<T: clap::Parser>() -> T {
     for (k, v) in std::env::vars_os() {
         if v.is_empty() && k.to_string_lossy().starts_with("BK_") {
             std::env::remove_var(&k);
         }
     }
-    T::parse()
+    match T::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                e.exit();
+            }
+            let tool = T::command().get_name().to_string();
+            let (message, hint) = usage_error_lines(&e.to_string());
+            eprintln!("{tool}: error: {message}");
+            eprintln!(
+                "{tool}: hint: {}see `{tool} --help`",
+                hint.map(|h| format!("{h}; ")).unwrap_or_default()
+            );
+            std::process::exit(ExitCode::Usage.code())
+        }
+    }
+}
+
+/// clap's multi-line message as one line (what was wrong, its details
+/// joined) and its tip, if any.
+fn usage_error_lines(text: &str) -> (String, Option<String>) {
+    let mut message = Vec::new();
+    let mut tip = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("Usage:") || line.starts_with("For more information")
+        {
+            continue;
+        }
+        if let Some(t) = line.strip_prefix("tip: ") {
+            tip = Some(t.to_string());
+            continue;
+        }
+        message.push(line.strip_prefix("error: ").unwrap_or(line));
+    }
+    (message.join(" "), tip)
 }
 
 /// Reads a passphrase file: the first line, without its line ending.

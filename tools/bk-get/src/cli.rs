@@ -13,6 +13,9 @@ pub struct Cli {
     /// `latest`, a snapshot id or unique prefix, or - for entries on stdin
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
+    /// Only these paths (and what lies below them), as bk-ls prints them
+    /// or absolute under the snapshot's source; without --into, one file
+    /// to write to stdout
     #[arg(value_name = "PATH")]
     pub paths: Vec<String>,
     /// Directory to restore into (created if missing)

@@ -8,8 +8,12 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "bk-ls", version)]
 pub struct Cli {
+    /// `latest`, a snapshot id or a unique prefix: list its entries
+    /// (without it: list the snapshots)
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: Option<String>,
+    /// Only these paths and what lies below them (relative as listed, or
+    /// absolute under the snapshot's source)
     #[arg(value_name = "PATH")]
     pub paths: Vec<String>,
     /// Only snapshots of this identity (also selects `latest`)

@@ -72,3 +72,31 @@ fn every_duration_flag_reads_one_grammar_and_refuses_a_bare_m() {
     let err = env.fails("bk-prune --keep-last 1 --grace 1mo --dry-run", 2);
     assert!(err.contains("no fixed length"), "{err}");
 }
+
+#[test]
+fn argument_errors_are_one_prefixed_line_and_a_hint() {
+    let env = Env::new();
+    for (cmd, tool, says) in [
+        ("bk-get --bogus", "bk-get", "unexpected argument '--bogus'"),
+        ("bk-get", "bk-get", "<SNAPSHOT>"),
+        ("bk-prune --keep-last x", "bk-prune", "invalid value 'x'"),
+        (
+            "bk-wal --stanza s expire --keep-last",
+            "bk-wal",
+            "--keep-last",
+        ),
+    ] {
+        let err = env.fails(cmd, 2);
+        let lines: Vec<&str> = err.trim_end().lines().collect();
+        assert_eq!(lines.len(), 2, "{cmd}: {err}");
+        assert!(
+            lines[0].starts_with(&format!("{tool}: error: ")),
+            "{cmd}: {err}"
+        );
+        assert!(lines[0].contains(says), "{cmd}: {err}");
+        assert!(
+            lines[1].starts_with(&format!("{tool}: hint: ")),
+            "{cmd}: {err}"
+        );
+    }
+}
