@@ -60,9 +60,110 @@ pub fn duration(d: Duration) -> String {
     out
 }
 
+/// `drwxr-xr-x`, `-rwsr-xr-x`, `lrwxrwxrwx`: a mode as ls(1) shows it.
+pub fn mode_string(kind: crate::format::wire::Kind, mode: u32) -> String {
+    use crate::format::wire::Kind;
+    let mut s = String::with_capacity(10);
+    s.push(match kind {
+        Kind::Dir => 'd',
+        Kind::Symlink => 'l',
+        Kind::Fifo => 'p',
+        Kind::Socket => 's',
+        Kind::CharDevice => 'c',
+        Kind::BlockDevice => 'b',
+        Kind::File => '-',
+    });
+    for (shift, special, set_char) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let x = bits & 1 != 0;
+        s.push(match (mode & special != 0, x) {
+            (true, true) => set_char,
+            (true, false) => set_char.to_ascii_uppercase(),
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// The snapshot list as a table for a terminal: short ids (which every
+/// tool accepts back), time, identity, tags, files and size.
+pub fn snapshot_table(rows: &[crate::format::wire::SnapshotRecord]) -> String {
+    let mut cells: Vec<[String; 6]> = vec![[
+        "ID".into(),
+        "TIME".into(),
+        "IDENTITY".into(),
+        "TAGS".into(),
+        "FILES".into(),
+        "SIZE".into(),
+    ]];
+    for r in rows {
+        let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        cells.push([
+            r.id.short(),
+            r.time.to_human(),
+            r.identity.clone(),
+            tags.join(","),
+            r.files.to_string(),
+            bytes(r.bytes),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &cells {
+        let mut line = String::new();
+        for (i, (c, w)) in row.iter().zip(widths).enumerate() {
+            // Counts and sizes align right.
+            if i >= 4 {
+                line.push_str(&format!("{c:>w$}  "));
+            } else {
+                line.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!("{} snapshot(s)\n", rows.len()));
+    out
+}
+
+/// One listing entry as `ls -l` shows it.
+pub fn entry_line(e: &crate::format::wire::Entry) -> String {
+    let owner = e.user.clone().unwrap_or_else(|| e.uid.to_string());
+    let group = e.group.clone().unwrap_or_else(|| e.gid.to_string());
+    let target = match e.target_bytes() {
+        Ok(Some(t)) => format!(" -> {}", String::from_utf8_lossy(&t)),
+        _ => String::new(),
+    };
+    format!(
+        "{} {owner:<8} {group:<8} {:>10} {} {}{target}",
+        mode_string(e.kind, e.mode),
+        bytes(e.size),
+        e.mtime.to_human(),
+        e.path
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_read_as_ls_shows_them() {
+        use crate::format::wire::Kind;
+        assert_eq!(mode_string(Kind::Dir, 0o755), "drwxr-xr-x");
+        assert_eq!(mode_string(Kind::File, 0o4755), "-rwsr-xr-x");
+        assert_eq!(mode_string(Kind::File, 0o2640), "-rw-r-S---");
+        assert_eq!(mode_string(Kind::Dir, 0o1777), "drwxrwxrwt");
+        assert_eq!(mode_string(Kind::Symlink, 0o777), "lrwxrwxrwx");
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

@@ -1,6 +1,7 @@
 use clap::Parser;
 
-/// List snapshots, or the entries of one snapshot, as JSON lines.
+/// List snapshots, or the entries of one snapshot: JSON lines, or a table
+/// when stdout is a terminal.
 ///
 /// Without SNAPSHOT: one line per snapshot, oldest first. With SNAPSHOT
 /// (`latest`, an id, or a unique id prefix): the snapshot's listing
@@ -22,6 +23,10 @@ pub struct Cli {
     /// Only snapshots carrying this tag (repeatable: all must match)
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
+    /// JSON lines even on a terminal (elsewhere they are the default;
+    /// on a terminal the default is a table)
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub repo: bk::cli::RepoArgs,
 }

@@ -4,7 +4,7 @@ use bk::listing::{matches_filters, ListingRecords};
 use bk::repo::snapshot_record;
 use bk::wire::{self, Record, Trailer};
 use bk::{ExitCode, Result};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 
 fn main() {
     let cli: cli::Cli = bk::cli::parse();
@@ -15,10 +15,13 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     let tags = bk::cli::parse_tags(&cli.tags)?;
     let identity = cli.identity.as_deref().map(wire::normalize_identity);
     let repo = cli.repo.open()?;
+    // People at a terminal get a table; pipelines get JSON lines, as ever.
+    let table = !cli.json && std::io::stdout().is_terminal();
     let mut out = BufWriter::new(std::io::stdout().lock());
     let io = bk::error::stdout_error;
     match &cli.snapshot {
         None => {
+            let mut rows = Vec::new();
             for (id, s) in repo.snapshots()? {
                 bk::sys::check_interrupted()?;
                 if identity.as_ref().is_some_and(|i| *i != s.identity) {
@@ -27,8 +30,15 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
                 if !tags.iter().all(|(k, v)| s.tags.get(k) == Some(v)) {
                     continue;
                 }
-                wire::write_record(&mut out, &Record::Snapshot(snapshot_record(&id, &s)))
+                rows.push(snapshot_record(&id, &s));
+            }
+            if table {
+                out.write_all(bk::format::human::snapshot_table(&rows).as_bytes())
                     .map_err(io)?;
+            } else {
+                for r in rows {
+                    wire::write_record(&mut out, &Record::Snapshot(r)).map_err(io)?;
+                }
             }
         }
         Some(spec) => {
@@ -51,16 +61,40 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
                     Record::Entry(e) if matches_filters(&e.path_bytes()?, &filters) => {
                         trailer.entries += 1;
                         trailer.bytes += e.size;
-                        wire::write_record(&mut out, &Record::Entry(e)).map_err(io)?;
+                        if table {
+                            writeln!(out, "{}", bk::format::human::entry_line(&e)).map_err(io)?;
+                        } else {
+                            wire::write_record(&mut out, &Record::Entry(e)).map_err(io)?;
+                        }
                     }
                     Record::Error(e) if matches_filters(e.path.as_bytes(), &filters) => {
                         trailer.errors += 1;
-                        wire::write_record(&mut out, &Record::Error(e)).map_err(io)?;
+                        if table {
+                            writeln!(out, "?????????? {}: not backed up: {}", e.path, e.message)
+                                .map_err(io)?;
+                        } else {
+                            wire::write_record(&mut out, &Record::Error(e)).map_err(io)?;
+                        }
                     }
                     _ => {}
                 }
             }
-            wire::write_record(&mut out, &Record::Trailer(trailer)).map_err(io)?;
+            if table {
+                writeln!(
+                    out,
+                    "{} entries, {}{}",
+                    trailer.entries,
+                    bk::format::human::bytes(trailer.bytes),
+                    if trailer.errors > 0 {
+                        format!(", {} not backed up", trailer.errors)
+                    } else {
+                        String::new()
+                    }
+                )
+                .map_err(io)?;
+            } else {
+                wire::write_record(&mut out, &Record::Trailer(trailer)).map_err(io)?;
+            }
         }
     }
     out.flush().map_err(io)?;

@@ -780,3 +780,40 @@ fn a_snapshot_copies_to_a_second_repository_keeping_time_identity_and_tags() {
     back.ok(&format!("bk-get latest --into '{}'", into.display()));
     assert_eq!(std::fs::read(into.join("big")).unwrap(), vec![3u8; 3 << 20]);
 }
+
+#[test]
+fn bk_ls_prints_a_table_on_a_terminal_and_json_lines_elsewhere() {
+    let env = Env::new();
+    let src = tree(&env, "tbl");
+    let snap = json_line(&env.ok(&format!("bk-put --from '{}' --tag app=web", src.display())));
+    let short = &snap["id"].as_str().unwrap()[..8];
+    // script(1) gives bk-ls a terminal as stdout.
+    let on_tty = |args: &str| -> String {
+        let out = env
+            .sh(&format!("script -qec 'bk-ls {args}' /dev/null < /dev/null"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    };
+    let table = on_tty("");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("IDENTITY"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with(short) && lines[1].contains("app=web"),
+        "{table}"
+    );
+    assert!(table.contains("1 snapshot(s)"), "{table}");
+    // The short id goes back into any tool.
+    let entries = on_tty(short);
+    assert!(
+        entries.contains("drwx") && entries.contains("sub/b.txt"),
+        "{entries}"
+    );
+    assert!(entries.contains("4 entries, 12 B"), "{entries}");
+    assert!(on_tty("--json").starts_with("{\"type\":\"snapshot\""));
+    // Not a terminal: JSON lines as ever.
+    assert_eq!(json_lines(&env.ok("bk-ls"))[0]["id"], snap["id"]);
+}
