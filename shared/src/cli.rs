@@ -107,6 +107,17 @@ impl FilesFromArgs {
     /// `given` followed by the listed paths.
     pub fn paths(&self, given: &[PathBuf]) -> Result<Vec<PathBuf>> {
         let mut out = given.to_vec();
+        if self
+            .files_from
+            .iter()
+            .chain(&self.files_from_verbatim)
+            .any(|f| f.as_os_str() == "-")
+        {
+            refuse_terminal_stdin(
+                "a list of paths (--files-from -)",
+                "pipe it in: `find /srv -name '*.conf' -print0 | bk-put --files-from - -0`",
+            )?;
+        }
         for f in &self.files_from {
             out.extend(crate::ops::exclude::read_files_from(f, false, self.null)?);
         }

@@ -184,11 +184,11 @@ impl Error {
             Error::UsageHint { hint, .. } => hint.clone(),
             Error::RepositoryExists { .. } => "nothing was changed; choose another -r/--repo (an existing repository is opened, never re-initialized)".into(),
             Error::NoRepository { .. } => "check -r/--repo or BK_REPO, or create one with `bk-repo init`".into(),
-            Error::WrongKey { kind: "identity", .. } => "check --identity-file / BK_IDENTITY_FILE (`bk-repo keys` lists the repository's keys)".into(),
+            Error::WrongKey { kind: "identity", .. } => "check --identity-file / BK_IDENTITY_FILE (`bk-repo key list` lists the repository's keys)".into(),
             Error::WrongKey { .. } => "check --password-file / BK_PASSWORD_FILE / BK_PASSWORD or --identity-file / BK_IDENTITY_FILE".into(),
             Error::Locked { lock: Some(lock), .. } => format!("`bk-repo locks` lists locks; if {lock} is stale (its process is gone), `bk-repo unlock` removes it"),
             Error::Locked { .. } => "`bk-repo locks` lists locks; `bk-repo unlock` removes stale ones".into(),
-            Error::Integrity { subject: Subject::Object { kind: ObjectKind::Key | ObjectKind::Config, .. }, .. } => "the repository's key or config object is damaged; another key file may still open it (`bk-repo keys`)".into(),
+            Error::Integrity { subject: Subject::Object { kind: ObjectKind::Key | ObjectKind::Config, .. }, .. } => "the repository's key or config object is damaged; another key file may still open it (`bk-repo key list`)".into(),
             Error::Integrity { .. } => "the named object is damaged or missing; nothing was written from it".into(),
             Error::Conflict { .. } => "nothing was overwritten: archived files are write-once (see bk-wal(1) on a stanza's cluster)".into(),
             Error::Stream { .. } => "the stream must come from bk-chunk or bk-ls (see bk-stream(5))".into(),
@@ -366,7 +366,7 @@ mod tests {
         }
         let key = Error::damaged(ObjectKind::Key, "k1", "unreadable");
         assert_eq!(key.to_string(), "integrity error in keys/k1: unreadable");
-        assert!(key.hint().unwrap().contains("bk-repo keys"));
+        assert!(key.hint().unwrap().contains("bk-repo key list"));
         let chunk = Error::integrity(Subject::Chunk("cd".into()), "missing");
         assert_eq!(chunk.to_string(), "integrity error in chunk cd: missing");
     }

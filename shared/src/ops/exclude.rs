@@ -72,8 +72,9 @@ pub struct ExcludeRules {
     globs: Vec<Gitignore>,
     if_present: Vec<(String, Option<Vec<u8>>)>,
     larger_than: Option<u64>,
-    /// The device of the walk's root, with `--one-file-system`.
-    root_dev: Option<u64>,
+    /// With `--one-file-system`: each source (relative to the root) and
+    /// the device it is on, deepest first.
+    source_devs: Vec<(Vec<u8>, u64)>,
 }
 
 impl std::fmt::Debug for ExcludeRules {
@@ -85,14 +86,26 @@ impl std::fmt::Debug for ExcludeRules {
             )
             .field("if_present", &self.if_present)
             .field("larger_than", &self.larger_than)
-            .field("root_dev", &self.root_dev)
+            .field("source_devs", &self.source_devs)
             .finish()
     }
 }
 
 impl ExcludeRules {
-    /// Compiles `opts` for a walk of `root` (absolute, normalized).
+    /// Compiles `opts` for a walk of `root` (absolute, normalized) whose
+    /// only source is the root.
     pub fn new(opts: &ExcludeOptions, root: &Path) -> Result<Self> {
+        Self::for_sources(opts, root, &[(b".".to_vec(), root.to_path_buf())])
+    }
+
+    /// Compiles `opts` for a walk of `root` taking `sources` (each relative
+    /// to the root, and absolute): `--one-file-system` keeps each source to
+    /// its own file system.
+    pub fn for_sources(
+        opts: &ExcludeOptions,
+        root: &Path,
+        sources: &[(Vec<u8>, PathBuf)],
+    ) -> Result<Self> {
         let mut globs = Vec::new();
         for (patterns, files, nocase) in [
             (&opts.exclude, &opts.exclude_files, false),
@@ -156,20 +169,19 @@ impl ExcludeRules {
         if opts.exclude_caches {
             if_present.push((CACHEDIR_TAG.into(), Some(CACHEDIR_SIGNATURE.to_vec())));
         }
-        let root_dev = if opts.one_file_system {
-            Some(
-                std::fs::metadata(root)
-                    .map_err(|e| Error::io(root, e))?
-                    .dev(),
-            )
-        } else {
-            None
-        };
+        let mut source_devs = Vec::new();
+        if opts.one_file_system {
+            for (rel, abs) in sources {
+                let dev = std::fs::metadata(abs).map_err(|e| Error::io(abs, e))?.dev();
+                source_devs.push((rel.clone(), dev));
+            }
+            source_devs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.len()));
+        }
         Ok(ExcludeRules {
             globs,
             if_present,
             larger_than: opts.exclude_larger_than,
-            root_dev,
+            source_devs,
         })
     }
 
@@ -192,7 +204,11 @@ impl ExcludeRules {
             }
         }
         if is_dir {
-            if self.root_dev.is_some_and(|dev| dev != md.dev()) {
+            let own = self
+                .source_devs
+                .iter()
+                .find(|(src, _)| src.as_slice() == b"." || within(rel, src));
+            if own.is_some_and(|(_, dev)| *dev != md.dev()) {
                 return Verdict::DirOnly;
             }
             if self
@@ -260,12 +276,21 @@ impl Sources {
         }
         let mut absolute = Vec::with_capacity(paths.len());
         for p in paths {
-            let abs = crate::ops::source::source_path(p)?;
+            let mut abs = crate::ops::source::source_path(p)?;
             std::fs::symlink_metadata(&abs).map_err(|e| Error::io(&abs, e))?;
-            if !absolute.contains(&abs) {
-                absolute.push(abs);
+            // `..` cannot be compared lexically with the other sources.
+            if abs
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                abs = std::fs::canonicalize(&abs).map_err(|e| Error::io(&abs, e))?;
             }
+            absolute.push(abs);
         }
+        // One order (restic sorts too): the sources' order on the command
+        // line does not make another identity.
+        absolute.sort();
+        absolute.dedup();
         let mut root = absolute[0].clone();
         if absolute.len() > 1 {
             // Descend while every source lies below.

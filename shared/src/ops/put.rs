@@ -522,7 +522,13 @@ pub fn put_tree_with(
                 Err(Error::Usage(_)) => None, // the first backup of this identity
                 Err(e) => return Err(e),
             },
-            ParentChoice::Snapshot(spec) => Some(repo.find_snapshot(spec, None)?),
+            // `latest` is this identity's, as the default parent is.
+            ParentChoice::Snapshot(spec) if spec == "latest" => {
+                Some(repo.choose_snapshot(spec, Some(&identity), &Default::default())?)
+            }
+            ParentChoice::Snapshot(spec) => {
+                Some(repo.choose_snapshot(spec, None, &Default::default())?)
+            }
         };
         if let Some((id, snap)) = found {
             let records = ListingRecords::new(repo, index, &snap.listing);

@@ -160,7 +160,13 @@ impl ChunkOptions {
         let sources = Sources::new(paths)?;
         let root = sources.root.clone();
         if !rules.is_empty() {
-            self.exclude = Some(ExcludeRules::new(rules, &root)?);
+            let each: Vec<_> = sources
+                .relative
+                .iter()
+                .cloned()
+                .zip(sources.absolute.iter().cloned())
+                .collect();
+            self.exclude = Some(ExcludeRules::for_sources(rules, &root, &each)?);
         }
         self.sources = (!sources.is_single()).then_some(sources);
         Ok(root)

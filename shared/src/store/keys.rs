@@ -248,6 +248,7 @@ impl KeyFile {
             label: self.label.clone(),
             recipient: self.recipient.clone(),
             current: Some(current),
+            v: crate::format::wire::VERSION,
             ..KeyRecord::default()
         }
     }

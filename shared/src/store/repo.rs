@@ -686,7 +686,11 @@ impl Repository {
                     ),
                     format!(
                         "add --identity {}{} (`bk-ls` lists them), or name a snapshot id",
-                        shown.join(" or --identity "),
+                        shown
+                            .iter()
+                            .map(|i| shell_word(i))
+                            .collect::<Vec<_>>()
+                            .join(" or --identity "),
                         if more > 0 {
                             format!(" or one of {more} more")
                         } else {
@@ -837,6 +841,19 @@ pub fn merged_index<'f>(live: impl Iterator<Item = &'f IndexFile>, marks: &[Stor
     }
     index.finish();
     index
+}
+
+/// `word` as a shell reads it back: quoted when it holds anything but
+/// the characters identities usually have.
+fn shell_word(word: &str) -> String {
+    if word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "@:/._-+,=".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// The record tools print for a stored snapshot (without the figures only

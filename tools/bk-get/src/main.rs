@@ -72,7 +72,13 @@ fn copy_stream(cli: &cli::Cli) -> Result<ExitCode> {
     }
     let have = match &cli.have {
         None => Default::default(),
-        Some(p) if p.as_os_str() == "-" => bk::copy::read_have(std::io::stdin().lock())?,
+        Some(p) if p.as_os_str() == "-" => {
+            bk::cli::refuse_terminal_stdin(
+                "chunk ids (--have -)",
+                "pipe them in: `bk-repo -r DEST chunks | bk-get SNAPSHOT --stream --have -`",
+            )?;
+            bk::copy::read_have(std::io::stdin().lock())?
+        }
         Some(p) => {
             let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
             bk::copy::read_have(BufReader::new(f))?

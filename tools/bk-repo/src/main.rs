@@ -136,6 +136,7 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
             emit(Record::Key(KeyRecord {
                 id: name,
                 added: true,
+                v: bk::wire::VERSION,
                 ..KeyRecord::default()
             }))?;
         }
@@ -144,6 +145,7 @@ fn key(args: &bk::cli::RepoArgs, command: KeyCommand) -> Result<ExitCode> {
             emit(Record::Key(KeyRecord {
                 id: name,
                 removed: true,
+                v: bk::wire::VERSION,
                 ..KeyRecord::default()
             }))?;
         }

@@ -351,7 +351,7 @@ pub fn bk_wal_wrapper(env: &Env) -> PathBuf {
     if super::s3_mode().is_none() {
         // The server's user writes WAL objects into the repository, and
         // reads what bk-wal backup (this user) writes: a world-readable
-        // config shares the objects written from now on (bk-repository(5)).
+        // config shares the objects written from now on (bk-repo(1)).
         hand_over(&env.repo);
         std::fs::set_permissions(
             env.repo.join("config"),
