@@ -311,7 +311,22 @@ impl RepoArgs {
     /// The secret, from (in order) an identity file, a password file,
     /// `BK_PASSWORD`, or a prompt on the terminal.
     pub fn secret(&self, confirm: bool) -> Result<Secret> {
-        if let Some(p) = &self.identity_file {
+        // A flag beats the environment: `--password-file` given for the
+        // other repository of a copy wins over an exported BK_IDENTITY_FILE.
+        let from_env = |var: &str, value: &std::path::Path| {
+            std::env::var_os(var).is_some_and(|v| std::path::Path::new(&v) == value)
+        };
+        let password_flag_over_identity_env = match (&self.identity_file, &self.password_file) {
+            (Some(id), Some(pw)) => {
+                from_env("BK_IDENTITY_FILE", id) && !from_env("BK_PASSWORD_FILE", pw)
+            }
+            _ => false,
+        };
+        if let Some(p) = self
+            .identity_file
+            .as_ref()
+            .filter(|_| !password_flag_over_identity_env)
+        {
             return Secret::from_identity_file(p);
         }
         if let Some(p) = &self.password_file {

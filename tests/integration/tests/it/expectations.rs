@@ -142,6 +142,20 @@ fn misleading_errors_name_what_is_wrong_with_the_right_code() {
     );
     assert!(err.contains("BK_PASSWORD_FILE"), "{err}");
 
+    // A --password-file flag beats an exported BK_IDENTITY_FILE (the
+    // other repository of a copy pipeline).
+    let key = env.path("unrelated.key");
+    std::fs::write(
+        &key,
+        "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQSQ9SHE\n",
+    )
+    .unwrap();
+    env.ok(&format!(
+        "unset BK_PASSWORD_FILE; BK_IDENTITY_FILE='{}' bk-ls --password-file '{}'",
+        key.display(),
+        env.pw.display()
+    ));
+
     // A listing from another repository is not "damaged data".
     let other = Env::new();
     let src = tree(&other, "elsewhere");
