@@ -365,6 +365,175 @@ pub fn refuse_terminal_stdin(what: &str, hint: &str) -> Result<()> {
     Ok(())
 }
 
+/// How a long operation reports how far it has come.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on stderr when stderr is a terminal, nothing otherwise.
+    #[default]
+    Auto,
+    /// One `{"type":"progress",…}` line on stderr per second, for wrappers.
+    Json,
+    /// Nothing.
+    None,
+}
+
+/// The output conventions of the long operations.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OutputArgs {
+    /// Print nothing on stderr but warnings and errors (no progress, no
+    /// notes)
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Progress on stderr: a bar when it is a terminal (auto), JSON lines
+    /// for wrappers (json), or nothing (none)
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+impl OutputArgs {
+    /// Starts reporting `what` from `counters`, or returns `None` when
+    /// nothing is to be shown. Reporting stops when the reporter drops.
+    pub fn report(
+        &self,
+        what: &'static str,
+        counters: &std::sync::Arc<crate::ops::progress::Progress>,
+    ) -> Option<ProgressReporter> {
+        if self.quiet {
+            log::set_max_level(log::LevelFilter::Warn);
+            return None;
+        }
+        let mode = match self.progress {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Auto,
+            ProgressMode::Auto | ProgressMode::None => return None,
+            ProgressMode::Json => ProgressMode::Json,
+        };
+        Some(ProgressReporter::start(
+            what,
+            std::sync::Arc::clone(counters),
+            mode,
+        ))
+    }
+}
+
+/// A thread that draws a progress bar (or writes JSON progress lines)
+/// from an operation's counters until dropped.
+pub struct ProgressReporter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ProgressReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressReporter")
+    }
+}
+
+impl ProgressReporter {
+    fn start(
+        what: &'static str,
+        counters: std::sync::Arc<crate::ops::progress::Progress>,
+        mode: ProgressMode,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let tool = tool_name();
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let bar = (mode == ProgressMode::Auto).then(|| progress_bar(tool, what, false));
+            let mut sized = false;
+            let tick = if bar.is_some() { 100 } else { 1000 };
+            loop {
+                let done = stopped.load(Ordering::Relaxed);
+                let now = counters.read();
+                match &bar {
+                    Some(bar) => {
+                        if now.total_bytes > 0 && !sized {
+                            sized = true;
+                            bar.set_style(progress_style(tool, what, true));
+                            bar.set_length(now.total_bytes);
+                        }
+                        bar.set_message(match now.total_files {
+                            0 => format!("{} files", now.files),
+                            t => format!("{}/{t} files", now.files),
+                        });
+                        bar.set_position(now.bytes);
+                    }
+                    None => {
+                        let secs = started.elapsed().as_secs_f64();
+                        let rec = crate::format::wire::ProgressRecord {
+                            v: crate::format::wire::VERSION,
+                            tool: tool.to_string(),
+                            operation: what.to_string(),
+                            files: now.files,
+                            bytes: now.bytes,
+                            total_files: now.total_files,
+                            total_bytes: now.total_bytes,
+                            elapsed_s: (secs * 10.0).round() / 10.0,
+                            done,
+                        };
+                        let mut line = Vec::new();
+                        let _ = crate::format::wire::write_record(
+                            &mut line,
+                            &crate::format::wire::Record::Progress(rec),
+                        );
+                        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &line);
+                    }
+                }
+                if done {
+                    break;
+                }
+                for _ in 0..tick / 50 {
+                    if stopped.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        ProgressReporter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn progress_bar(tool: &str, what: &str, sized: bool) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        indicatif::ProgressDrawTarget::stderr_with_hz(10),
+    );
+    bar.set_style(progress_style(tool, what, sized));
+    bar
+}
+
+/// With a known total: a bar, the share done and an ETA; without one
+/// (a backup does not walk its tree twice): counts and the rate.
+fn progress_style(tool: &str, what: &str, sized: bool) -> indicatif::ProgressStyle {
+    let template = if sized {
+        format!(
+            "{tool}: {what} [{{bar:30}}] {{percent}}% {{msg}}, {{bytes}}/{{total_bytes}}, \
+             {{binary_bytes_per_sec}}, ETA {{eta}}"
+        )
+    } else {
+        format!("{tool}: {what} {{msg}}, {{bytes}}, {{binary_bytes_per_sec}} [{{elapsed}}]")
+    };
+    indicatif::ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+}
+
+impl Drop for ProgressReporter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Parses `KEY=VALUE` tags (a later value for the same key wins).
 pub fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>> {
     tags.iter().map(|t| parse_tag(t)).collect()

@@ -35,7 +35,9 @@ pub use error::{Error, ExitCode, Result, Subject};
 // The paths tools, tests and docs have used since before the layers
 // (`bk::repo::Repository`, `bk::backend::open`, …).
 pub use format::{chunker, crypto, id, index, pack, wire};
-pub use ops::{copy, gc, metrics, policy, prune, put, restore, source, speed, stats, verify};
+pub use ops::{
+    copy, gc, metrics, policy, progress, prune, put, restore, source, speed, stats, verify,
+};
 pub use store::{backend, keys, listing, locks, reader, repo};
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod exclude;
 pub mod gc;
 pub mod metrics;
 pub mod policy;
+pub mod progress;
 pub mod prune;
 pub mod put;
 pub mod restore;

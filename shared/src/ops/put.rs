@@ -52,6 +52,8 @@ pub struct PutOptions {
     /// bytes instead of content-defined ones (bk-sqlite: a database's
     /// pages).
     pub fixed_chunks: Option<u32>,
+    /// Counts entries and bytes as the walk goes.
+    pub progress: Option<std::sync::Arc<crate::ops::progress::Progress>>,
 }
 
 #[derive(Debug, Clone)]
@@ -505,6 +507,7 @@ pub fn put_tree_with(
     end: impl FnOnce() -> Result<source::EndFiles>,
 ) -> Result<PutOutcome> {
     let mut chunk_opts = ChunkOptions::for_repo(repo);
+    chunk_opts.progress = opts.progress.clone();
     adjust(&mut chunk_opts);
     let identity = match &opts.identity {
         Some(i) => i.clone(),
@@ -561,6 +564,7 @@ pub fn put_stream(
     opts: &PutOptions,
 ) -> Result<PutOutcome> {
     let mut chunk_opts = ChunkOptions::for_repo(repo);
+    chunk_opts.progress = opts.progress.clone();
     if let Some(size) = opts.fixed_chunks {
         chunk_opts.chunker = crate::format::chunker::Chunker::fixed(size);
         chunk_opts.chunker_name = format!("{FIXED_CHUNKER_PREFIX}{size}");
@@ -1224,6 +1228,7 @@ mod tests {
             into: into.clone(),
             filters: vec![],
             threads: 2,
+            progress: None,
         };
         let summary = crate::ops::restore::restore(
             &repo,

@@ -39,13 +39,15 @@ const HOLE_BLOCK: usize = 64 * 1024;
 /// (the reader's plan is a no-op locally, so these threads just return).
 const PREFETCH_THREADS: usize = 8;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     pub into: PathBuf,
     /// Restore only these paths (and what lies below them).
     pub filters: Vec<Vec<u8>>,
     /// Parallel file writers (0: twice the CPUs).
     pub threads: usize,
+    /// Counts files and bytes as they are written.
+    pub progress: Option<std::sync::Arc<crate::ops::progress::Progress>>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -533,7 +535,8 @@ pub fn restore(
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let (rx, problems, files_done, to) = (rx.clone(), &problems, &files_done, &to);
-                scope.spawn(move || restore_worker(reader, to, rx, problems, files_done))
+                let progress = opts.progress.as_deref();
+                scope.spawn(move || restore_worker(reader, to, rx, problems, files_done, progress))
             })
             .collect();
         drop(rx);
@@ -612,6 +615,7 @@ fn restore_worker(
     rx: crossbeam_channel::Receiver<(Vec<u8>, Entry)>,
     problems: &Mutex<Problems>,
     files_done: &Mutex<(u64, u64)>,
+    progress: Option<&crate::ops::progress::Progress>,
 ) -> Result<()> {
     for (rel, e) in rx {
         match restore_file(reader, to, &rel, &e) {
@@ -619,6 +623,10 @@ fn restore_worker(
                 let mut d = files_done.lock().unwrap_or_else(|p| p.into_inner());
                 d.0 += 1;
                 d.1 += n;
+                if let Some(p) = progress {
+                    p.add_file();
+                    p.add_bytes(n);
+                }
             }
             Err(Error::Interrupted) => {
                 // Nobody will read the rest: free a feeder waiting for
@@ -918,6 +926,7 @@ mod tests {
             into: dir.join("out"),
             filters: vec![],
             threads: 4,
+            progress: None,
         };
         restore(repo, &index, crate::store::listing::entries(records), &opts).unwrap()
     }
@@ -1072,6 +1081,7 @@ mod tests {
                 into: into.clone(),
                 filters: vec![],
                 threads: 2,
+                progress: None,
             },
         )
         .unwrap();

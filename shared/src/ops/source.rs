@@ -116,6 +116,8 @@ pub struct ChunkOptions {
     pub sources: Option<Sources>,
     /// The exclusion rules (`--exclude` and friends).
     pub exclude: Option<ExcludeRules>,
+    /// Counts entries and bytes as the walk goes.
+    pub progress: Option<std::sync::Arc<crate::ops::progress::Progress>>,
 }
 
 /// Decides, for a path relative to the tree's root (`/`-separated) and
@@ -147,6 +149,7 @@ impl ChunkOptions {
             live_source: false,
             sources: None,
             exclude: None,
+            progress: None,
         }
     }
 
@@ -323,12 +326,16 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
         let chunker = &self.opts.chunker;
         let out = &mut *self.out;
         let sent = &mut self.sent;
+        let progress = self.opts.progress.as_deref();
         let mut chunks_sent = 0;
         let res = chunker.chunk_reader_with(
             &mut buf,
             reader,
             |chunk: &[u8]| -> Result<(), ContentError> {
                 crate::sys::check_interrupted()?;
+                if let Some(p) = progress {
+                    p.add_bytes(chunk.len() as u64);
+                }
                 let id = ChunkId::digest(chunk);
                 if sent.insert(id) {
                     chunks_sent += 1;
@@ -418,6 +425,13 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
     }
 
     fn emit_entry(&mut self, entry: Entry) -> Result<()> {
+        if let Some(p) = &self.opts.progress {
+            p.add_file();
+            // Unchanged files are done without a read: count their size.
+            if !entry.chunks.is_empty() {
+                p.add_bytes(entry.size);
+            }
+        }
         self.summary.entries += 1;
         self.summary.bytes += entry.size;
         self.record(Record::Entry(entry))
@@ -709,6 +723,9 @@ pub fn walk_stream<S: StreamSink + ?Sized>(
     entry.user = crate::sys::user_name(uid);
     entry.group = crate::sys::group_name(gid);
     em.summary.entries += 1;
+    if let Some(p) = &opts.progress {
+        p.add_file();
+    }
     em.record(Record::Entry(entry))?;
     let (_, n) = match em.content(input) {
         Ok(r) => r,

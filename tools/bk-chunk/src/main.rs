@@ -36,6 +36,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         live_source: false,
         sources: None,
         exclude: None,
+        progress: None,
     };
     let paths = cli.files_from.paths(&cli.paths)?;
     let from_stdin = paths.len() == 1 && paths[0].as_os_str() == "-";

@@ -36,5 +36,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
     #[command(flatten)]
+    pub output: bk::cli::OutputArgs,
+    #[command(flatten)]
     pub repo: bk::cli::RepoArgs,
 }

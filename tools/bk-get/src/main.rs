@@ -19,10 +19,12 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         return to_stdout(&cli);
     };
     let repo = cli.repo.open()?;
+    let progress = std::sync::Arc::new(bk::progress::Progress::default());
     let mut opts = RestoreOptions {
         into,
         filters: Vec::new(),
         threads: cli.threads,
+        progress: Some(std::sync::Arc::clone(&progress)),
     };
     let summary = if cli.snapshot == "-" {
         bk::cli::refuse_terminal_stdin(
@@ -31,6 +33,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         )?;
         opts.filters = filters(&cli.paths, "-")?;
         let index = repo.load_index()?;
+        let _reporter = cli.output.report("restoring", &progress);
         let mut reader = RecordReader::new(BufReader::new(std::io::stdin().lock()));
         let records = std::iter::from_fn(move || reader.next_record().transpose());
         let listed = bk::listing::of_this_repository(&index, entries(records))?;
@@ -38,7 +41,11 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     } else {
         let (_, snap) = choose(&repo, &cli)?;
         opts.filters = filters(&cli.paths, &snap.source)?;
+        if opts.filters.is_empty() {
+            progress.set_totals(snap.files, snap.bytes);
+        }
         let index = repo.load_index()?;
+        let _reporter = cli.output.report("restoring", &progress);
         restore::restore(
             &repo,
             &index,

@@ -38,6 +38,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
     #[command(flatten)]
+    pub output: bk::cli::OutputArgs,
+    #[command(flatten)]
     pub exclude: bk::cli::ExcludeArgs,
     #[command(flatten)]
     pub files_from: bk::cli::FilesFromArgs,

@@ -33,6 +33,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         threads: cli.threads,
         late_tags: None,
         fixed_chunks: None,
+        progress: Some(Default::default()),
     };
     let from = cli.files_from.paths(&cli.from)?;
     let from_stdin = from.iter().any(|p| p.as_os_str() == "-");
@@ -71,6 +72,10 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         _ => {}
     }
     let repo = cli.repo.open()?;
+    let reporter = opts
+        .progress
+        .as_ref()
+        .and_then(|p| cli.output.report("backing up", p));
     bk::sys::widen_pipe(&std::io::stdin());
     let outcome = match (from.is_empty(), &cli.name) {
         (false, Some(name)) => put::put_stream(&repo, name, std::io::stdin().lock(), &opts)?,
@@ -87,6 +92,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
             put::put(&repo, stdin, &opts)?
         }
     };
+    drop(reporter);
     let mut out = std::io::stdout().lock();
     wire::write_record(&mut out, &Record::Snapshot(outcome.snapshot))
         .map_err(bk::error::stdout_error)?;

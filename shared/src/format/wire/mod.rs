@@ -614,6 +614,29 @@ records! {
     SqliteLineage(SqliteLineageRecord),
     /// bk-sqlite restore.
     SqliteRestore(SqliteRestoreRecord),
+    /// `--progress json`: how far a long operation has come (stderr).
+    Progress(ProgressRecord),
+}
+
+/// One reading of a long operation's counters, written on stderr about
+/// once a second with `--progress json`, and once more with `done` at the
+/// end. Totals are 0 while unknown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ProgressRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub tool: String,
+    /// `backing up`, `restoring`, …
+    pub operation: String,
+    pub files: u64,
+    pub bytes: u64,
+    #[serde(default)]
+    pub total_files: u64,
+    #[serde(default)]
+    pub total_bytes: u64,
+    pub elapsed_s: f64,
+    #[serde(default)]
+    pub done: bool,
 }
 
 const DATA_PREFIX: &[u8] = br#"{"type":"data""#;

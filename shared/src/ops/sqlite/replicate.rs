@@ -692,6 +692,7 @@ impl<'r> Replicator<'r> {
             // One chunk per page: scattered page changes then cost their
             // pages, not the ~1 MiB content-defined chunks around them.
             fixed_chunks: Some(page_size),
+            progress: None,
         };
         // The sum is known once the image has been read.
         let outcome = {

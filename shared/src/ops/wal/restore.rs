@@ -206,6 +206,7 @@ pub fn restore_cluster(repo: &Repository, opts: &WalRestoreOptions) -> Result<Wa
         into: opts.into.clone(),
         filters: Vec::new(),
         threads: 0,
+        progress: None,
     };
     let summary = restore(repo, &index, entries(records), &restore_opts)?;
     if summary.errors > 0 || summary.integrity_errors > 0 {

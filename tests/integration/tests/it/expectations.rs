@@ -836,3 +836,55 @@ fn bk_ls_prints_a_table_on_a_terminal_and_json_lines_elsewhere() {
     // Not a terminal: JSON lines as ever.
     assert_eq!(json_lines(&env.ok("bk-ls"))[0]["id"], snap["id"]);
 }
+
+#[test]
+fn progress_shows_on_a_terminal_as_json_for_wrappers_and_not_in_pipes() {
+    let env = Env::new();
+    let src = tree(&env, "prog");
+    std::fs::write(src.join("big"), vec![5u8; 2 << 20]).unwrap();
+    // A wrapper asks for JSON progress lines on stderr.
+    let out = env.run(&format!(
+        "bk-put --from '{}' --progress json",
+        src.display()
+    ));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr
+        .lines()
+        .rfind(|l| l.starts_with("{\"type\":\"progress\""))
+        .map(json_line)
+        .unwrap_or_else(|| panic!("no progress line: {stderr}"));
+    assert_eq!(last["done"], true);
+    assert_eq!(last["operation"], "backing up");
+    assert_eq!(last["files"], 5, "{last}");
+    assert_eq!(last["bytes"], (2 << 20) + 14, "{last}");
+    // Not a terminal, not asked: nothing but the record on stdout.
+    let out = env.run(&format!("bk-put --from '{}'", src.display()));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A terminal gets a bar while the work lasts (a slow producer here),
+    // a restore its share and ETA; --quiet gets nothing.
+    let slow = "(for i in 1 2 3; do head -c 1000000 /dev/zero; sleep 0.4; done)";
+    let on_tty = |cmd: &str| -> String {
+        let out = env
+            .sh(&format!("script -qec \"{cmd}\" /dev/null < /dev/null"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = on_tty(&format!("{slow} | bk-put --from - --name z > /dev/null"));
+    assert!(shown.contains("bk-put: backing up 1 files"), "{shown:?}");
+    let quiet = on_tty(&format!("{slow} | bk-put -q --from - --name z > /dev/null"));
+    assert!(!quiet.contains("backing up"), "{quiet:?}");
+    let into = env.path("restored");
+    let shown = on_tty(&format!(
+        "bk-get latest --identity \\$(bk-ls | jq -r .identity | grep prog | head -1) --into '{}' > /dev/null",
+        into.display()
+    ));
+    assert!(into.join("big").exists(), "{shown:?}");
+    assert!(shown.contains("bk-get: restoring ["), "{shown:?}");
+    assert!(shown.contains("3/3 files"), "{shown:?}");
+}
