@@ -347,6 +347,29 @@ impl Sources {
     }
 }
 
+/// The walk's root for `paths`, the sources to restrict it to (`None`
+/// with one source: everything under the root) and the compiled `rules`
+/// (`None` when there are none).
+pub fn select(
+    paths: &[PathBuf],
+    rules: &ExcludeOptions,
+) -> Result<(PathBuf, Option<Sources>, Option<ExcludeRules>)> {
+    let sources = Sources::new(paths)?;
+    let root = sources.root.clone();
+    let exclude = if rules.is_empty() {
+        None
+    } else {
+        let each: Vec<_> = sources
+            .relative
+            .iter()
+            .cloned()
+            .zip(sources.absolute.iter().cloned())
+            .collect();
+        Some(ExcludeRules::for_sources(rules, &root, &each)?)
+    };
+    Ok((root, (!sources.is_single()).then_some(sources), exclude))
+}
+
 /// Where a walked path lies with respect to the sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {

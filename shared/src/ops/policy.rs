@@ -565,8 +565,8 @@ fn group_reasons(
             // first month's start), so a young repository keeps the
             // longest history its counts allow.
             let oldest = nr + 1 == members.len();
-            if *last != Some(bucket) || oldest {
-                let new_bucket = *last != Some(bucket);
+            let new_bucket = *last != Some(bucket);
+            if new_bucket || oldest {
                 *last = Some(bucket);
                 if let Some(n) = left {
                     *n -= 1;

@@ -479,17 +479,13 @@ pub fn put_sources(
     parent: &ParentChoice,
     opts: &PutOptions,
 ) -> Result<PutOutcome> {
-    let mut probe = ChunkOptions::for_repo(repo);
-    let root = probe.select(paths, rules)?;
+    let (root, sources, exclude) = crate::ops::exclude::select(paths, rules)?;
     put_tree_with(
         repo,
         &root,
         parent,
         opts,
-        |chunk_opts| {
-            chunk_opts.sources = probe.sources.take();
-            chunk_opts.exclude = probe.exclude.take();
-        },
+        |chunk_opts| (chunk_opts.sources, chunk_opts.exclude) = (sources, exclude),
         || Ok(Vec::new()),
     )
 }

@@ -160,18 +160,8 @@ impl ChunkOptions {
         paths: &[std::path::PathBuf],
         rules: &ExcludeOptions,
     ) -> Result<std::path::PathBuf> {
-        let sources = Sources::new(paths)?;
-        let root = sources.root.clone();
-        if !rules.is_empty() {
-            let each: Vec<_> = sources
-                .relative
-                .iter()
-                .cloned()
-                .zip(sources.absolute.iter().cloned())
-                .collect();
-            self.exclude = Some(ExcludeRules::for_sources(rules, &root, &each)?);
-        }
-        self.sources = (!sources.is_single()).then_some(sources);
+        let (root, sources, exclude) = crate::ops::exclude::select(paths, rules)?;
+        (self.sources, self.exclude) = (sources, exclude);
         Ok(root)
     }
 }
@@ -364,13 +354,13 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
             entry.chunks = same.chunks.clone();
             if xattrs_known {
                 entry.xattrs = same.xattrs.clone();
-            } else if !read_xattrs(full, &mut entry, rel, self.opts.live_source)? {
+            } else if !capture_xattrs(full, &mut entry, rel, self.opts.live_source)? {
                 return Ok(());
             }
             self.summary.files_reused += 1;
             return self.emit_entry(entry);
         }
-        if !read_xattrs(full, &mut entry, rel, self.opts.live_source)? {
+        if !capture_xattrs(full, &mut entry, rel, self.opts.live_source)? {
             return Ok(());
         }
         let link_key = (entry.nlink.unwrap_or(1) > 1)
@@ -600,23 +590,20 @@ pub fn walk_tree_ending<S: StreamSink + ?Sized>(
                 continue;
             }
         };
-        match selected(opts, &rel, item.path(), &md) {
-            Verdict::Take => {}
-            Verdict::DirOnly => {
+        // None: outside every source, never selected, so not counted.
+        let verdict = selected(opts, &rel, item.path(), &md);
+        match verdict {
+            Some(Verdict::Take) => {}
+            Some(Verdict::DirOnly) => {
                 if md.is_dir() {
                     walker.skip_current_dir();
                 }
             }
-            Verdict::Exclude => {
+            Some(Verdict::Exclude) | None => {
                 if md.is_dir() {
                     walker.skip_current_dir();
                 }
-                // Paths outside every source were never selected.
-                if opts
-                    .sources
-                    .as_ref()
-                    .is_none_or(|s| s.place(&rel) == Place::Inside)
-                {
+                if verdict.is_some() {
                     em.summary.excluded += 1;
                 }
                 continue;
@@ -625,7 +612,7 @@ pub fn walk_tree_ending<S: StreamSink + ?Sized>(
         let mut entry = entry_from_metadata(&rel, &md);
         // A file's are read in Emitter::file, unless its parent has them.
         if entry.kind != Kind::File
-            && !read_xattrs(item.path(), &mut entry, &rel, opts.live_source)?
+            && !capture_xattrs(item.path(), &mut entry, &rel, opts.live_source)?
         {
             continue;
         }
@@ -648,23 +635,24 @@ pub fn walk_tree_ending<S: StreamSink + ?Sized>(
     Ok(em.summary)
 }
 
-/// What the sources and the exclusion rules take of a walked path.
-fn selected(opts: &ChunkOptions, rel: &[u8], full: &Path, md: &Metadata) -> Verdict {
+/// What the sources and the exclusion rules take of a walked path; `None`
+/// for a path outside every source.
+fn selected(opts: &ChunkOptions, rel: &[u8], full: &Path, md: &Metadata) -> Option<Verdict> {
     match opts.sources.as_ref().map(|s| s.place(rel)) {
-        Some(Place::Outside) => return Verdict::Exclude,
-        Some(Place::Leading) => return Verdict::Take,
+        Some(Place::Outside) => return None,
+        Some(Place::Leading) => return Some(Verdict::Take),
         Some(Place::Inside) | None => {}
     }
-    match &opts.exclude {
+    Some(match &opts.exclude {
         Some(rules) => rules.verdict(rel, full, md),
         None => Verdict::Take,
-    }
+    })
 }
 
 /// Reads `full`'s extended attributes into `entry`; false when the path
 /// vanished from a live source (leave it out). A failure is a warning:
 /// the entry is still worth keeping.
-fn read_xattrs(full: &Path, entry: &mut Entry, rel: &[u8], live_source: bool) -> Result<bool> {
+fn capture_xattrs(full: &Path, entry: &mut Entry, rel: &[u8], live_source: bool) -> Result<bool> {
     match crate::sys::read_xattrs(full) {
         Ok(attrs) => entry.set_xattrs(attrs),
         Err(e) if live_source && e.kind() == std::io::ErrorKind::NotFound => return Ok(false),

@@ -157,9 +157,16 @@ impl Entry {
 
     /// Stores extended attributes read from the filesystem.
     pub fn set_xattrs(&mut self, attrs: impl IntoIterator<Item = (String, Vec<u8>)>) {
-        self.xattrs = attrs.into_iter().map(|(n, v)| (n, B64.encode(v))).collect();
+        self.xattrs = xattr_map(attrs);
     }
+}
 
+/// Extended attributes as an entry's `xattrs` holds them (values base64).
+pub fn xattr_map(attrs: impl IntoIterator<Item = (String, Vec<u8>)>) -> BTreeMap<String, String> {
+    attrs.into_iter().map(|(n, v)| (n, B64.encode(v))).collect()
+}
+
+impl Entry {
     /// A regular file of `size` bytes made of `chunks`, mode 0644.
     pub fn file(path: &str, size: u64, mtime: Timestamp, chunks: Vec<ChunkId>) -> Self {
         Entry {

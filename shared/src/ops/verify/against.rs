@@ -253,27 +253,28 @@ impl Against<'_> {
     /// be compared too.
     /// Extended attributes (ACLs, capabilities) differ by name or value.
     fn xattrs(&self, full: &Path, path: &str, want: &Entry) {
-        let mut have = Entry::new(want.kind, b"x", 0, want.mtime);
-        match crate::sys::read_xattrs(full) {
-            Ok(attrs) => have.set_xattrs(attrs),
+        let have = match crate::sys::read_xattrs(full) {
+            Ok(attrs) => crate::format::wire::xattr_map(attrs),
             Err(e) => {
                 self.diff(path, format!("extended attributes cannot be read: {e}"));
                 return;
             }
-        }
-        if have.xattrs != want.xattrs {
-            let names = |e: &Entry| e.xattrs.keys().cloned().collect::<Vec<_>>().join(",");
+        };
+        if have != want.xattrs {
+            let names = |m: &std::collections::BTreeMap<String, String>| {
+                m.keys().cloned().collect::<Vec<_>>().join(",")
+            };
             let changed: Vec<&str> = want
                 .xattrs
                 .iter()
-                .filter(|(k, v)| have.xattrs.get(*k).is_some_and(|h| h != *v))
+                .filter(|(k, v)| have.get(*k).is_some_and(|h| h != *v))
                 .map(|(k, _)| k.as_str())
                 .collect();
             self.diff(
                 path,
                 format!(
                     "extended attributes: snapshot [{}], directory [{}]{}",
-                    names(want),
+                    names(&want.xattrs),
                     names(&have),
                     if changed.is_empty() {
                         String::new()
