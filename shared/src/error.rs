@@ -45,8 +45,59 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
+    /// Every code, in the order the man pages list them: their EXIT STATUS
+    /// sections are generated from this table and [`ExitCode::meaning`].
+    pub const ALL: [ExitCode; 12] = [
+        ExitCode::Success,
+        ExitCode::Failure,
+        ExitCode::Usage,
+        ExitCode::Partial,
+        ExitCode::NoRepository,
+        ExitCode::Locked,
+        ExitCode::WrongKey,
+        ExitCode::Integrity,
+        ExitCode::Conflict,
+        ExitCode::NoReplica,
+        ExitCode::Exists,
+        ExitCode::Interrupted,
+    ];
+
     pub fn code(self) -> i32 {
         self as i32
+    }
+
+    /// What the code tells a script or an alert rule, in a sentence.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ExitCode::Success => "Everything asked for was done.",
+            ExitCode::Failure => {
+                "An unexpected failure that fits no other class (I/O, storage); \
+                 nothing was committed that is not complete."
+            }
+            ExitCode::Usage => "The command line or an input record was invalid.",
+            ExitCode::Partial => {
+                "The command finished but some items failed (for example unreadable \
+                 source files); the result is usable and says what is missing."
+            }
+            ExitCode::NoRepository => "No repository exists at the given address.",
+            ExitCode::Locked => {
+                "The repository is locked by another process in a conflicting mode."
+            }
+            ExitCode::WrongKey => "The passphrase or identity opens none of the repository's keys.",
+            ExitCode::Integrity => "An object is corrupt, missing, or fails authentication.",
+            ExitCode::Conflict => {
+                "The repository already holds something else under the name being \
+                 written (a WAL file with other content, a stanza of another cluster); \
+                 nothing was overwritten."
+            }
+            ExitCode::NoReplica => {
+                "bk-sqlite restore: the repository holds no replica of the database."
+            }
+            ExitCode::Exists => {
+                "bk-sqlite restore: the output database exists (nothing was changed)."
+            }
+            ExitCode::Interrupted => "Interrupted by SIGINT or SIGTERM; nothing was committed.",
+        }
     }
 }
 
@@ -305,23 +356,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exit_codes_are_distinct() {
-        let all = [
-            ExitCode::Success,
-            ExitCode::Failure,
-            ExitCode::Usage,
-            ExitCode::Partial,
-            ExitCode::NoRepository,
-            ExitCode::Locked,
-            ExitCode::WrongKey,
-            ExitCode::Integrity,
-            ExitCode::Conflict,
-            ExitCode::Interrupted,
-        ];
-        let mut codes: Vec<i32> = all.iter().map(|c| c.code()).collect();
-        codes.sort();
-        codes.dedup();
-        assert_eq!(codes.len(), all.len());
+    fn exit_codes_are_distinct_and_listed_in_order() {
+        let codes: Vec<i32> = ExitCode::ALL.iter().map(|c| c.code()).collect();
+        assert!(codes.windows(2).all(|w| w[0] < w[1]), "{codes:?}");
+        // A variant missing from ALL would be missing from every man page:
+        // the match below stops compiling when a variant is added.
+        for code in ExitCode::ALL {
+            let listed = match code {
+                ExitCode::Success
+                | ExitCode::Failure
+                | ExitCode::Usage
+                | ExitCode::Partial
+                | ExitCode::NoRepository
+                | ExitCode::Locked
+                | ExitCode::WrongKey
+                | ExitCode::Integrity
+                | ExitCode::Conflict
+                | ExitCode::NoReplica
+                | ExitCode::Exists
+                | ExitCode::Interrupted => 12,
+            };
+            assert_eq!(listed, ExitCode::ALL.len());
+            assert!(code.meaning().ends_with('.'));
+        }
     }
 
     #[test]

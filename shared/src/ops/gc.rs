@@ -123,6 +123,8 @@ pub struct GcOptions {
     pub grace: Duration,
     pub max_unused: MaxUnused,
     pub dry_run: bool,
+    /// Counts the packs repacked and deleted, for a progress bar.
+    pub progress: Option<std::sync::Arc<crate::ops::progress::Progress>>,
 }
 
 impl Default for GcOptions {
@@ -131,6 +133,7 @@ impl Default for GcOptions {
             grace: Duration::from_secs(3600),
             max_unused: MaxUnused::Fraction(0.05),
             dry_run: false,
+            progress: None,
         }
     }
 }
@@ -590,8 +593,14 @@ impl Gc<'_> {
                 self.summary.index_objects_written += 1;
             }
             let threads = backend.write_concurrency().max(2);
+            let progress = self.opts.progress.as_deref();
             parallel_map(&delete, threads, |p| {
-                backend.delete(ObjectKind::Pack, &p.id.to_hex())
+                backend.delete(ObjectKind::Pack, &p.id.to_hex())?;
+                if let Some(progress) = progress {
+                    progress.add_item();
+                    progress.add_bytes(p.size);
+                }
+                Ok(())
             })?;
         }
         self.report_deletions(&delete, emit)?;
@@ -920,10 +929,15 @@ impl Gc<'_> {
             written.push((pack.id, pack.entries));
             Ok(n)
         };
+        let progress = self.opts.progress.clone();
         for pack in packs {
             crate::sys::check_interrupted()?;
             let name = pack.to_hex();
             let raw = repo.backend().get(ObjectKind::Pack, &name)?;
+            if let Some(p) = &progress {
+                p.add_item();
+                p.add_bytes(raw.len() as u64);
+            }
             if let Err(e) = check_name(ObjectKind::Pack, &name, &raw) {
                 emit(
                     &action("skip", ObjectKind::Pack.path(&name), sizes[pack])

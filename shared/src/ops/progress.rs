@@ -5,28 +5,51 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of one operation. Totals are 0 while unknown (a backup does
-/// not walk its tree twice to learn its size).
-#[derive(Debug, Default)]
+/// Counters of one operation: items of one unit (files of a backup, packs
+/// of a verify, segments of a WAL restore) and their bytes. Totals are 0
+/// while unknown (a backup does not walk its tree twice to learn its size).
+#[derive(Debug)]
 pub struct Progress {
-    files: AtomicU64,
+    unit: &'static str,
+    items: AtomicU64,
     bytes: AtomicU64,
-    total_files: AtomicU64,
+    total_items: AtomicU64,
     total_bytes: AtomicU64,
 }
 
 /// One reading of the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Snapshot {
-    pub files: u64,
+    pub items: u64,
     pub bytes: u64,
-    pub total_files: u64,
+    pub total_items: u64,
     pub total_bytes: u64,
 }
 
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::counting("files")
+    }
+}
+
 impl Progress {
-    pub fn add_file(&self) {
-        self.files.fetch_add(1, Ordering::Relaxed);
+    /// Counters of items called `unit` (plural: "files", "packs").
+    pub fn counting(unit: &'static str) -> Self {
+        Progress {
+            unit,
+            items: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            total_items: AtomicU64::new(0),
+            total_bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn unit(&self) -> &'static str {
+        self.unit
+    }
+
+    pub fn add_item(&self) {
+        self.items.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add_bytes(&self, n: u64) {
@@ -34,16 +57,16 @@ impl Progress {
     }
 
     /// What the whole operation covers, when known before it starts.
-    pub fn set_totals(&self, files: u64, bytes: u64) {
-        self.total_files.store(files, Ordering::Relaxed);
+    pub fn set_totals(&self, items: u64, bytes: u64) {
+        self.total_items.store(items, Ordering::Relaxed);
         self.total_bytes.store(bytes, Ordering::Relaxed);
     }
 
     pub fn read(&self) -> Snapshot {
         Snapshot {
-            files: self.files.load(Ordering::Relaxed),
+            items: self.items.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
-            total_files: self.total_files.load(Ordering::Relaxed),
+            total_items: self.total_items.load(Ordering::Relaxed),
             total_bytes: self.total_bytes.load(Ordering::Relaxed),
         }
     }

@@ -624,7 +624,7 @@ fn restore_worker(
                 d.0 += 1;
                 d.1 += n;
                 if let Some(p) = progress {
-                    p.add_file();
+                    p.add_item();
                     p.add_bytes(n);
                 }
             }

@@ -416,7 +416,7 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
 
     fn emit_entry(&mut self, entry: Entry) -> Result<()> {
         if let Some(p) = &self.opts.progress {
-            p.add_file();
+            p.add_item();
             // Unchanged files are done without a read: count their size.
             if !entry.chunks.is_empty() {
                 p.add_bytes(entry.size);
@@ -712,7 +712,7 @@ pub fn walk_stream<S: StreamSink + ?Sized>(
     entry.group = crate::sys::group_name(gid);
     em.summary.entries += 1;
     if let Some(p) = &opts.progress {
-        p.add_file();
+        p.add_item();
     }
     em.record(Record::Entry(entry))?;
     let (_, n) = match em.content(input) {

@@ -635,10 +635,12 @@ pub struct ProgressRecord {
     pub tool: String,
     /// `backing up`, `restoring`, …
     pub operation: String,
-    pub files: u64,
+    /// What `items` counts: `files`, `packs`, `segments`, …
+    pub unit: String,
+    pub items: u64,
     pub bytes: u64,
     #[serde(default)]
-    pub total_files: u64,
+    pub total_items: u64,
     #[serde(default)]
     pub total_bytes: u64,
     pub elapsed_s: f64,

@@ -80,6 +80,8 @@ pub struct VerifyOptions {
     pub exclude: crate::ops::exclude::ExcludeOptions,
     /// Threads downloading and checking packs (0: twice the CPUs, 2 to 8).
     pub threads: usize,
+    /// Counts the packs read (`read_data`), for a progress bar.
+    pub progress: Option<std::sync::Arc<crate::ops::progress::Progress>>,
 }
 
 /// The result of [`verify`].
@@ -224,7 +226,14 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions, out: &mut impl Write) -> 
     summary.listing_chunks = listing_chunks;
 
     if let Some(sel) = &opts.read_data {
-        let (n, bytes, blobs) = v.read_data(sel, &packs, &index_objects, &index, opts.threads)?;
+        let (n, bytes, blobs) = v.read_data(
+            sel,
+            &packs,
+            &index_objects,
+            &index,
+            opts.threads,
+            opts.progress.as_deref(),
+        )?;
         summary.packs_read = n;
         summary.bytes_read = bytes;
         summary.blobs_checked = blobs;

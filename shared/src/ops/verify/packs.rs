@@ -96,6 +96,7 @@ impl Verifier<'_> {
         idx: &IndexObjects,
         index: &Index,
         threads: usize,
+        progress: Option<&crate::ops::progress::Progress>,
     ) -> Result<(u64, u64, u64)> {
         let chosen: Vec<(ObjectId, u64)> =
             sel.select(packs).into_iter().map(|i| packs[i]).collect();
@@ -114,11 +115,18 @@ impl Verifier<'_> {
         let threads = threads.min((READ_MEMORY / largest).max(1) as usize);
         let bytes = AtomicU64::new(0);
         let blobs = AtomicU64::new(0);
+        if let Some(p) = progress {
+            p.set_totals(chosen.len() as u64, chosen.iter().map(|c| c.1).sum());
+        }
         parallel_map(&chosen, threads, |(id, size)| {
             crate::sys::check_interrupted()?;
             let (b, n) = self.check_pack(id, *size, idx, index);
             bytes.fetch_add(b, Ordering::Relaxed);
             blobs.fetch_add(n, Ordering::Relaxed);
+            if let Some(p) = progress {
+                p.add_item();
+                p.add_bytes(*size);
+            }
             Ok(())
         })?;
         Ok((chosen.len() as u64, bytes.into_inner(), blobs.into_inner()))

@@ -45,6 +45,8 @@ pub struct BackupOptions {
     pub fast: bool,
     /// How long to wait for the backup's WAL to reach the archive.
     pub archive_timeout: Duration,
+    /// Counts the data directory's files and bytes, for a progress bar.
+    pub progress: Option<Arc<crate::ops::progress::Progress>>,
 }
 
 /// What the server says about itself.
@@ -168,6 +170,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<PutOutcome> {
         )),
         tags,
         late_tags: Some(Arc::clone(&late)),
+        progress: opts.progress.clone(),
         ..PutOptions::default()
     };
     let stop = StopContext {

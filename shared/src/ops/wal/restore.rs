@@ -56,6 +56,8 @@ pub struct WalRestoreOptions {
     pub restore_command: String,
     /// Restore into a non-empty directory (its contents are replaced).
     pub force: bool,
+    /// Counts the base backup's files and bytes restored, for a progress bar.
+    pub progress: Option<std::sync::Arc<crate::ops::progress::Progress>>,
 }
 
 /// A base backup as its snapshot's tags describe it.
@@ -206,7 +208,7 @@ pub fn restore_cluster(repo: &Repository, opts: &WalRestoreOptions) -> Result<Wa
         into: opts.into.clone(),
         filters: Vec::new(),
         threads: 0,
-        progress: None,
+        progress: opts.progress.clone(),
     };
     let summary = restore(repo, &index, entries(records), &restore_opts)?;
     if summary.errors > 0 || summary.integrity_errors > 0 {

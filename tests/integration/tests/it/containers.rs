@@ -3,7 +3,7 @@
 //! local or (BK_TEST_BACKEND=s3) S3 repository; and the Kubernetes
 //! manifests in docs/examples/, parsed and checked with python3 + PyYAML.
 
-use crate::common::{json_lines, walk_files, Env};
+use crate::common::{json_lines, walk_files, workspace_root, Env};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -12,15 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
 fn scripts() -> PathBuf {
-    repo_root().join("scripts/container")
+    workspace_root().join("scripts/container")
 }
 
 /// `script` with the entrypoints on PATH ahead of the tools, and `vars`
@@ -840,7 +833,7 @@ fn check_manifests(files: &[PathBuf]) -> Output {
 
 #[test]
 fn manifests_parse_and_name_what_they_use() {
-    let dir = repo_root().join("docs/examples");
+    let dir = workspace_root().join("docs/examples");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -861,7 +854,7 @@ fn manifests_parse_and_name_what_they_use() {
 
     // The entrypoints the manifests run exist and are executable, and the
     // Containerfile installs each of them.
-    let containerfile = std::fs::read_to_string(repo_root().join("Containerfile")).unwrap();
+    let containerfile = std::fs::read_to_string(workspace_root().join("Containerfile")).unwrap();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
         for script in [

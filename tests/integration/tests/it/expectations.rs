@@ -856,7 +856,8 @@ fn progress_shows_on_a_terminal_as_json_for_wrappers_and_not_in_pipes() {
         .unwrap_or_else(|| panic!("no progress line: {stderr}"));
     assert_eq!(last["done"], true);
     assert_eq!(last["operation"], "backing up");
-    assert_eq!(last["files"], 5, "{last}");
+    assert_eq!(last["unit"], "files", "{last}");
+    assert_eq!(last["items"], 5, "{last}");
     assert_eq!(last["bytes"], (2 << 20) + 14, "{last}");
     // Not a terminal, not asked: nothing but the record on stdout.
     let out = env.run(&format!("bk-put --from '{}'", src.display()));

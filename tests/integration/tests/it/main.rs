@@ -9,6 +9,7 @@ mod cli;
 mod containers;
 mod expectations;
 mod incremental;
+mod install;
 mod prune;
 mod repo;
 mod roundtrip;

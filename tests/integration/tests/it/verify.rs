@@ -944,6 +944,7 @@ fn regression_verify_reports_packs_a_concurrent_prune_swept_as_missing() {
                         grace: std::time::Duration::ZERO,
                         max_unused: bk::gc::MaxUnused::Fraction(0.0),
                         dry_run: false,
+                        progress: None,
                     }),
                     ..Default::default()
                 };

@@ -19,6 +19,14 @@ pub fn bin_dir() -> PathBuf {
     exe.parent().unwrap().to_path_buf()
 }
 
+/// The checkout the tests run in: scripts/, man/ and docs/ are read from it.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     /// Where the repository's objects are on disk: the repository directory,

@@ -1,0 +1,417 @@
+//! `bk generate`: man pages and shell completions from the clap
+//! definitions the tools parse with, so neither can drift from `--help`.
+//!
+//! A page is NAME, SYNOPSIS, OPTIONS and COMMANDS from clap; DESCRIPTION,
+//! EXAMPLES, ENVIRONMENT, FILES, SEE ALSO and any other prose from
+//! `man/prose/TOOL.roff`, written by hand; EXIT STATUS from the one
+//! exit-code table ([`bk::ExitCode::meaning`]), where the prose may say
+//! what a code means for this tool. The committed pages in `man/` are this
+//! function's output: a test fails when they differ.
+
+use crate::tool::Tool;
+use clap_complete::Shell;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The hand-written prose of each tool's page, built into the binary so
+/// that `bk generate man` works wherever bk is installed.
+fn prose(tool: Tool) -> &'static str {
+    match tool {
+        Tool::Chunk => include_str!("../../../man/prose/bk-chunk.roff"),
+        Tool::Put => include_str!("../../../man/prose/bk-put.roff"),
+        Tool::Get => include_str!("../../../man/prose/bk-get.roff"),
+        Tool::Ls => include_str!("../../../man/prose/bk-ls.roff"),
+        Tool::Repo => include_str!("../../../man/prose/bk-repo.roff"),
+        Tool::Prune => include_str!("../../../man/prose/bk-prune.roff"),
+        Tool::Verify => include_str!("../../../man/prose/bk-verify.roff"),
+        Tool::Wal => include_str!("../../../man/prose/bk-wal.roff"),
+        Tool::Sqlite => include_str!("../../../man/prose/bk-sqlite.roff"),
+    }
+}
+
+/// `bk generate man DIR` or `bk generate completions SHELL DIR`.
+pub fn main(args: &[OsString]) {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["man", dir] => write_man_pages(Path::new(dir)),
+        ["completions", shell, dir] => match shell.parse::<Shell>() {
+            Ok(shell) if matches!(shell, Shell::Bash | Shell::Zsh | Shell::Fish) => {
+                write_completions(shell, Path::new(dir))
+            }
+            _ => crate::usage_error(
+                &format!("no completions for the shell {shell:?}"),
+                "bash, zsh and fish are supported",
+            ),
+        },
+        _ => crate::usage_error(
+            "generate takes `man DIR` or `completions SHELL DIR`",
+            "for example `bk generate completions bash ~/.local/share/bash-completion/completions`",
+        ),
+    };
+    if let Err(e) = result {
+        eprintln!("bk: error: {e}");
+        std::process::exit(bk::ExitCode::Failure.code())
+    }
+}
+
+fn write_man_pages(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for tool in Tool::ALL {
+        let page = man_page(tool)?;
+        let path = dir.join(format!("{}.1", tool.name()));
+        std::fs::write(&path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// One completion file per tool, named as each shell looks them up, and
+/// one for `bk TOOL …`.
+fn write_completions(shell: Shell, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut commands: Vec<(String, clap::Command)> = Tool::ALL
+        .into_iter()
+        .map(|t| (t.name().to_string(), t.command()))
+        .collect();
+    commands.push(("bk".to_string(), multicall_command()));
+    for (name, mut command) in commands {
+        let file = match shell {
+            Shell::Zsh => format!("_{name}"),
+            Shell::Fish => format!("{name}.fish"),
+            _ => name.clone(),
+        };
+        let mut text = Vec::new();
+        clap_complete::generate(shell, &mut command, &name, &mut text);
+        let path = dir.join(file);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `bk TOOL …` as clap sees it, for completions only: the binary itself
+/// dispatches by hand, so that each tool parses exactly as when run alone.
+fn multicall_command() -> clap::Command {
+    let tools = Tool::ALL.into_iter().map(|t| {
+        let short: &'static str = t.name().trim_start_matches("bk-");
+        t.command().name(short)
+    });
+    clap::Command::new("bk")
+        .about("Every bk tool in one binary")
+        .subcommands(tools)
+}
+
+/// The whole page of one tool.
+pub fn man_page(tool: Tool) -> Result<String, String> {
+    let name = tool.name();
+    let prose = Prose::parse(prose(tool)).map_err(|e| format!("man/prose/{name}.roff: {e}"))?;
+    let mut command = tool.command();
+    command.build();
+    let man = clap_mangen::Man::new(command.clone())
+        .title(name.to_uppercase())
+        .section("1")
+        .source(format!("bk {}", env!("CARGO_PKG_VERSION")))
+        .manual("bk manual");
+    let mut page = format!(
+        ".\\\" Generated by `bk generate man` from the clap definitions and\n\
+         .\\\" man/prose/{name}.roff: edit those, then run scripts/generate-man.\n"
+    );
+    page.push_str(&render(|w| man.render_title(w)));
+    page.push_str(&render(|w| man.render_name_section(w)));
+    page.push_str(&synopsis(&command));
+    page.push_str(&prose.section("DESCRIPTION")?);
+    if command.get_arguments().any(|a| !a.is_hide_set()) {
+        page.push_str(&render(|w| man.render_options_section(w)));
+    }
+    if command.has_subcommands() {
+        page.push_str(".SH COMMANDS\n");
+        for sub in visible_subcommands(&command) {
+            page.push_str(&subcommand(sub));
+        }
+    }
+    for (title, body) in &prose.sections {
+        if !matches!(title.as_str(), "DESCRIPTION" | "EXIT STATUS" | "SEE ALSO") {
+            let _ = write!(page, ".SH {}\n{body}", quote(title));
+        }
+    }
+    page.push_str(&exit_status(&prose)?);
+    page.push_str(&prose.section("SEE ALSO")?);
+    Ok(ascii_roff(&page))
+}
+
+/// Characters beyond ASCII as groff's `\[uXXXX]` escapes: groff reads
+/// bytes as Latin-1 unless preconv runs first (man-db runs it; `groff
+/// -man` and older man(1)s do not), so `…` in a help text would print as
+/// three wrong characters.
+fn ascii_roff(page: &str) -> String {
+    let mut out = String::with_capacity(page.len());
+    for c in page.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let _ = write!(out, "\\[u{:04X}]", c as u32);
+        }
+    }
+    out
+}
+
+fn render(f: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+    let mut out = Vec::new();
+    f(&mut out).expect("writing to memory");
+    String::from_utf8(out).expect("clap_mangen writes UTF-8")
+}
+
+fn quote(title: &str) -> String {
+    if title.contains(' ') {
+        format!("\"{title}\"")
+    } else {
+        title.to_string()
+    }
+}
+
+/// clap's own usage lines, one per subcommand: what `--help` shows.
+fn synopsis(command: &clap::Command) -> String {
+    let mut lines = Vec::new();
+    collect_usage(command, &mut lines);
+    let mut text = String::from(".SH SYNOPSIS\n.nf\n");
+    for line in lines {
+        text.push_str(&roff_text(&line));
+        text.push('\n');
+    }
+    text.push_str(".fi\n");
+    text
+}
+
+fn collect_usage(command: &clap::Command, lines: &mut Vec<String>) {
+    if command.has_subcommands() {
+        for sub in visible_subcommands(command) {
+            collect_usage(sub, lines);
+        }
+    } else {
+        let usage = command.clone().render_usage().to_string();
+        lines.push(usage.trim_start_matches("Usage:").trim().to_string());
+    }
+}
+
+fn visible_subcommands(command: &clap::Command) -> impl Iterator<Item = &clap::Command> {
+    command
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+}
+
+/// A subcommand's usage, description and options (those it shares with
+/// its tool are listed once, under OPTIONS), then its own subcommands.
+fn subcommand(sub: &clap::Command) -> String {
+    let full_name = sub.get_bin_name().unwrap_or(sub.get_name()).to_string();
+    let mut text = format!(".SS {}\n", quote(&roff_text(&full_name)));
+    if let Some(about) = sub.get_long_about().or(sub.get_about()) {
+        text.push_str(&roff_paragraphs(&about.to_string()));
+    }
+    let own = sub
+        .clone()
+        .mut_args(|a| {
+            if a.is_global_set() || matches!(a.get_id().as_str(), "help" | "version") {
+                a.hide(true)
+            } else {
+                a
+            }
+        })
+        .subcommands(std::iter::empty::<clap::Command>());
+    if own.get_arguments().any(|a| !a.is_hide_set()) {
+        let man = clap_mangen::Man::new(own);
+        let options = render(|w| man.render_options_section(w));
+        for line in options.lines().filter(|l| !l.starts_with(".SH ")) {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    for nested in visible_subcommands(sub) {
+        text.push_str(&subcommand(nested));
+    }
+    text
+}
+
+/// The exit-code table, each code with what it means for this tool where
+/// the prose says so, else what it means for every tool.
+fn exit_status(prose: &Prose) -> Result<String, String> {
+    let ExitStatusProse {
+        intro,
+        meanings: tool_meanings,
+        outro,
+    } = match prose.find("EXIT STATUS") {
+        Some(body) => parse_exit_status(body)?,
+        None => ExitStatusProse {
+            intro: String::new(),
+            meanings: Vec::new(),
+            outro: String::new(),
+        },
+    };
+    let mut text = format!(".SH \"EXIT STATUS\"\n{intro}");
+    for code in bk::ExitCode::ALL {
+        let meaning = tool_meanings
+            .iter()
+            .find(|(c, _)| *c == code.code())
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| format!("{}\n", roff_text(code.meaning())));
+        let _ = write!(text, ".TP\n.B {}\n{meaning}", code.code());
+    }
+    text.push_str(&outro);
+    Ok(text)
+}
+
+/// A prose EXIT STATUS taken apart: the text before the codes, what each
+/// code means for this tool, and the text after them.
+struct ExitStatusProse {
+    intro: String,
+    meanings: Vec<(i32, String)>,
+    outro: String,
+}
+
+/// Splits a prose EXIT STATUS into its introduction, its `.TP`/`.B CODE`
+/// entries and what follows them (from the first `.PP` after an entry).
+/// A code the table does not have is an error: no page may document it.
+fn parse_exit_status(body: &str) -> Result<ExitStatusProse, String> {
+    let (mut intro, mut entries, mut outro) =
+        (String::new(), Vec::<(i32, String)>::new(), String::new());
+    let mut lines = body.lines().peekable();
+    while let Some(line) = lines.next() {
+        if !outro.is_empty() || (line == ".PP" && !entries.is_empty()) {
+            outro.push_str(line);
+            outro.push('\n');
+        } else if line == ".TP" {
+            let code_line = lines.next().unwrap_or_default();
+            let code = code_line
+                .strip_prefix(".B ")
+                .and_then(|c| c.trim().parse::<i32>().ok())
+                .ok_or_else(|| {
+                    format!("EXIT STATUS: expected `.B CODE` after .TP, found {code_line:?}")
+                })?;
+            if !bk::ExitCode::ALL.iter().any(|c| c.code() == code) {
+                return Err(format!("EXIT STATUS: {code} is not in the exit-code table"));
+            }
+            entries.push((code, String::new()));
+        } else if let Some((_, meaning)) = entries.last_mut() {
+            meaning.push_str(line);
+            meaning.push('\n');
+        } else {
+            intro.push_str(line);
+            intro.push('\n');
+        }
+    }
+    Ok(ExitStatusProse {
+        intro,
+        meanings: entries,
+        outro,
+    })
+}
+
+/// Text as roff: a leading dot or quote escaped, backslashes and dashes
+/// written as roff wants them.
+fn roff_text(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    match escaped.chars().next() {
+        Some('.' | '\'') => format!("\\&{escaped}"),
+        _ => escaped,
+    }
+}
+
+fn roff_paragraphs(text: &str) -> String {
+    let mut out = String::new();
+    for (i, paragraph) in text.split("\n\n").enumerate() {
+        if i > 0 {
+            out.push_str(".PP\n");
+        }
+        for line in paragraph.lines() {
+            out.push_str(&roff_text(line.trim()));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A prose file: `.SH TITLE` sections in the order they are to appear.
+struct Prose {
+    sections: Vec<(String, String)>,
+}
+
+impl Prose {
+    fn parse(text: &str) -> Result<Prose, String> {
+        let mut sections: Vec<(String, String)> = Vec::new();
+        for line in text.lines() {
+            if let Some(title) = line.strip_prefix(".SH ") {
+                let title = title.trim().trim_matches('"').to_string();
+                if matches!(title.as_str(), "NAME" | "SYNOPSIS" | "OPTIONS" | "COMMANDS") {
+                    return Err(format!("{title} is generated from the clap definitions"));
+                }
+                sections.push((title, String::new()));
+            } else if let Some((_, body)) = sections.last_mut() {
+                body.push_str(line);
+                body.push('\n');
+            } else if !line.starts_with(".\\\"") && !line.trim().is_empty() {
+                return Err(format!("text before the first .SH: {line:?}"));
+            }
+        }
+        Ok(Prose { sections })
+    }
+
+    fn find(&self, title: &str) -> Option<&str> {
+        self.sections
+            .iter()
+            .find(|(t, _)| t == title)
+            .map(|(_, b)| b.as_str())
+    }
+
+    /// A section every page must have, with its heading.
+    fn section(&self, title: &str) -> Result<String, String> {
+        let body = self
+            .find(title)
+            .ok_or_else(|| format!("no {title} section"))?;
+        Ok(format!(".SH {}\n{body}", quote(title)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_renders_with_its_prose_and_every_exit_code() {
+        for tool in Tool::ALL {
+            let page = man_page(tool).unwrap_or_else(|e| panic!("{}: {e}", tool.name()));
+            for section in [
+                "NAME",
+                "SYNOPSIS",
+                "DESCRIPTION",
+                "\"EXIT STATUS\"",
+                "\"SEE ALSO\"",
+            ] {
+                assert!(
+                    page.contains(&format!(".SH {section}\n")),
+                    "{}: {section}",
+                    tool.name()
+                );
+            }
+            for code in bk::ExitCode::ALL {
+                assert!(
+                    page.contains(&format!(".B {}\n", code.code())),
+                    "{}",
+                    tool.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn prose_may_not_hold_generated_sections_or_unknown_exit_codes() {
+        assert!(Prose::parse(".SH OPTIONS\nx\n").is_err());
+        assert!(Prose::parse("stray\n.SH DESCRIPTION\n").is_err());
+        assert!(parse_exit_status(".TP\n.B 99\nno such code\n").is_err());
+        let parsed =
+            parse_exit_status("Intro.\n.TP\n.B 3\nSome files.\n.PP\nAll codes: bk(7).\n").unwrap();
+        assert_eq!(parsed.intro, "Intro.\n");
+        assert_eq!(parsed.meanings, vec![(3, "Some files.\n".to_string())]);
+        assert_eq!(parsed.outro, ".PP\nAll codes: bk(7).\n");
+    }
+}
