@@ -45,7 +45,7 @@ pub enum Command {
         /// From 0 to 22. Higher levels trade backup speed for space;
         /// `bk-repo benchmark --compression N` measures a level on this
         /// machine. Index objects, snapshots and pack headers are compressed
-        /// at any level. Stored in the repository's config, for every later
+        /// even at 0. Stored in the repository's config, for every later
         /// writer.
         #[arg(long, default_value_t = bk::repo::DEFAULT_COMPRESSION)]
         compression: i32,
