@@ -18,12 +18,11 @@ pub struct RepoArgs {
     /// Repository: a directory path, file:// URL or s3://BUCKET/PREFIX
     /// (endpoint and credentials from the usual AWS_* variables)
     ///
-    /// The PREFIX of an S3 address is optional. The AWS_* variables, the
-    /// BK_S3_* tunables and what each storage error means are in bk(7). In
-    /// the tools with subcommands (bk-repo, bk-wal, bk-sqlite) it may come
-    /// before or after the subcommand. An empty BK_REPO counts as unset, as
-    /// every empty BK_* variable does (a CronJob template often sets one to
-    /// nothing).
+    /// The PREFIX of an S3 address is optional; the AWS_* variables and the
+    /// BK_S3_* tunables are in bk(7). In the tools with subcommands
+    /// (bk-repo, bk-wal, bk-sqlite) it may come before or after the
+    /// subcommand. An empty BK_REPO counts as unset, as every empty BK_*
+    /// variable does (a CronJob template often sets one to nothing).
     #[arg(
         short = 'r',
         long = "repo",
