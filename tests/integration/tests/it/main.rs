@@ -11,6 +11,7 @@ mod expectations;
 mod incremental;
 mod install;
 mod prune;
+mod recipes;
 mod repo;
 mod roundtrip;
 mod s3;
