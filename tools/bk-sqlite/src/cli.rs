@@ -13,6 +13,8 @@ use std::path::PathBuf;
 #[command(name = "bk-sqlite", version)]
 pub struct Cli {
     #[command(flatten)]
+    pub output: bk::cli::OutputArgs,
+    #[command(flatten)]
     pub repo: bk::cli::RepoArgs,
     #[command(subcommand)]
     pub command: Command,

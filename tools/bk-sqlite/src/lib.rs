@@ -78,8 +78,17 @@ fn run(cli: cli::Cli) -> Result<i32> {
                 output,
                 at,
                 force: *force,
+                progress: Some(std::sync::Arc::new(bk::progress::Progress::counting(
+                    "segments",
+                ))),
             };
-            match restore::restore(&repo, &opts) {
+            let reporter = opts
+                .progress
+                .as_ref()
+                .and_then(|p| cli.output.report("restoring", p));
+            let restored = restore::restore(&repo, &opts);
+            drop(reporter);
+            match restored {
                 Ok(done) => {
                     eprintln!(
                         "bk-sqlite: restored {} as of {} (lineage {}, {} commits after the \

@@ -35,7 +35,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ! {
         let _reporter = opts
             .progress
             .as_ref()
-            .filter(|_| opts.read_data.is_some())
+            .filter(|_| opts.read_data.is_some() || cli.output.quiet)
             .and_then(|p| cli.output.report("reading data", p));
         let mut out = BufWriter::new(std::io::stdout().lock());
         run_tool(

@@ -500,9 +500,13 @@ fn run(cli: cli::Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Restore { .. } => {
-            let opts = restore_options(&cli, stanza)?;
+            let mut opts = restore_options(&cli, stanza)?;
             let repo = cli.repo.open()?;
+            let progress = std::sync::Arc::new(bk::progress::Progress::default());
+            opts.progress = Some(std::sync::Arc::clone(&progress));
+            let reporter = cli.output.report("restoring", &progress);
             let done = restore::restore_cluster(&repo, &opts)?;
+            drop(reporter);
             emit(Record::WalRestore(wire::WalRestoreRecord {
                 v: wire::VERSION,
                 stanza: opts.stanza,

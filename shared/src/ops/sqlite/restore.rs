@@ -33,6 +33,8 @@ pub struct SqliteRestoreOptions {
     pub at: Option<Timestamp>,
     /// Replace an existing output.
     pub force: bool,
+    /// Counts the segments applied, for a progress bar.
+    pub progress: Option<std::sync::Arc<crate::ops::progress::Progress>>,
 }
 
 /// What a restore will read.
@@ -139,12 +141,15 @@ pub fn restore(repo: &Repository, opts: &SqliteRestoreOptions) -> Result<SqliteR
         .output
         .file_name()
         .ok_or_else(|| Error::Usage(format!("{}: not a file name", opts.output.display())))?;
+    // As Litestream does: a restore into a new volume's subdirectory
+    // creates it.
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let tmp = dir.join(format!(
         ".{}.bk-sqlite-restore-{}",
         file_name.to_string_lossy(),
         std::process::id()
     ));
-    let result = restore_into(repo, &plan, &opts.name, &tmp);
+    let result = restore_into(repo, &plan, opts, &tmp);
     let cleanup = || {
         let _ = std::fs::remove_file(&tmp);
         let _ = std::fs::remove_file(sibling(&tmp, "-wal"));
@@ -177,9 +182,10 @@ pub fn restore(repo: &Repository, opts: &SqliteRestoreOptions) -> Result<SqliteR
 fn restore_into(
     repo: &Repository,
     plan: &RestorePlan,
-    name: &str,
+    opts: &SqliteRestoreOptions,
     tmp: &Path,
 ) -> Result<SqliteRestoreRecord> {
+    let name = opts.name.as_str();
     let snap = &plan.snapshot;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -193,9 +199,18 @@ fn restore_into(
     let mut commits = 0u64;
     let mut segments = 0u64;
     let page_size = snap.page_size as u64;
+    let progress = opts.progress.as_deref();
+    if let Some(p) = progress {
+        let bytes = plan.segments.iter().map(|s| s.size).sum();
+        p.set_totals(plan.segments.len() as u64, bytes);
+    }
     'segments: for seg in &plan.segments {
         crate::sys::check_interrupted()?;
         let (header, frames) = replica::get_segment(repo, &seg.name)?;
+        if let Some(p) = progress {
+            p.add_item();
+            p.add_bytes(seg.size);
+        }
         if header.page_size != snap.page_size {
             return Err(Error::damaged(
                 ObjectKind::Sqlite,

@@ -202,6 +202,9 @@ pub fn restore_cluster(repo: &Repository, opts: &WalRestoreOptions) -> Result<Wa
         timeline
     };
     prepare_directory(opts)?;
+    if let Some(p) = &opts.progress {
+        p.set_totals(backup.snapshot.files, backup.snapshot.bytes);
+    }
     let index = repo.load_index()?;
     let records = ListingRecords::new(repo, &index, &backup.snapshot.listing);
     let restore_opts = RestoreOptions {

@@ -889,3 +889,58 @@ fn progress_shows_on_a_terminal_as_json_for_wrappers_and_not_in_pipes() {
     assert!(shown.contains("bk-get: restoring ["), "{shown:?}");
     assert!(shown.contains("3/3 files"), "{shown:?}");
 }
+
+/// The last `progress` record a tool wrote on stderr.
+fn last_progress(stderr: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .rfind(|l| l.starts_with("{\"type\":\"progress\""))
+        .map(json_line)
+        .unwrap_or_else(|| panic!("no progress record: {text}"))
+}
+
+#[test]
+fn verify_and_prune_report_their_progress_in_packs() {
+    let env = Env::new();
+    let src = tree(&env, "packs");
+    // Incompressible, so the packs hold about as many bytes as the file.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("big"), noise).unwrap();
+    env.ok(&format!("bk-put --from '{}'", src.display()));
+
+    let out = env.run("bk-verify --read-data --progress json");
+    assert!(out.status.success());
+    let last = last_progress(&out.stderr);
+    assert_eq!(last["operation"], "reading data", "{last}");
+    assert_eq!(last["unit"], "packs", "{last}");
+    assert_eq!(last["done"], true, "{last}");
+    assert!(
+        last["items"].as_u64().unwrap() >= 2,
+        "data and metadata: {last}"
+    );
+    assert_eq!(last["items"], last["total_items"], "{last}");
+    assert_eq!(last["bytes"], last["total_bytes"], "{last}");
+    // -q: nothing on stderr, the summary on stdout as ever.
+    let out = env.run("bk-verify --read-data -q");
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+
+    // A second backup without the big file; the prune that forgets the
+    // first deletes its packs and counts them.
+    std::fs::remove_file(src.join("big")).unwrap();
+    env.ok(&format!("bk-put --from '{}'", src.display()));
+    let out = env.run("bk-prune --keep-last 1 --grace 0 --max-unused 0% --progress json");
+    assert!(out.status.success(), "{out:?}");
+    let last = last_progress(&out.stderr);
+    assert_eq!(last["operation"], "pruning", "{last}");
+    assert_eq!(last["unit"], "packs", "{last}");
+    assert!(last["items"].as_u64().unwrap() >= 1, "{last}");
+    assert!(last["bytes"].as_u64().unwrap() >= 3 << 20, "{last}");
+}

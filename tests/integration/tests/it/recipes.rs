@@ -639,9 +639,9 @@ fn readme_commands(readme: &str) -> Vec<ReadmeCommand> {
                     && a.as_bytes()[1].is_ascii_alphanumeric()
                 {
                     flags.push(a.to_string());
-                } else if cmd.len() == 1 && subcommands(tool).contains(&a) {
-                    cmd.push(a.to_string());
-                } else if cmd == ["bk-repo", "key"] && ["list", "add", "remove"].contains(&a) {
+                } else if (cmd.len() == 1 && subcommands(tool).contains(&a))
+                    || (cmd == ["bk-repo", "key"] && ["list", "add", "remove"].contains(&a))
+                {
                     cmd.push(a.to_string());
                 }
                 let ends = a.ends_with(';') || a.ends_with(')');
