@@ -46,7 +46,11 @@ pub struct RepoArgs {
     /// and a prompt on the terminal (see SECRETS in bk(7)).
     #[arg(long, env = "BK_PASSWORD_FILE", value_name = "FILE", global = true)]
     pub password_file: Option<PathBuf>,
-    /// Unlock with an age X25519 identity file instead of a passphrase
+    /// Unlock with an age X25519 identity file (a secret key) instead of a
+    /// passphrase
+    ///
+    /// Not to be confused with `--identity USER@HOST:/PATH`, which names
+    /// whose snapshots these are and is no secret.
     ///
     /// The file holds age identity lines (AGE-SECRET-KEY-1…; # comments
     /// and blank lines are ignored). Unattended jobs should use one: a

@@ -433,14 +433,35 @@ struct StreamState {
 /// commits one snapshot. Nothing is committed unless the stream ends with
 /// its trailer. The stream is not trusted: every chunk is hashed again.
 pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<PutOutcome> {
+    let progress = opts.progress.as_deref();
     put_with(repo, opts, true, |_, consumer| {
         let mut reader = RecordReader::new(input);
         while let Some(rec) = reader.next_record()? {
             consumer.line = reader.line();
+            if let Some(p) = progress {
+                count_progress(p, &rec);
+            }
             consumer.accept(rec)?;
         }
         Ok(())
     })
+}
+
+/// What a stream's records add to a backup's progress: files as their
+/// entries arrive, bytes as their data does (or, for a file that comes
+/// with its chunk ids, its size at once), as the walk counts in process.
+fn count_progress(progress: &crate::ops::progress::Progress, rec: &Record) {
+    match rec {
+        Record::Entry(e) if e.kind == Kind::File => {
+            progress.add_item();
+            if !e.chunks.is_empty() {
+                progress.add_bytes(e.size);
+            }
+        }
+        Record::Data(d) => progress.add_bytes(d.data.len() as u64),
+        Record::KnownChunk { size, .. } => progress.add_bytes(u64::from(*size)),
+        _ => {}
+    }
 }
 
 /// Which earlier snapshot a tree backup may take unchanged files from.

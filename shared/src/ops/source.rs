@@ -415,7 +415,14 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
     }
 
     fn emit_entry(&mut self, entry: Entry) -> Result<()> {
-        if let Some(p) = &self.opts.progress {
+        if let Some(p) = self
+            .opts
+            .progress
+            .as_ref()
+            .filter(|_| entry.kind == Kind::File)
+        {
+            // Files, as a restore counts them (directories and links are
+            // not what the count is for).
             p.add_item();
             // Unchanged files are done without a read: count their size.
             if !entry.chunks.is_empty() {

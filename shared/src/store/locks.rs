@@ -184,6 +184,7 @@ impl LockObject {
         let stale = self.is_stale_at(storage_now);
         match &self.info {
             Some(i) => LockRecord {
+                v: crate::format::wire::VERSION,
                 id: self.name.clone(),
                 mode: Some(i.mode),
                 tool: Some(i.tool.clone()),
@@ -195,6 +196,7 @@ impl LockObject {
                 ..LockRecord::default()
             },
             None => LockRecord {
+                v: crate::format::wire::VERSION,
                 id: self.name.clone(),
                 unreadable: true,
                 stale,
@@ -524,7 +526,16 @@ mod tests {
         let err =
             LockGuard::acquire(Arc::clone(&backend), &keys, LockMode::Exclusive, "t").unwrap_err();
         assert!(matches!(err, Error::Locked { .. }));
-        assert_eq!(list_lock_objects(&*backend, &keys).unwrap().len(), 2);
+        let listed = list_lock_objects(&*backend, &keys).unwrap();
+        assert_eq!(listed.len(), 2);
+        // Regression: `bk-repo locks` printed "v":0 (a record built from
+        // LockRecord::default()).
+        for lock in &listed {
+            assert_eq!(
+                lock.record(SystemTime::now()).v,
+                crate::format::wire::VERSION
+            );
+        }
         drop((a, b));
         assert!(list_lock_objects(&*backend, &keys).unwrap().is_empty());
         // A lock from a dead process on this host does not block.

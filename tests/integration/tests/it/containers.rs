@@ -3,7 +3,7 @@
 //! local or (BK_TEST_BACKEND=s3) S3 repository; and the Kubernetes
 //! manifests in docs/examples/, parsed and checked with python3 + PyYAML.
 
-use crate::common::{json_lines, walk_files, workspace_root, Env};
+use crate::common::{code, json_lines, show, stderr, stdout, walk_files, workspace_root, Env};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -27,27 +27,6 @@ fn entry(env: &Env, vars: &[(&str, &str)], script: &str) -> Output {
         c.env(k, v);
     }
     c.output().unwrap()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 /// The last JSON line of the output whose `type` is `kind`.

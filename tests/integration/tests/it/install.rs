@@ -5,18 +5,6 @@
 use crate::common::*;
 use std::path::Path;
 
-const TOOLS: [&str; 9] = [
-    "bk-chunk",
-    "bk-put",
-    "bk-get",
-    "bk-ls",
-    "bk-repo",
-    "bk-prune",
-    "bk-verify",
-    "bk-wal",
-    "bk-sqlite",
-];
-
 /// scripts/install with the debug `bk` (the release build is what
 /// scripts/quickstart times), into a scratch root.
 fn install(env: &Env) -> std::path::PathBuf {

@@ -5,7 +5,7 @@
 //! README names, and every variable it gives a script, against the tree),
 //! so that the recipes name nothing that does not exist.
 
-use crate::common::{bin_dir, json_lines, noise, walk_files, Env};
+use crate::common::{bin_dir, code, json_lines, noise, show, stderr, walk_files, Env, TOOLS};
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -34,23 +34,6 @@ fn drill_with(env: &Env, prefix: &str, vars: &[(&str, &str)]) -> Output {
 
 fn drill(env: &Env, vars: &[(&str, &str)]) -> Output {
     drill_with(env, "", vars)
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 /// The record the drill printed: its last stdout line, of type restore_drill.
@@ -557,18 +540,6 @@ fn code_lines(markdown: &str) -> Vec<String> {
     }
     out
 }
-
-const TOOLS: [&str; 9] = [
-    "bk-chunk",
-    "bk-put",
-    "bk-get",
-    "bk-ls",
-    "bk-repo",
-    "bk-prune",
-    "bk-verify",
-    "bk-wal",
-    "bk-sqlite",
-];
 
 fn subcommands(tool: &str) -> &'static [&'static str] {
     match tool {

@@ -27,6 +27,42 @@ pub fn workspace_root() -> PathBuf {
         .unwrap()
 }
 
+/// Every tool, by the command name it is installed as.
+pub const TOOLS: [&str; 9] = [
+    "bk-chunk",
+    "bk-put",
+    "bk-get",
+    "bk-ls",
+    "bk-repo",
+    "bk-prune",
+    "bk-verify",
+    "bk-wal",
+    "bk-sqlite",
+];
+
+/// A finished process's exit code (-1 when a signal ended it).
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// A finished process for an assertion message: its code and both outputs.
+pub fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     /// Where the repository's objects are on disk: the repository directory,

@@ -336,11 +336,15 @@ pub fn bk_wal_wrapper(env: &Env) -> PathBuf {
         script.push_str(&format!("export {k}='{v}'\n"));
     }
     // A copy beside the script: the build directory may be where the
-    // server's user cannot reach (a checkout under /root).
+    // server's user cannot reach (a checkout under /root). The installed
+    // form, the multi-call `bk` behind a `bk-wal` link: the server runs
+    // it, and the push and fetch helpers it starts must start `bk wal`.
     let exe = env.path("bk-wal");
     if !exe.exists() {
-        std::fs::copy(bin_dir().join("bk-wal"), &exe).unwrap();
-        hand_over(&exe);
+        let multicall = env.path("bk");
+        std::fs::copy(bin_dir().join("bk"), &multicall).unwrap();
+        hand_over(&multicall);
+        std::os::unix::fs::symlink("bk", &exe).unwrap();
     }
     script.push_str(&format!("exec {} \"$@\"\n", exe.display()));
     let path = env.path("bk-wal.sh");
