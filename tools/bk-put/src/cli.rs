@@ -46,7 +46,11 @@ pub struct Cli {
     /// times or inode showing it.
     #[arg(long, value_name = "SNAPSHOT", requires = "from")]
     pub parent: Option<String>,
-    /// Snapshot identity (default: the stream's user@host:/path)
+    /// Snapshot identity: whose snapshot this is, a label and no secret
+    /// (default: the stream's user@host:/path)
+    ///
+    /// The key that opens the repository is `--identity-file` (or a
+    /// passphrase); this names the snapshot's group.
     ///
     /// It must contain a colon. By default it is the header's identity (a
     /// copy), or else user@host:path from the stream header, where path is
