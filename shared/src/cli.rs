@@ -8,7 +8,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::store::keys::Secret;
 use crate::store::repo::Repository;
 use crate::sys::AllocatorProfile;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -240,7 +240,11 @@ pub fn parse_from<T: clap::Parser>(args: impl IntoIterator<Item = std::ffi::OsSt
             std::env::remove_var(&k);
         }
     }
-    match T::try_parse_from(args) {
+    let parsed = T::command().try_get_matches_from(args).and_then(|matches| {
+        let _ = GIVEN_ON_COMMAND_LINE.set(command_line_ids(&matches));
+        T::from_arg_matches(&matches).map_err(|e| e.format(&mut T::command()))
+    });
+    match parsed {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -259,6 +263,31 @@ pub fn parse_from<T: clap::Parser>(args: impl IntoIterator<Item = std::ffi::OsSt
             std::process::exit(ExitCode::Usage.code())
         }
     }
+}
+
+/// The arguments (by clap id) this process was given on its command line
+/// rather than through the environment: a `--password-file` flag beats an
+/// exported `BK_IDENTITY_FILE`, and only clap knows which was which.
+static GIVEN_ON_COMMAND_LINE: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
+
+fn command_line_ids(matches: &clap::ArgMatches) -> BTreeSet<String> {
+    let mut ids: BTreeSet<String> = matches
+        .ids()
+        .filter(|id| {
+            matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .map(|id| id.to_string())
+        .collect();
+    if let Some((_, sub)) = matches.subcommand() {
+        ids.extend(command_line_ids(sub));
+    }
+    ids
+}
+
+fn given_on_command_line(id: &str) -> bool {
+    GIVEN_ON_COMMAND_LINE
+        .get()
+        .is_some_and(|ids| ids.contains(id))
 }
 
 /// clap's multi-line message as one line (what was wrong, its details
@@ -415,15 +444,10 @@ impl RepoArgs {
     pub fn secret(&self, confirm: bool) -> Result<Secret> {
         // A flag beats the environment: `--password-file` given for the
         // other repository of a copy wins over an exported BK_IDENTITY_FILE.
-        let from_env = |var: &str, value: &std::path::Path| {
-            std::env::var_os(var).is_some_and(|v| std::path::Path::new(&v) == value)
-        };
-        let password_flag_over_identity_env = match (&self.identity_file, &self.password_file) {
-            (Some(id), Some(pw)) => {
-                from_env("BK_IDENTITY_FILE", id) && !from_env("BK_PASSWORD_FILE", pw)
-            }
-            _ => false,
-        };
+        let password_flag_over_identity_env = self.identity_file.is_some()
+            && self.password_file.is_some()
+            && !given_on_command_line("identity_file")
+            && given_on_command_line("password_file");
         if let Some(p) = self
             .identity_file
             .as_ref()

@@ -550,12 +550,20 @@ impl<'a> ChunkReader<'a> {
             None => match self.cached(&loc) {
                 Some(s) => whole(s),
                 None => {
-                    let data = self.repo.backend().get_range_upto(
+                    let data = match self.repo.backend().get_range_upto(
                         ObjectKind::Pack,
                         &pack,
                         loc.offset as u64,
                         window,
-                    )?;
+                    ) {
+                        Ok(d) => d,
+                        // Regression: on S3 (which reads by window) a
+                        // missing pack was a storage error (bk-get exit 3)
+                        // where the local backend reports damage (13):
+                        // the direct read reports it as the damage it is.
+                        Err(e) if e.is_not_found() => return self.repo.read_blob(id, &loc),
+                        Err(e) => return Err(e),
+                    };
                     if data.len() < loc.len as usize {
                         // Short pack: let the direct read report it properly.
                         return self.repo.read_blob(id, &loc);

@@ -46,6 +46,10 @@ impl Verifier<'_> {
             }
         }
         let root_md = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
+        // A snapshot of one file or of stdin has no directory entry: the
+        // directory it was restored into is only its container, not an
+        // extra (regression: reported as an extra ".").
+        let container_only = !expected.contains_key(b".".as_slice());
         let single: Option<Vec<u8>> = (!root_md.is_dir()).then(|| {
             dir.file_name()
                 .map(|n| n.as_bytes().to_vec())
@@ -98,6 +102,9 @@ impl Verifier<'_> {
                             continue;
                         }
                     };
+                    if item.depth() == 0 && single.is_none() && container_only {
+                        continue;
+                    }
                     let rel: Vec<u8> = match &single {
                         Some(n) => n.clone(),
                         None => crate::ops::source::listing_path(dir, item.path()),

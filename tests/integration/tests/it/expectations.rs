@@ -4,7 +4,7 @@
 //! errors that say what is wrong, no silent wait on a terminal, restic
 //! 0.17's retention rule, and a private repository.
 
-use crate::common::{json_line, json_lines, s3_mode, Env};
+use crate::common::{json_line, json_lines, noise, s3_mode, Env};
 use std::os::unix::fs::PermissionsExt;
 
 /// A small tree: `a.txt` and `sub/b.txt`.
@@ -79,8 +79,17 @@ fn latest_is_refused_in_a_shared_repository_unless_an_identity_says_whose() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{short} is snapshot {short}")));
 
-    // bk-verify --against DIR latest takes DIR's own identity.
+    // bk-verify --against DIR latest takes DIR's own identity; a restore
+    // directory has none of its own, and the hint names what bk-verify
+    // takes (it has no --identity).
     env.ok(&format!("bk-verify --against '{}' latest", app1.display()));
+    let err = env.fails(
+        &format!("bk-verify --against '{}' latest", into.display()),
+        2,
+    );
+    assert!(err.contains("\"latest\" is ambiguous"), "{err}");
+    assert!(err.contains("name the snapshot by id or prefix"), "{err}");
+    assert!(!err.contains("--identity"), "{err}");
 }
 
 #[test]
@@ -913,16 +922,7 @@ fn verify_and_prune_report_their_progress_in_packs() {
     let env = Env::new();
     let src = tree(&env, "packs");
     // Incompressible, so the packs hold about as many bytes as the file.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(src.join("big"), noise).unwrap();
+    std::fs::write(src.join("big"), noise(3 << 20, 7)).unwrap();
     env.ok(&format!("bk-put --from '{}'", src.display()));
 
     let out = env.run("bk-verify --read-data --progress json");

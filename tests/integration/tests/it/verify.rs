@@ -970,3 +970,39 @@ fn regression_verify_reports_packs_a_concurrent_prune_swept_as_missing() {
     env.ok("bk-prune --grace 0");
     env.ok("bk-verify --read-data");
 }
+
+/// Regression: verify skipped a damaged mark ("readers go without it")
+/// and said ok, while every reader's index load fails on it (`bk-ls
+/// SNAPSHOT`, bk-get and bk-prune exit 13). Found writing bk-repository(5).
+#[test]
+fn regression_a_damaged_mark_is_damage_to_verify_as_to_every_reader() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for seed in [1, 2] {
+        std::fs::write(src.join("big"), noise(600_000, seed)).unwrap();
+        env.ok(&format!("bk-put --from '{}'", src.display()));
+    }
+    // The first snapshot forgotten, its pack marked (deleted after 1h).
+    env.ok("bk-prune --keep-last 1 --max-unused 0%");
+    let marks: Vec<String> = objects(&env, "gc")
+        .into_iter()
+        .filter(|o| !name_of(o).starts_with("arm-"))
+        .collect();
+    assert_eq!(marks.len(), 1, "one pending mark: {marks:?}");
+    env.ok("bk-verify");
+
+    damage(&env, Fault::Flip, &marks[0], "");
+    let out = env.run("bk-verify");
+    assert_eq!(code(&out), 13, "{}", show(&out));
+    let findings = json_lines(&stdout(&out));
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["type"] == "finding" && f["object"] == marks[0].as_str()),
+        "{}",
+        show(&out)
+    );
+    // What a reader meets, for comparison.
+    env.fails("bk-ls latest", 13);
+}
