@@ -4,7 +4,7 @@
 //! errors that say what is wrong, no silent wait on a terminal, restic
 //! 0.17's retention rule, and a private repository.
 
-use crate::common::{json_line, json_lines, noise, s3_mode, Env};
+use crate::common::{json_line, json_lines, last_progress, noise, s3_mode, Env};
 use std::os::unix::fs::PermissionsExt;
 
 /// A small tree: `a.txt` and `sub/b.txt`.
@@ -857,12 +857,7 @@ fn progress_shows_on_a_terminal_as_json_for_wrappers_and_not_in_pipes() {
         src.display()
     ));
     assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr
-        .lines()
-        .rfind(|l| l.starts_with("{\"type\":\"progress\""))
-        .map(json_line)
-        .unwrap_or_else(|| panic!("no progress line: {stderr}"));
+    let last = last_progress(&out.stderr);
     assert_eq!(last["done"], true);
     assert_eq!(last["operation"], "backing up");
     assert_eq!(last["unit"], "files", "{last}");
@@ -906,15 +901,6 @@ fn progress_shows_on_a_terminal_as_json_for_wrappers_and_not_in_pipes() {
     assert!(into.join("big").exists(), "{shown:?}");
     assert!(shown.contains("bk-get: restoring ["), "{shown:?}");
     assert!(shown.contains("3/3 files"), "{shown:?}");
-}
-
-/// The last `progress` record a tool wrote on stderr.
-fn last_progress(stderr: &[u8]) -> serde_json::Value {
-    let text = String::from_utf8_lossy(stderr);
-    text.lines()
-        .rfind(|l| l.starts_with("{\"type\":\"progress\""))
-        .map(json_line)
-        .unwrap_or_else(|| panic!("no progress record: {text}"))
 }
 
 #[test]

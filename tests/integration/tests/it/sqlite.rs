@@ -5,7 +5,7 @@
 //! bundled), the replicator the real binary, stopped with SIGTERM or
 //! killed with SIGKILL.
 
-use crate::common::{json_line, json_lines, Env};
+use crate::common::{json_lines, last_progress, Env};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rusqlite::Connection;
@@ -534,12 +534,7 @@ fn sqlite_restore_contracts_exit_codes_and_messages() {
     let out = env.run("bk-sqlite restore app.db -o new/dir/app.db --progress json");
     assert!(out.status.success(), "{out:?}");
     assert!(env.path("new/dir/app.db").exists());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr
-        .lines()
-        .rfind(|l| l.starts_with("{\"type\":\"progress\""))
-        .map(json_line)
-        .unwrap_or_else(|| panic!("no progress record: {stderr}"));
+    let last = last_progress(&out.stderr);
     assert_eq!(last["unit"], "segments", "{last}");
     assert_eq!(last["done"], true, "{last}");
     assert_eq!(last["items"], last["total_items"], "{last}");

@@ -211,6 +211,15 @@ impl Env {
     }
 }
 
+/// The last `progress` record a tool wrote on stderr (`--progress json`).
+pub fn last_progress(stderr: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .rfind(|l| l.starts_with("{\"type\":\"progress\""))
+        .map(json_line)
+        .unwrap_or_else(|| panic!("no progress record: {text}"))
+}
+
 pub fn json_line(s: &str) -> serde_json::Value {
     let lines = json_lines(s);
     assert_eq!(lines.len(), 1, "expected one JSON line, got: {s}");
