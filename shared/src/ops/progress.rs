@@ -52,6 +52,18 @@ impl Progress {
         self.items.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A backup's entry: files are counted (as a restore counts them, not
+    /// directories or links), and an unchanged file, done without a read
+    /// because it came with its chunk ids, adds its size at once.
+    pub fn add_entry(&self, entry: &crate::format::wire::Entry) {
+        if entry.kind == crate::format::wire::Kind::File {
+            self.add_item();
+            if !entry.chunks.is_empty() {
+                self.add_bytes(entry.size);
+            }
+        }
+    }
+
     pub fn add_bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }

@@ -447,17 +447,11 @@ pub fn put(repo: &Repository, input: impl BufRead, opts: &PutOptions) -> Result<
     })
 }
 
-/// What a stream's records add to a backup's progress: files as their
-/// entries arrive, bytes as their data does (or, for a file that comes
-/// with its chunk ids, its size at once), as the walk counts in process.
+/// What a stream's records add to a backup's progress: entries as the walk
+/// counts them in process, bytes as their data arrives.
 fn count_progress(progress: &crate::ops::progress::Progress, rec: &Record) {
     match rec {
-        Record::Entry(e) if e.kind == Kind::File => {
-            progress.add_item();
-            if !e.chunks.is_empty() {
-                progress.add_bytes(e.size);
-            }
-        }
+        Record::Entry(e) => progress.add_entry(e),
         Record::Data(d) => progress.add_bytes(d.data.len() as u64),
         Record::KnownChunk { size, .. } => progress.add_bytes(u64::from(*size)),
         _ => {}

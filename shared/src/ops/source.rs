@@ -415,19 +415,8 @@ impl<S: StreamSink + ?Sized> Emitter<'_, S> {
     }
 
     fn emit_entry(&mut self, entry: Entry) -> Result<()> {
-        if let Some(p) = self
-            .opts
-            .progress
-            .as_ref()
-            .filter(|_| entry.kind == Kind::File)
-        {
-            // Files, as a restore counts them (directories and links are
-            // not what the count is for).
-            p.add_item();
-            // Unchanged files are done without a read: count their size.
-            if !entry.chunks.is_empty() {
-                p.add_bytes(entry.size);
-            }
+        if let Some(p) = &self.opts.progress {
+            p.add_entry(&entry);
         }
         self.summary.entries += 1;
         self.summary.bytes += entry.size;

@@ -3,7 +3,10 @@
 //! local or (BK_TEST_BACKEND=s3) S3 repository; and the Kubernetes
 //! manifests in docs/examples/, parsed and checked with python3 + PyYAML.
 
-use crate::common::{code, json_lines, show, stderr, stdout, walk_files, workspace_root, Env};
+use crate::common::{
+    app_volume, code, json_lines, show, stderr, stdout, walk_files, workspace_root, write_file,
+    Env, APP, OTHER,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -51,26 +54,6 @@ fn tree(dir: &Path, skip: &[&str]) -> BTreeMap<String, (u32, Vec<u8>)> {
             Some((rel, (mode, std::fs::read(&p).unwrap())))
         })
         .collect()
-}
-
-fn write(path: &Path, data: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, data).unwrap();
-}
-
-/// A small application volume: a few files in nested directories.
-fn app_volume(dir: &Path, seed: u64) {
-    write(
-        &dir.join("config.xml"),
-        format!("<config seed={seed}/>\n").as_bytes(),
-    );
-    write(&dir.join("db/app.db"), &crate::common::noise(300_000, seed));
-    write(&dir.join("logs/.hidden"), b"dotfile\n");
-    std::fs::set_permissions(
-        dir.join("config.xml"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
 }
 
 fn snapshots_of(env: &Env, identity: &str) -> Vec<serde_json::Value> {
@@ -123,9 +106,6 @@ fn metric(m: &BTreeMap<(String, String), f64>, name: &str, label_part: &str) -> 
     hits[0]
 }
 
-const APP: &str = "radarr@media:/data";
-const OTHER: &str = "prowlarr@media:/data";
-
 #[test]
 fn mover_backs_up_applies_retention_verifies_and_writes_metrics() {
     let env = Env::new();
@@ -134,10 +114,7 @@ fn mover_backs_up_applies_retention_verifies_and_writes_metrics() {
     // Another app's snapshot in the same repository: retention must not touch it.
     let other = env.path("other");
     app_volume(&other, 2);
-    env.ok(&format!(
-        "bk-put --from '{}' --identity '{OTHER}'",
-        other.display()
-    ));
+    env.put_as(&other, OTHER);
     let metrics = env.path("textfile");
     std::fs::create_dir(&metrics).unwrap();
     let m = metrics.to_str().unwrap();
@@ -166,8 +143,8 @@ fn mover_backs_up_applies_retention_verifies_and_writes_metrics() {
     assert!(v1["packs_read"].as_u64().unwrap() > 0, "{v1}");
 
     // The second run: changed data, and retention (keep-last 1) forgets the first.
-    write(&src.join("config.xml"), b"<config seed=changed/>\n");
-    write(&src.join("new-file"), b"added between runs\n");
+    write_file(&src.join("config.xml"), b"<config seed=changed/>\n");
+    write_file(&src.join("new-file"), b"added between runs\n");
     let second = entry(&env, &vars, "bk-mover");
     assert_eq!(code(&second), 0, "{}", show(&second));
     let s2 = last_of(&second, "mover");
@@ -311,17 +288,11 @@ fn restore_once_restores_once_refuses_foreign_data_and_can_be_forced() {
     let env = Env::new();
     let src = env.path("volume");
     app_volume(&src, 4);
-    env.ok(&format!(
-        "bk-put --from '{}' --identity '{APP}'",
-        src.display()
-    ));
+    env.put_as(&src, APP);
     // The other identity's snapshot is newer: `latest` must still pick APP's.
     let other = env.path("other");
     app_volume(&other, 5);
-    env.ok(&format!(
-        "bk-put --from '{}' --identity '{OTHER}'",
-        other.display()
-    ));
+    env.put_as(&other, OTHER);
     let expected = tree(&src, &[]);
 
     // 1. An empty volume (a fresh ext4 one has an empty lost+found).
@@ -342,7 +313,7 @@ fn restore_once_restores_once_refuses_foreign_data_and_can_be_forced() {
     assert!(!target.join(format!("{MARKER}.incomplete")).exists());
 
     // 2. Again: a success that does nothing (the app may have changed files since).
-    write(&target.join("config.xml"), b"changed by the app\n");
+    write_file(&target.join("config.xml"), b"changed by the app\n");
     let before = tree(&target, &[]);
     let out = entry(&env, &vars, "bk-restore-once");
     assert_eq!(code(&out), 0, "{}", show(&out));
@@ -357,7 +328,7 @@ fn restore_once_restores_once_refuses_foreign_data_and_can_be_forced() {
 
     // 3. A volume holding other data: refused, exit 2, nothing changed.
     let foreign = env.path("foreign");
-    write(&foreign.join("precious.txt"), b"not from any backup\n");
+    write_file(&foreign.join("precious.txt"), b"not from any backup\n");
     let f = foreign.to_str().unwrap();
     let fvars = [("BK_RESTORE_TARGET", f), ("BK_SNAPSHOT_IDENTITY", APP)];
     let before = tree(&foreign, &[]);
@@ -389,8 +360,8 @@ fn restore_once_restores_once_refuses_foreign_data_and_can_be_forced() {
 
     // 5. A restore that was killed midway is redone from scratch.
     let killed = env.path("killed");
-    write(&killed.join(format!("{MARKER}.incomplete")), b"{}\n");
-    write(&killed.join("db/half-written"), b"partial");
+    write_file(&killed.join(format!("{MARKER}.incomplete")), b"{}\n");
+    write_file(&killed.join("db/half-written"), b"partial");
     let k = killed.to_str().unwrap();
     let out = entry(
         &env,
@@ -667,8 +638,8 @@ fn pg_sidecar_validates_installs_configures_and_restores_only_into_an_empty_dire
     // restore: a directory holding a cluster is left alone (exit 0); other
     // contents are refused (exit 2); neither is touched.
     let cluster = env.path("pgdata");
-    write(&cluster.join("PG_VERSION"), b"16\n");
-    write(&cluster.join("base/1/1259"), b"pages");
+    write_file(&cluster.join("PG_VERSION"), b"16\n");
+    write_file(&cluster.join("base/1/1259"), b"pages");
     let before = tree(&cluster, &[]);
     let out = entry(
         &env,
@@ -686,7 +657,7 @@ fn pg_sidecar_validates_installs_configures_and_restores_only_into_an_empty_dire
     );
     assert_eq!(tree(&cluster, &[]), before);
     let junk = env.path("junk");
-    write(&junk.join("notes.txt"), b"mine");
+    write_file(&junk.join("notes.txt"), b"mine");
     let out = entry(
         &env,
         &[

@@ -5,7 +5,9 @@
 //! README names, and every variable it gives a script, against the tree),
 //! so that the recipes name nothing that does not exist.
 
-use crate::common::{bin_dir, code, json_lines, noise, show, stderr, walk_files, Env, TOOLS};
+use crate::common::{
+    app_volume, bin_dir, code, json_lines, show, stderr, walk_files, Env, APP, OTHER, TOOLS,
+};
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -54,27 +56,12 @@ fn records(path: &Path) -> Vec<serde_json::Value> {
     }
 }
 
-fn write(path: &Path, data: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, data).unwrap();
-}
-
-/// An application volume: three files (one of 300 kB), a symlink, an empty
-/// directory. Returns its files' total size.
-fn app_volume(dir: &Path, seed: u64) -> u64 {
-    write(
-        &dir.join("config.xml"),
-        format!("<config seed={seed}/>\n").as_bytes(),
-    );
-    write(&dir.join("db/app.db"), &noise(300_000, seed));
-    write(&dir.join("logs/.hidden"), b"dotfile\n");
+/// The shared application volume (three files, one of 300 kB) plus a
+/// symlink and an empty directory. Returns its files' total size.
+fn drill_volume(dir: &Path, seed: u64) -> u64 {
+    app_volume(dir, seed);
     std::os::unix::fs::symlink("config.xml", dir.join("current")).unwrap();
     std::fs::create_dir_all(dir.join("cache")).unwrap();
-    std::fs::set_permissions(
-        dir.join("config.xml"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
     walk_files(dir)
         .iter()
         .map(|p| std::fs::symlink_metadata(p).unwrap())
@@ -103,24 +90,15 @@ fn is_utc_second(s: &str) -> bool {
         })
 }
 
-const APP: &str = "radarr@media:/data";
-const OTHER: &str = "prowlarr@media:/data";
-
 #[test]
 fn restore_drill_passes_and_appends_a_dated_record() {
     let env = Env::new();
     let src = env.path("volume");
-    let bytes = app_volume(&src, 1);
-    env.ok(&format!(
-        "bk-put --from '{}' --identity '{APP}'",
-        src.display()
-    ));
+    let bytes = drill_volume(&src, 1);
+    env.put_as(&src, APP);
     let other = env.path("other");
-    app_volume(&other, 2);
-    env.ok(&format!(
-        "bk-put --from '{}' --identity '{OTHER}'",
-        other.display()
-    ));
+    drill_volume(&other, 2);
+    env.put_as(&other, OTHER);
     let id = snapshot_of(&env, APP);
     let other_id = snapshot_of(&env, OTHER);
     let scratch = env.path("scratch");
@@ -307,11 +285,8 @@ fn restore_drill_passes_and_appends_a_dated_record() {
 fn restore_drill_fails_on_a_difference_damaged_or_missing_data_and_a_failed_check() {
     let env = Env::new();
     let src = env.path("volume");
-    app_volume(&src, 3);
-    env.ok(&format!(
-        "bk-put --from '{}' --identity '{APP}'",
-        src.display()
-    ));
+    drill_volume(&src, 3);
+    env.put_as(&src, APP);
     let id = snapshot_of(&env, APP);
     let scratch = env.path("scratch");
     std::fs::create_dir(&scratch).unwrap();

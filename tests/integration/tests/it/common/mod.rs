@@ -63,6 +63,33 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// Writes `data` to `path`, creating its directories.
+pub fn write_file(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+/// Two applications' identities in a shared repository (the seeds' *arr
+/// apps): entrypoints and drills must pick APP's snapshots, never OTHER's.
+pub const APP: &str = "radarr@media:/data";
+pub const OTHER: &str = "prowlarr@media:/data";
+
+/// A small application volume: a few files in nested directories, one of
+/// them private (0600) and one hidden.
+pub fn app_volume(dir: &Path, seed: u64) {
+    write_file(
+        &dir.join("config.xml"),
+        format!("<config seed={seed}/>\n").as_bytes(),
+    );
+    write_file(&dir.join("db/app.db"), &noise(300_000, seed));
+    write_file(&dir.join("logs/.hidden"), b"dotfile\n");
+    std::fs::set_permissions(
+        dir.join("config.xml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     /// Where the repository's objects are on disk: the repository directory,
@@ -194,6 +221,14 @@ impl Env {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// `bk-put --from DIR --identity IDENTITY`; returns its stdout.
+    pub fn put_as(&self, dir: &Path, identity: &str) -> String {
+        self.ok(&format!(
+            "bk-put --from '{}' --identity '{identity}'",
+            dir.display()
+        ))
     }
 
     /// Backs up `src` and returns bk-put's snapshot record.
